@@ -1,0 +1,321 @@
+// Reads a directory of Kubernetes YAML into typed resources, with file and line for every
+// error. Used by the simulator, the agent's local mode and the control plane.
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { LineCounter, parseAllDocuments } from 'yaml';
+import { NodemeshError } from '../errors.js';
+import type { ContainerSpec, K8sObject, Namespace, ObjectMeta, Pod, Service, ServiceAccount, ServicePort, SourcePos } from './types.js';
+
+export interface LoadedConfig {
+  dir: string;
+  objects: K8sObject[];
+  pods: Pod[];
+  services: Service[];
+  namespaces: Namespace[];
+  serviceAccounts: ServiceAccount[];
+}
+
+export interface LoadError {
+  code: 'NM_ERR_CONFIG_YAML' | 'NM_ERR_CONFIG_INVALID' | 'NM_ERR_CONFIG_CONFLICT';
+  file: string;
+  line: number;
+  message: string;
+}
+
+export interface LoadResult {
+  config: LoadedConfig;
+  /** Problems found; the resources they concern are left out of `config`. */
+  errors: LoadError[];
+}
+
+const YAML_EXT = /\.(ya?ml|json)$/i;
+
+/** Lists the config files of a directory, recursively, in a stable order. */
+export function listConfigFiles(dir: string): string[] {
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (cause) {
+    throw new NodemeshError('NM_ERR_CONFIG_INVALID', `config directory does not exist`, { where: dir, cause });
+  }
+  if (!st.isDirectory()) throw new NodemeshError('NM_ERR_CONFIG_INVALID', `not a directory`, { where: dir });
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const ent of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      if (ent.name.startsWith('.')) continue;
+      const p = join(d, ent.name);
+      if (ent.isDirectory()) walk(p);
+      else if (ent.isFile() && YAML_EXT.test(ent.name)) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** A stable UID for a resource that names none, derived from kind/namespace/name. */
+export function deriveUid(kind: string, namespace: string, name: string): string {
+  const h = createHash('sha1').update(`nodemesh/${kind}/${namespace}/${name}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+class Invalid extends Error {}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function str(obj: Record<string, unknown>, key: string, path: string, required: boolean): string | undefined {
+  const v = obj[key];
+  if (v === undefined || v === null) {
+    if (required) throw new Invalid(`${path}.${key} is required`);
+    return undefined;
+  }
+  if (typeof v !== 'string') throw new Invalid(`${path}.${key} must be a string, got ${typeof v}`);
+  return v;
+}
+
+function strMap(v: unknown, path: string): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (!isRecord(v)) throw new Invalid(`${path} must be a map of strings`);
+  const out: Record<string, string> = {};
+  for (const [k, val] of Object.entries(v)) {
+    if (typeof val !== 'string') throw new Invalid(`${path}.${k} must be a string, got ${typeof val}`);
+    out[k] = val;
+  }
+  return out;
+}
+
+function strList(v: unknown, path: string): string[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new Invalid(`${path} must be a list of strings`);
+  return v.map((x, i) => {
+    if (typeof x === 'string') return x;
+    if (typeof x === 'number' || typeof x === 'boolean') return String(x);
+    throw new Invalid(`${path}[${i}] must be a string`);
+  });
+}
+
+function port(v: unknown, path: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) {
+    throw new Invalid(`${path} must be a port number 1-65535, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function list(v: unknown, path: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new Invalid(`${path} must be a list`);
+  return v;
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+export function isIPv4(s: string): boolean {
+  return IPV4.test(s);
+}
+
+function meta(raw: Record<string, unknown>, kind: string, clusterScoped: boolean): ObjectMeta {
+  const m = raw.metadata;
+  if (!isRecord(m)) throw new Invalid('metadata is required');
+  const name = str(m, 'name', 'metadata', true)!;
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) {
+    throw new Invalid(`metadata.name ${JSON.stringify(name)} is not a valid Kubernetes name`);
+  }
+  const namespace = clusterScoped ? '' : (str(m, 'namespace', 'metadata', false) ?? 'default');
+  return {
+    name,
+    namespace,
+    uid: str(m, 'uid', 'metadata', false) ?? deriveUid(kind, namespace, name),
+    labels: strMap(m.labels, 'metadata.labels'),
+    annotations: strMap(m.annotations, 'metadata.annotations'),
+  };
+}
+
+function container(c: unknown, i: number): ContainerSpec {
+  const path = `spec.containers[${i}]`;
+  if (!isRecord(c)) throw new Invalid(`${path} must be a map`);
+  const command = strList(c.command, `${path}.command`);
+  if (command.length === 0) {
+    throw new Invalid(`${path}.command is required: the simulator runs it as the pod's process (the image field is ignored)`);
+  }
+  const env: Record<string, string> = {};
+  list(c.env, `${path}.env`).forEach((e, j) => {
+    if (!isRecord(e)) throw new Invalid(`${path}.env[${j}] must be a map`);
+    env[str(e, 'name', `${path}.env[${j}]`, true)!] = str(e, 'value', `${path}.env[${j}]`, false) ?? '';
+  });
+  return {
+    name: str(c, 'name', path, false) ?? `c${i}`,
+    command,
+    args: strList(c.args, `${path}.args`),
+    env,
+    ports: list(c.ports, `${path}.ports`).map((p, j) => {
+      if (!isRecord(p)) throw new Invalid(`${path}.ports[${j}] must be a map`);
+      const name = str(p, 'name', `${path}.ports[${j}]`, false);
+      return {
+        containerPort: port(p.containerPort, `${path}.ports[${j}].containerPort`),
+        ...(name === undefined ? {} : { name }),
+        protocol: str(p, 'protocol', `${path}.ports[${j}]`, false) ?? 'TCP',
+      };
+    }),
+  };
+}
+
+function toPod(base: K8sObject): Pod {
+  const spec = base.raw.spec;
+  if (!isRecord(spec)) throw new Invalid('spec is required');
+  const containers = list(spec.containers, 'spec.containers').map(container);
+  if (containers.length === 0) throw new Invalid('spec.containers must list at least one container');
+  const status = isRecord(base.raw.status) ? base.raw.status : {};
+  const requestedIp = str(status, 'podIP', 'status', false);
+  if (requestedIp !== undefined && !isIPv4(requestedIp)) throw new Invalid(`status.podIP ${JSON.stringify(requestedIp)} is not an IPv4 address`);
+  const nodeName = str(spec, 'nodeName', 'spec', false);
+  return {
+    ...base,
+    kind: 'Pod',
+    spec: {
+      ...(nodeName === undefined ? {} : { nodeName }),
+      serviceAccountName: str(spec, 'serviceAccountName', 'spec', false) ?? 'default',
+      containers,
+    },
+    ...(requestedIp === undefined ? {} : { requestedIp }),
+  };
+}
+
+function toService(base: K8sObject): Service {
+  const spec = base.raw.spec;
+  if (!isRecord(spec)) throw new Invalid('spec is required');
+  const clusterIP = str(spec, 'clusterIP', 'spec', false);
+  if (clusterIP !== undefined && clusterIP !== 'None' && !isIPv4(clusterIP)) {
+    throw new Invalid(`spec.clusterIP ${JSON.stringify(clusterIP)} is not an IPv4 address`);
+  }
+  const ports: ServicePort[] = list(spec.ports, 'spec.ports').map((p, j) => {
+    const path = `spec.ports[${j}]`;
+    if (!isRecord(p)) throw new Invalid(`${path} must be a map`);
+    const sp = port(p.port, `${path}.port`);
+    let tp: number | string = sp;
+    if (typeof p.targetPort === 'string') tp = p.targetPort;
+    else if (p.targetPort !== undefined) tp = port(p.targetPort, `${path}.targetPort`);
+    const name = str(p, 'name', path, false);
+    const appProtocol = str(p, 'appProtocol', path, false);
+    return {
+      ...(name === undefined ? {} : { name }),
+      port: sp,
+      targetPort: tp,
+      protocol: str(p, 'protocol', path, false) ?? 'TCP',
+      ...(appProtocol === undefined ? {} : { appProtocol }),
+    };
+  });
+  return {
+    ...base,
+    kind: 'Service',
+    spec: {
+      ...(clusterIP === undefined ? {} : { clusterIP }),
+      selector: strMap(spec.selector, 'spec.selector'),
+      ports,
+    },
+  };
+}
+
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'Node']);
+
+/** Parses one file's text. Exported for tests and for the control plane's watcher. */
+export function parseConfigText(text: string, file: string): { objects: K8sObject[]; errors: LoadError[] } {
+  const lc = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
+  const objects: K8sObject[] = [];
+  const errors: LoadError[] = [];
+  const docs_ = Array.isArray(docs) ? docs : [docs];
+  for (const doc of docs_) {
+    const startOffset = doc.range?.[0] ?? 0;
+    const line = lc.linePos(startOffset).line;
+    if (doc.errors.length > 0) {
+      for (const e of doc.errors) {
+        errors.push({ code: 'NM_ERR_CONFIG_YAML', file, line: e.linePos?.[0]?.line ?? line, message: e.message.split('\n')[0] ?? e.message });
+      }
+      continue;
+    }
+    const raw: unknown = doc.toJS();
+    if (raw === null || raw === undefined) continue; // empty document
+    // Line of the first key, not the leading comments/`---`.
+    const contentsOffset = (doc.contents as { range?: [number, number, number] } | null)?.range?.[0] ?? startOffset;
+    const pos: SourcePos = { file, line: lc.linePos(contentsOffset).line };
+    try {
+      if (!isRecord(raw)) throw new Invalid('a resource must be a map with apiVersion, kind and metadata');
+      const kind = str(raw, 'kind', '', true)!;
+      const apiVersion = str(raw, 'apiVersion', '', true)!;
+      if (kind === 'List') throw new Invalid('kind List is not supported; write one resource per YAML document');
+      const base: K8sObject = { apiVersion, kind, metadata: meta(raw, kind, CLUSTER_SCOPED.has(kind)), raw, source: pos };
+      objects.push(kind === 'Pod' ? toPod(base) : kind === 'Service' ? toService(base) : base);
+    } catch (e) {
+      if (!(e instanceof Invalid)) throw e;
+      errors.push({ code: 'NM_ERR_CONFIG_INVALID', file, line: pos.line, message: e.message.replace(/^\./, '') });
+    }
+  }
+  return { objects, errors };
+}
+
+/** Loads a whole directory; never throws for bad content, only for a missing directory. */
+export function loadConfigDir(dir: string): LoadResult {
+  const objects: K8sObject[] = [];
+  const errors: LoadError[] = [];
+  for (const path of listConfigFiles(dir)) {
+    const file = relative(process.cwd(), path) || path;
+    const r = parseConfigText(readFileSync(path, 'utf8'), file);
+    objects.push(...r.objects);
+    errors.push(...r.errors);
+  }
+  // Duplicate identities: keep the first, report the rest.
+  const seen = new Map<string, K8sObject>();
+  const kept: K8sObject[] = [];
+  for (const o of objects) {
+    const key = `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`;
+    const prev = seen.get(key);
+    if (prev) {
+      errors.push({
+        code: 'NM_ERR_CONFIG_CONFLICT',
+        file: o.source.file,
+        line: o.source.line,
+        message: `${o.kind} ${o.metadata.namespace ? o.metadata.namespace + '/' : ''}${o.metadata.name} is already defined at ${prev.source.file}:${prev.source.line}`,
+      });
+      continue;
+    }
+    seen.set(key, o);
+    kept.push(o);
+  }
+  return {
+    config: {
+      dir,
+      objects: kept,
+      pods: kept.filter((o): o is Pod => o.kind === 'Pod'),
+      services: kept.filter((o): o is Service => o.kind === 'Service'),
+      namespaces: kept.filter((o): o is Namespace => o.kind === 'Namespace'),
+      serviceAccounts: kept.filter((o): o is ServiceAccount => o.kind === 'ServiceAccount'),
+    },
+    errors,
+  };
+}
+
+/** Formats load errors the way every command prints them: `file:line: message`. */
+export function formatLoadErrors(errors: LoadError[]): string {
+  return errors.map((e) => `${e.file}:${e.line}: ${e.message}`).join('\n');
+}
+
+/** Loads a directory and throws one NodemeshError listing every problem. */
+export function loadConfigDirStrict(dir: string): LoadedConfig {
+  const r = loadConfigDir(dir);
+  if (r.errors.length > 0) {
+    const first = r.errors[0]!;
+    throw new NodemeshError(first.code, `${r.errors.length} problem(s) in ${dir}:\n${formatLoadErrors(r.errors)}`, {
+      errors: r.errors,
+    });
+  }
+  return r.config;
+}
+
+/** Whether a pod is enrolled in the mesh: its own label, else its namespace's label. */
+export function isAmbient(pod: Pod, namespaces: Namespace[]): boolean {
+  const own = pod.metadata.labels['nodemesh.io/dataplane-mode'];
+  if (own !== undefined) return own === 'ambient';
+  const ns = namespaces.find((n) => n.metadata.name === pod.metadata.namespace);
+  return ns?.metadata.labels['nodemesh.io/dataplane-mode'] === 'ambient';
+}

@@ -1,0 +1,27 @@
+// Two vitest projects: `unit` runs anywhere; `privileged` needs root (netns, eBPF, cgroups)
+// and runs one file at a time because its suites share the host's kernel state.
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        test: {
+          name: 'privileged',
+          include: ['test/privileged/**/*.test.ts'],
+          fileParallelism: false,
+          pool: 'forks',
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});
