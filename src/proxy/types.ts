@@ -1,0 +1,51 @@
+// What the proxy knows of the pods it serves and of the rest of the mesh.
+import type { PeerInfo } from '../telemetry/index.js';
+
+/** A pod on this node whose traffic the proxy captures. */
+export interface LocalPod {
+  uid: string;
+  namespace: string;
+  name: string;
+  ip: string;
+  netnsPath: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  trustDomain: string;
+}
+
+/** Looks up what is known about an address: a workload, or nothing. */
+export interface WorkloadIndex {
+  byIp(ip: string): PeerInfo | undefined;
+}
+
+export interface SocketAddress {
+  ip: string;
+  port: number;
+}
+
+/** Creates upstream connections from inside a pod's network namespace. */
+export interface UpstreamConnector {
+  connect(netnsPath: string, to: SocketAddress, timeoutMs: number): Promise<import('node:net').Socket>;
+  /** Drops any sockets prepared for a namespace that is going away. */
+  forget(netnsPath: string): void;
+}
+
+/** Answers the original destination of a connection accepted on the outbound listener. */
+export interface OriginalDstResolver {
+  originalDst(fd: number): SocketAddress | null;
+}
+
+export function peerOf(pod: LocalPod): PeerInfo {
+  const app = pod.labels['app.kubernetes.io/name'] ?? pod.labels.app;
+  const version = pod.labels['app.kubernetes.io/version'] ?? pod.labels.version;
+  return {
+    workload: pod.name,
+    namespace: pod.namespace,
+    principal: `${pod.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`,
+    ...(app ? { app, canonicalService: app } : {}),
+    ...(version ? { version, canonicalRevision: version } : {}),
+  };
+}
+
+/** Ports the mesh owns inside every pod; traffic addressed to them is never relayed. */
+export const MESH_PORTS = new Set([15000, 15001, 15006, 15008, 15020, 15021]);

@@ -1,0 +1,86 @@
+// Connection records ("flows"): one per proxied connection, written as a pino access log
+// line when it closes and kept in a bounded ring for /debug/flows and the demo's table.
+import type { Logger } from '../log.js';
+import type { PeerInfo } from './labels.js';
+
+export type Direction = 'outbound' | 'inbound';
+
+export interface FlowRecord {
+  id: number;
+  direction: Direction;
+  /** Pod whose listener accepted the connection (`ns/name`). */
+  pod: string;
+  src: { ip: string; port: number } & PeerInfo;
+  dst: { ip: string; port: number } & PeerInfo;
+  /** The address the app asked for (outbound) or that was steered to us (inbound). */
+  originalDst: string;
+  /** Where the proxy connected: `ip:port`. */
+  upstream?: string;
+  startedAt: string;
+  durationMs?: number;
+  /** Bytes client → server. */
+  bytesSent: number;
+  /** Bytes server → client. */
+  bytesReceived: number;
+  responseFlags: string;
+  error?: string;
+  /** Authorization decision and policy, when one was taken. */
+  policy?: { allowed: boolean; name?: string };
+  open: boolean;
+}
+
+export class FlowLog {
+  #ring: FlowRecord[] = [];
+  #next = 1;
+  readonly #cap: number;
+  readonly #log: Logger;
+  readonly #listeners = new Set<(r: FlowRecord) => void>();
+
+  constructor(log: Logger, capacity = 1000) {
+    this.#log = log.child({ component: 'access' });
+    this.#cap = capacity;
+  }
+
+  start(r: Omit<FlowRecord, 'id' | 'startedAt' | 'bytesSent' | 'bytesReceived' | 'open' | 'responseFlags'>): FlowRecord {
+    const rec: FlowRecord = { ...r, id: this.#next++, startedAt: new Date().toISOString(), bytesSent: 0, bytesReceived: 0, responseFlags: '-', open: true };
+    this.#ring.push(rec);
+    if (this.#ring.length > this.#cap) this.#ring.splice(0, this.#ring.length - this.#cap);
+    return rec;
+  }
+
+  finish(rec: FlowRecord, startedMs: number): void {
+    rec.open = false;
+    rec.durationMs = Math.round(performance.now() - startedMs);
+    this.#log.info(
+      {
+        direction: rec.direction,
+        pod: rec.pod,
+        src: { ip: rec.src.ip, port: rec.src.port, workload: rec.src.workload, namespace: rec.src.namespace, principal: rec.src.principal },
+        dst: { ip: rec.dst.ip, port: rec.dst.port, workload: rec.dst.workload, namespace: rec.dst.namespace, principal: rec.dst.principal },
+        original_dst: rec.originalDst,
+        upstream: rec.upstream,
+        bytes_sent: rec.bytesSent,
+        bytes_received: rec.bytesReceived,
+        duration_ms: rec.durationMs,
+        response_flags: rec.responseFlags,
+        policy: rec.policy,
+        error: rec.error,
+      },
+      'connection complete',
+    );
+    for (const l of this.#listeners) l(rec);
+  }
+
+  recent(limit = this.#cap): FlowRecord[] {
+    return this.#ring.slice(-limit);
+  }
+
+  open(): FlowRecord[] {
+    return this.#ring.filter((r) => r.open);
+  }
+
+  onFinish(fn: (r: FlowRecord) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+}
