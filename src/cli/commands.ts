@@ -1,4 +1,8 @@
 // The list of CLI commands. Each group lives in its own file.
+import { agentCommand } from './agent.js';
 import type { Command } from './command.js';
+import { demoCommand } from './demo.js';
+import { doctorCommand } from './doctor.js';
+import { downCommand, upCommand } from './up.js';
 
-export const commands: Command[] = [];
+export const commands: Command[] = [agentCommand, upCommand, downCommand, demoCommand, doctorCommand];

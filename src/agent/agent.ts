@@ -1,0 +1,207 @@
+// The node agent: loads the redirection programs, serves the CNI relay, enrolls pods, runs
+// the shared proxy and the admin, metrics and readiness endpoints.
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Server } from 'node:http';
+import { NodemeshError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { NetnsConnector, NodeProxy } from '../proxy/index.js';
+import { Redirector, findCgroup2Root, listenInNetns, socketInNetns } from '../redirect/index.js';
+import { FlowLog, MeshMetrics } from '../telemetry/index.js';
+import { serveRoutes, type Endpoint } from './admin.js';
+import { CniError, CniServer, podAddressOf, type CniRequest } from './cni-server.js';
+import { Enroller, exclusionsFrom } from './enrollment.js';
+import { agentPaths, DEFAULT_PIN_ROOT, type AgentPaths } from './paths.js';
+import type { PodSource } from './podsource.js';
+import { LocalWorkloads } from './workloads.js';
+
+export interface AgentOptions {
+  stateDir: string;
+  pinRoot?: string;
+  nodeName?: string;
+  trustDomain?: string;
+  podSource: PodSource;
+  admin?: Endpoint;
+  metrics?: Endpoint;
+  ready?: Endpoint;
+  connectTimeoutMs?: number;
+  log: Logger;
+  /** Runs after the CNI socket is up, e.g. to chain our plugin into the node's conflist. */
+  onCniReady?: (socketPath: string) => void | Promise<void>;
+}
+
+export class Agent {
+  readonly paths: AgentPaths;
+  readonly node: string;
+  readonly metrics = new MeshMetrics();
+  readonly flows: FlowLog;
+  readonly workloads: LocalWorkloads;
+  readonly #o: AgentOptions;
+  readonly #log: Logger;
+  #redirect?: Redirector;
+  #proxy?: NodeProxy;
+  #enroller?: Enroller;
+  #cni?: CniServer;
+  #servers: Server[] = [];
+  #ready = false;
+  readonly #startedAt = new Date().toISOString();
+
+  constructor(o: AgentOptions) {
+    this.#o = o;
+    this.paths = agentPaths(o.stateDir);
+    this.node = o.nodeName ?? hostname();
+    this.#log = o.log.child({ component: 'agent', node: this.node });
+    this.flows = new FlowLog(o.log);
+    this.workloads = new LocalWorkloads(o.trustDomain);
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  async start(): Promise<void> {
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      throw new NodemeshError('NM_ERR_NOT_ROOT', 'the node agent loads eBPF programs and enters pod namespaces: run it as root');
+    }
+    mkdirSync(this.paths.dir, { recursive: true });
+    const cgroupRoot = findCgroup2Root();
+    const redirect = await Redirector.open({ pinRoot: this.#o.pinRoot ?? DEFAULT_PIN_ROOT });
+    this.#redirect = redirect;
+    const proxy = new NodeProxy({
+      listen: (ns, opts) => listenInNetns(ns, opts),
+      upstream: new NetnsConnector((ns) => socketInNetns(ns, {})),
+      originalDst: redirect,
+      workloads: this.workloads,
+      telemetry: { metrics: this.metrics, flows: this.flows, log: this.#o.log },
+      onInboundListener: (pod, fd) => redirect.registerInboundListener(pod.ip, 'plaintext', fd),
+      ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
+    });
+    this.#proxy = proxy;
+    this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log });
+
+    const { adopted, removed } = await this.#enroller.adopt();
+    for (const p of this.#enroller.pods()) this.#remember(p.uid, p.namespace, p.name, p.ip, true);
+    if (adopted.length || removed.length) this.#log.info({ adopted, removed: removed.length }, 'adopted pods enrolled by a previous agent');
+    this.metrics.enrolledPods.set(this.#enroller.pods().length);
+
+    await this.#serveHttp();
+    this.#cni = await CniServer.listen(this.paths.cniSocket, (req) => this.#onCni(req), this.#o.log);
+    await this.#o.onCniReady?.(this.paths.cniSocket);
+    writeFileSync(this.paths.pidFile, `${process.pid}\n`);
+    this.#ready = true;
+    this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length }, 'agent ready');
+  }
+
+  #remember(uid: string, namespace: string, name: string, ip: string, enrolled: boolean): void {
+    const meta = this.#o.podSource.lookup(namespace, name);
+    this.workloads.set({ uid, namespace, name, ip, enrolled, serviceAccount: meta?.serviceAccount ?? 'default', labels: meta?.labels ?? {} });
+  }
+
+  async #onCni(req: CniRequest): Promise<void> {
+    const enroller = this.#enroller!;
+    const ns = req.args.K8S_POD_NAMESPACE;
+    const name = req.args.K8S_POD_NAME;
+    const uid = req.args.K8S_POD_UID;
+    if (req.command === 'DEL') {
+      // DEL must always succeed so the runtime can clean the pod up.
+      const known = uid ? uid : enroller.pods().find((p) => p.containerId === req.containerId)?.uid;
+      if (known) {
+        await enroller.unenroll(known).catch((err: unknown) => this.#log.error({ err, uid: known }, 'detach failed during DEL'));
+        this.workloads.deleteUid(known);
+      }
+      this.metrics.enrolledPods.set(enroller.pods().length);
+      return;
+    }
+    if (!ns || !name || !uid) throw new CniError(4, 'nodemesh agent: CNI_ARGS must carry K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID');
+    if (req.command === 'CHECK') {
+      const meta = this.#o.podSource.lookup(ns, name);
+      if (meta?.ambient && !enroller.get(uid)) throw new CniError(100, `nodemesh agent: pod ${ns}/${name} should be enrolled but is not`);
+      return;
+    }
+    if (!req.netns) throw new CniError(4, 'nodemesh agent: CNI_NETNS is empty');
+    if (!existsSync(req.netns)) throw new CniError(4, `nodemesh agent: network namespace ${req.netns} does not exist`);
+    const addr = podAddressOf(req.config);
+    if (!addr) throw new CniError(7, `nodemesh agent: no IPv4 address in prevResult for ${ns}/${name}; nodemesh-cni must be chained after an IPAM-assigning plugin`);
+    const meta = this.#o.podSource.lookup(ns, name);
+    if (!meta?.ambient) {
+      this.#remember(uid, ns, name, addr.ip, false);
+      this.#log.info({ pod: `${ns}/${name}`, ip: addr.ip }, meta ? 'pod not enrolled: no nodemesh.io/dataplane-mode=ambient label on it or its namespace' : 'pod not enrolled: unknown to the pod source');
+      return;
+    }
+    let exclusions;
+    try {
+      exclusions = exclusionsFrom(meta.annotations);
+    } catch (e) {
+      throw new CniError(7, `nodemesh agent: ${(e as Error).message}`);
+    }
+    await enroller.enroll({
+      uid,
+      namespace: ns,
+      name,
+      ip: addr.ip,
+      netnsPath: req.netns,
+      containerId: req.containerId,
+      serviceAccount: meta.serviceAccount,
+      labels: meta.labels,
+      trustDomain: this.#o.trustDomain ?? 'cluster.local',
+      exclusions,
+    });
+    this.#remember(uid, ns, name, addr.ip, true);
+    this.metrics.enrolledPods.set(enroller.pods().length);
+  }
+
+  configDump(): object {
+    return {
+      node: this.node,
+      mode: 'local',
+      startedAt: this.#startedAt,
+      ready: this.#ready,
+      pods: this.#enroller?.pods().map((p) => ({
+        uid: p.uid,
+        namespace: p.namespace,
+        name: p.name,
+        ip: p.ip,
+        serviceAccount: p.serviceAccount,
+        identity: `spiffe://${p.trustDomain}/ns/${p.namespace}/sa/${p.serviceAccount}`,
+        netns: p.netnsPath,
+        cgroup: p.cgroupPath,
+        exclusions: p.exclusions,
+        enrolledAt: p.enrolledAt,
+      })) ?? [],
+      listeners: this.#proxy?.listeners() ?? [],
+      workloads: this.workloads.all(),
+      connections: this.flows.open(),
+    };
+  }
+
+  async #serveHttp(): Promise<void> {
+    const log = this.#o.log.child({ component: 'admin' });
+    const readiness = () => (this.#ready ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' });
+    const metrics = async () => {
+      const r = await this.metrics.render();
+      return { type: r.contentType, body: r.body };
+    };
+    this.#servers.push(
+      await serveRoutes(this.#o.admin ?? { host: '127.0.0.1', port: 15000 }, {
+        '/config_dump': () => ({ body: this.configDump() }),
+        '/debug/flows': (_req, url) => ({ body: this.flows.recent(Number(url.searchParams.get('limit') ?? 1000)) }),
+        '/healthz/ready': readiness,
+        '/metrics': metrics,
+      }, log),
+      await serveRoutes(this.#o.metrics ?? { host: '0.0.0.0', port: 15020 }, { '/metrics': metrics, '/stats/prometheus': metrics }, log),
+      await serveRoutes(this.#o.ready ?? { host: '0.0.0.0', port: 15021 }, { '/healthz/ready': readiness }, log),
+    );
+  }
+
+  /** Stops serving. Pinned programs stay, so pods keep failing closed until an agent adopts them. */
+  async stop(): Promise<void> {
+    this.#ready = false;
+    await this.#cni?.close();
+    await Promise.all(this.#servers.map((s) => new Promise((r) => s.close(r))));
+    this.#servers = [];
+    await this.#proxy?.close();
+    this.#redirect?.close();
+    rmSync(this.paths.pidFile, { force: true });
+    this.#log.info('agent stopped');
+  }
+}

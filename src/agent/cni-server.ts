@@ -1,0 +1,132 @@
+// The agent's end of the CNI relay (docs/cni.md): a unix socket the nodemesh-cni plugin
+// connects to once per ADD/CHECK/DEL. The answer is sent only when the work is done, so a
+// pod's containers never start before its redirection is in place.
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { dirname } from 'node:path';
+import type { Logger } from '../log.js';
+
+export interface CniRequest {
+  command: 'ADD' | 'DEL' | 'CHECK';
+  containerId: string;
+  netns: string;
+  ifName: string;
+  /** Parsed CNI_ARGS, e.g. K8S_POD_NAMESPACE. */
+  args: Record<string, string>;
+  config: Record<string, unknown>;
+}
+
+export interface PodAddress {
+  ip: string;
+  prefix: number;
+}
+
+export class CniError extends Error {
+  readonly cniCode: number;
+  readonly details: string;
+  constructor(cniCode: number, msg: string, details = '') {
+    super(msg);
+    this.cniCode = cniCode;
+    this.details = details;
+  }
+}
+
+export type CniHandler = (req: CniRequest) => Promise<void>;
+
+const MAX_REQUEST = 1 << 20;
+
+export function parseCniArgs(s: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of s.split(';')) {
+    const i = kv.indexOf('=');
+    if (i > 0) out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+/** The pod's IPv4 address from the chained plugin's prevResult. */
+export function podAddressOf(config: Record<string, unknown>): PodAddress | undefined {
+  const prev = config.prevResult as { ips?: { address?: string; version?: string }[] } | undefined;
+  for (const ip of prev?.ips ?? []) {
+    const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(ip.address ?? '');
+    if (m) return { ip: m[1]!, prefix: Number(m[2]) };
+  }
+  return undefined;
+}
+
+function parseRequest(raw: string): CniRequest {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(raw) as Record<string, unknown>;
+  } catch (e) {
+    throw new CniError(6, 'nodemesh agent: cannot decode the plugin request', (e as Error).message);
+  }
+  const command = j.command;
+  if (command !== 'ADD' && command !== 'DEL' && command !== 'CHECK') throw new CniError(4, `nodemesh agent: unsupported CNI_COMMAND ${JSON.stringify(command)}`);
+  const config = j.config;
+  if (typeof config !== 'object' || config === null) throw new CniError(6, 'nodemesh agent: request has no network config');
+  return {
+    command,
+    containerId: String(j.containerId ?? ''),
+    netns: String(j.netns ?? ''),
+    ifName: String(j.ifName ?? ''),
+    args: parseCniArgs(String(j.args ?? '')),
+    config: config as Record<string, unknown>,
+  };
+}
+
+export class CniServer {
+  readonly #server: Server;
+  readonly #path: string;
+
+  private constructor(server: Server, path: string) {
+    this.#server = server;
+    this.#path = path;
+  }
+
+  static async listen(path: string, handler: CniHandler, log: Logger): Promise<CniServer> {
+    const l = log.child({ component: 'cni' });
+    mkdirSync(dirname(path), { recursive: true });
+    rmSync(path, { force: true }); // a stale socket from a previous agent
+    const server = createServer((sock) => {
+      let buf = '';
+      sock.setEncoding('utf8');
+      sock.on('error', (err) => l.warn({ err }, 'cni plugin connection error'));
+      sock.on('data', (d: string) => {
+        buf += d;
+        if (buf.length > MAX_REQUEST) sock.destroy();
+      });
+      sock.on('end', () => {
+        void (async () => {
+          let cniVersion = '1.0.0';
+          try {
+            const req = parseRequest(buf);
+            if (typeof req.config.cniVersion === 'string') cniVersion = req.config.cniVersion;
+            await handler(req);
+            // A chained plugin passes the previous result through unchanged.
+            const out = req.command === 'ADD' ? JSON.stringify(req.config.prevResult ?? { cniVersion }) : '';
+            sock.end(`OK\n${out}`);
+          } catch (e) {
+            const ce = e instanceof CniError ? e : new CniError(100, `nodemesh agent: ${(e as Error).message}`, (e as { code?: string }).code ?? '');
+            l.error({ err: e, cniCode: ce.cniCode }, 'cni request failed');
+            sock.end(`ERR ${ce.cniCode}\n${JSON.stringify({ cniVersion, code: ce.cniCode, msg: ce.message, details: ce.details })}`);
+          }
+        })();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o600);
+    return new CniServer(server, path);
+  }
+
+  async close(): Promise<void> {
+    await new Promise((r) => this.#server.close(r));
+    rmSync(this.#path, { force: true });
+  }
+}

@@ -1,0 +1,82 @@
+// `nodemesh agent`: runs the node agent in the foreground.
+import { resolve } from 'node:path';
+import { Agent, ConfigDirPodSource, DEFAULT_PIN_ROOT, parseEndpoint, stateDir } from '../agent/index.js';
+import { log } from '../log.js';
+import { installChainedPlugin } from '../sim/index.js';
+import { parse, usageError, type Command } from './command.js';
+import { cniPluginPath } from './paths.js';
+
+const help = `Usage: nodemesh agent --config <dir> [options]
+
+Runs the node agent in the foreground: loads the eBPF redirection programs, listens for the
+nodemesh-cni plugin, enrolls pods labelled nodemesh.io/dataplane-mode=ambient (or in a
+namespace so labelled), and proxies their traffic. Needs root.
+
+In local mode (--config) pod metadata comes from a directory of Kubernetes YAML, and no
+control plane is used.
+
+Options:
+  --config <dir>        directory of Kubernetes YAML (local mode; required)
+  --state-dir <dir>     state directory (default $NODEMESH_STATE_DIR or /run/nodemesh)
+  --pin-root <dir>      bpffs directory for pinned maps and links (default ${DEFAULT_PIN_ROOT})
+  --node <name>         node name (default: the host name)
+  --admin <addr>        admin endpoint (default 127.0.0.1:15000)
+  --metrics <addr>      Prometheus endpoint (default 0.0.0.0:15020)
+  --ready <addr>        readiness endpoint (default 0.0.0.0:15021)
+  --trust-domain <td>   SPIFFE trust domain (default cluster.local)
+  --connect-timeout <ms> upstream connect timeout before the client is reset (default 5000)
+  --no-install-cni      do not chain nodemesh-cni into the simulator's CNI config
+  -h, --help            this help
+
+Stops on SIGINT/SIGTERM. Pinned programs stay, so enrolled pods keep failing closed until
+the next agent adopts them; 'nodemesh down' removes everything.
+`;
+
+export const agentCommand: Command = {
+  path: ['agent'],
+  summary: 'run the node agent (eBPF capture + shared proxy) in the foreground',
+  help,
+  async run(argv) {
+    const { values } = parse(argv, {
+      config: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'pin-root': { type: 'string' },
+      node: { type: 'string' },
+      admin: { type: 'string' },
+      metrics: { type: 'string' },
+      ready: { type: 'string' },
+      'trust-domain': { type: 'string' },
+      'connect-timeout': { type: 'string' },
+      'no-install-cni': { type: 'boolean' },
+    }, false);
+    if (!values.config) throw usageError('--config <dir> is required (local mode); see nodemesh agent --help');
+    const sd = stateDir(values['state-dir']);
+    const timeout = values['connect-timeout'] ? Number(values['connect-timeout']) : undefined;
+    if (timeout !== undefined && !(timeout > 0)) throw usageError('--connect-timeout must be a positive number of milliseconds');
+    const agent = new Agent({
+      stateDir: sd,
+      ...(values['pin-root'] ? { pinRoot: values['pin-root'] } : {}),
+      ...(values.node ? { nodeName: values.node } : {}),
+      ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
+      ...(values.admin ? { admin: parseEndpoint(values.admin, '--admin') } : {}),
+      ...(values.metrics ? { metrics: parseEndpoint(values.metrics, '--metrics') } : {}),
+      ...(values.ready ? { ready: parseEndpoint(values.ready, '--ready') } : {}),
+      ...(timeout ? { connectTimeoutMs: timeout } : {}),
+      podSource: new ConfigDirPodSource(resolve(values.config), log),
+      log,
+      onCniReady: values['no-install-cni']
+        ? undefined
+        : (socket) => installChainedPlugin(sd, { type: 'nodemesh-cni', agentSocket: socket, pluginDir: cniPluginPath() }),
+    });
+    const stopped = new Promise<void>((res) => {
+      const stop = () => {
+        agent.stop().then(res, res);
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    await agent.start();
+    await stopped;
+    return 0;
+  },
+};
