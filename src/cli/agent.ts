@@ -4,7 +4,6 @@ import { Agent, ConfigDirPodSource, DEFAULT_PIN_ROOT, parseEndpoint, stateDir } 
 import { log } from '../log.js';
 import { installChainedPlugin } from '../sim/index.js';
 import { parse, usageError, type Command } from './command.js';
-import { cniPluginPath } from './paths.js';
 
 const help = `Usage: nodemesh agent --config <dir> [options]
 
@@ -66,7 +65,7 @@ export const agentCommand: Command = {
       log,
       onCniReady: values['no-install-cni']
         ? undefined
-        : (socket) => installChainedPlugin(sd, { type: 'nodemesh-cni', agentSocket: socket, pluginDir: cniPluginPath() }),
+        : (socket) => installChainedPlugin(sd, { type: 'nodemesh-cni', agentSocket: socket }),
     });
     const stopped = new Promise<void>((res) => {
       const stop = () => {

@@ -4,5 +4,6 @@ import type { Command } from './command.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
 import { downCommand, upCommand } from './up.js';
+import { simCommands } from './sim.js';
 
-export const commands: Command[] = [agentCommand, upCommand, downCommand, demoCommand, doctorCommand];
+export const commands: Command[] = [agentCommand, upCommand, downCommand, demoCommand, doctorCommand, ...simCommands];

@@ -8,7 +8,7 @@ import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 import { parse, usageError, type Command } from './command.js';
 import { cliPath } from './paths.js';
-import { ADMIN, down, getJson, httpGet, printTable, progress, up } from './up.js';
+import { ADMIN, down, getJson, httpGet, printTable, up } from './up.js';
 
 /** Label that marks the pods the demo drives traffic from. */
 export const DEMO_ROLE_LABEL = 'nodemesh.io/demo-role';

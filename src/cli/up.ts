@@ -115,7 +115,7 @@ export async function up(dirArg: string, sd: string): Promise<void> {
   progress(`starting the node agent (log: ${agentPaths(sd).logFile})`);
   await startAgent(dir, sd);
   progress('creating pods (CNI bridge + host-local + nodemesh-cni)');
-  await simUp(dir, { stateDir: sd });
+  await simUp(dir, { stateDir: sd, onProgress: (l) => progress(l) });
   const dump = await getJson<{ pods: DumpPod[] }>(`${ADMIN}/config_dump`);
   const enrolled = new Set(dump.pods.map((p) => `${p.namespace}/${p.name}`));
   const pods = await listPods({ stateDir: sd });
@@ -126,7 +126,7 @@ export async function up(dirArg: string, sd: string): Promise<void> {
 
 export async function down(sd: string, pinRoot = DEFAULT_PIN_ROOT): Promise<void> {
   progress('removing pods');
-  await simDown({ stateDir: sd });
+  await simDown({ stateDir: sd, onProgress: (l) => progress(l) });
   progress('stopping the agent');
   await stopAgent(sd);
   uninstallChainedPlugin(sd);

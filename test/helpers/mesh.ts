@@ -1,0 +1,102 @@
+// Brings up a real mesh for privileged end-to-end tests: the agent as its own process (the
+// built CLI), pods from the node simulator, clients run inside pods with `sim exec`.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ADMIN, getJson, startAgent, stopAgent } from '../../src/cli/up.js';
+import { Redirector } from '../../src/redirect/index.js';
+import { listPods, simDown, simUp, uninstallChainedPlugin } from '../../src/sim/index.js';
+import type { FlowRecord } from '../../src/telemetry/index.js';
+
+export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+export const cli = join(repoRoot, 'bin', 'nodemesh');
+export const fixtureBin = join(repoRoot, 'test', 'fixtures', 'bin');
+
+export interface Mesh {
+  sd: string;
+  pinRoot: string;
+  ip(pod: string): string;
+  exec(pod: string, argv: string[], timeoutMs?: number): { code: number; stdout: string; stderr: string };
+  /** Runs test/fixtures/bin/nm_client.py in a pod and parses its JSON line. */
+  client(pod: string, args: string[], timeoutMs?: number): Record<string, unknown>;
+  flows(): Promise<FlowRecord[]>;
+  dump(): Promise<{ pods: { namespace: string; name: string; ip: string }[] }>;
+  startAgent(): Promise<number>;
+  stopAgent(): Promise<void>;
+  down(): Promise<void>;
+}
+
+/** Writes a config directory of YAML documents into a fresh temp dir. */
+export function writeConfig(docs: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'nm-e2e-cfg-'));
+  writeFileSync(join(dir, 'pods.yaml'), docs);
+  return dir;
+}
+
+export async function meshUp(configDir: string): Promise<Mesh> {
+  const sd = mkdtempSync(join(tmpdir(), 'nm-e2e-state-'));
+  const pinRoot = `/sys/fs/bpf/nodemesh-e2e-${process.pid}`;
+  const agentArgs = ['--pin-root', pinRoot, '--connect-timeout', '3000'];
+  await startAgent(configDir, sd, agentArgs);
+  await simUp(configDir, { stateDir: sd });
+  const pods = await listPods({ stateDir: sd });
+  const ips = new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p.ip]));
+  const exec: Mesh['exec'] = (pod, argv, timeoutMs = 60_000) => {
+    const r = spawnSync(cli, ['sim', 'exec', '--state-dir', sd, pod, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+    return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  };
+  return {
+    sd,
+    pinRoot,
+    ip: (pod) => {
+      const ip = ips.get(pod);
+      if (!ip) throw new Error(`no pod ${pod}; have ${[...ips.keys()].join(', ')}`);
+      return ip;
+    },
+    exec,
+    client: (pod, args, timeoutMs) => {
+      const r = exec(pod, ['python3', join(fixtureBin, 'nm_client.py'), ...args], timeoutMs);
+      const line = r.stdout.trim().split('\n').at(-1) ?? '';
+      try {
+        return JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        throw new Error(`client in ${pod} printed no result (exit ${r.code}): ${r.stdout}${r.stderr}`);
+      }
+    },
+    flows: () => getJson<FlowRecord[]>(`${ADMIN}/debug/flows`),
+    dump: () => getJson(`${ADMIN}/config_dump`),
+    startAgent: () => startAgent(configDir, sd, agentArgs),
+    stopAgent: async () => {
+      await stopAgent(sd);
+    },
+    down: async () => {
+      await simDown({ stateDir: sd });
+      await stopAgent(sd);
+      uninstallChainedPlugin(sd);
+      await Redirector.destroyAll(pinRoot);
+    },
+  };
+}
+
+/** Everything a test run could leave behind on the host; empty when clean. */
+export function leftovers(pinRoot: string): string[] {
+  const out: string[] = [];
+  const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => /^nm-/.test(l));
+  if (ns.length) out.push(`netns: ${ns.join(', ')}`);
+  if (existsSync(pinRoot)) out.push(`bpffs: ${pinRoot}`);
+  const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => /nm-br/.test(l));
+  if (links.length) out.push(`links: ${links.join('; ')}`);
+  for (const root of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+    if (existsSync(join(root, 'cgroup.controllers')) || existsSync(join(root, 'cgroup.procs'))) {
+      const cg = readdirSync(root).filter((d) => d.startsWith('nodemesh-sim'));
+      if (cg.length) out.push(`cgroups: ${cg.map((d) => join(root, d)).join(', ')}`);
+    }
+  }
+  return out;
+}
+
+export function ipForward(): string {
+  return readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+}
