@@ -72,7 +72,7 @@ bpf/build/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS)
 	  -I bpf -I /usr/include/$$(uname -m)-linux-gnu -c $< -o $@
 
 addon: $(ADDON)
-$(ADDON): $(wildcard native/src/*.cc native/src/*.h) native/CMakeLists.txt
+$(ADDON): $(wildcard native/src/*.cc native/src/*.h) native/CMakeLists.txt bpf/redirect.h
 	@echo "==> cmake-js (native addon)"
 	@cmake-js compile -d native --out native/build -l error >/dev/null
 

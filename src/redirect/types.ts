@@ -17,6 +17,11 @@ export interface PodRedirectSpec {
   excludeOutboundCidrs?: string[];
   /** Local ports never steered inbound, e.g. health probes (at most 8). */
   excludeInboundPorts?: number[];
+  /**
+   * Let inbound SYNs for this pod through to the app when the agent has no listener,
+   * instead of dropping them. Off by default: the mesh fails closed. For debugging only.
+   */
+  inboundFailOpen?: boolean;
 }
 
 /** Which of a pod's inbound listeners an sk_lookup steer targets. */
@@ -39,3 +44,30 @@ export interface PodAttachment {
   /** Names of the links pinned for this pod, e.g. ['connect4','connect6','sockops',...]. */
   links: string[];
 }
+
+/** How `Redirector.open` finds and loads the programs. */
+export interface RedirectorOptions {
+  /**
+   * The bpffs directory the agent owns, e.g. `/sys/fs/bpf/nodemesh`. Maps are pinned under
+   * `<pinRoot>/maps`, per-pod links under `<pinRoot>/pods/<uid>/`.
+   */
+  pinRoot: string;
+  /** The compiled programs; default `<package root>/bpf/build/redirect.bpf.o`. */
+  objectPath?: string;
+  /** Where connect4/connect6 send captured connects (127.0.0.1:<port>); default 15001. */
+  outboundPort?: number;
+  /** Inbound connections to this port go to the HBONE listener; default 15008. */
+  hbonePort?: number;
+}
+
+/** Options of `socketInNetns`. */
+export interface NetnsSocketOptions {
+  /** Local address to bind (port chosen at connect time); its family decides the socket's. */
+  bindIp?: string;
+  /** 4 (default) or 6, when no bindIp is given. */
+  family?: 4 | 6;
+}
+
+/** The pinned links of one pod, by name. */
+export const POD_LINK_NAMES = ['connect4', 'connect6', 'sockops', 'getpeername4', 'getpeername6', 'sk_lookup'] as const;
+export type PodLinkName = (typeof POD_LINK_NAMES)[number];

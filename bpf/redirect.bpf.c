@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* In-pod redirection: steers an enrolled pod's TCP connections into the node agent's
+ * proxy. Outbound connects are rewritten to the proxy's 127.0.0.1 listener in the pod
+ * netns; inbound SYNs for the pod IP are steered to the proxy's listeners by sk_lookup.
+ * docs/redirect.md describes the maps, the pins and how the agent attaches all this. */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/common.h"
+#include "lib/inbound.h"
+#include "lib/orig_dst.h"
+#include "lib/pod_cfg.h"
+#include "redirect.h"
+
+/* Set by the loader before load (native loadObject rodata); defaults are Istio's ports. */
+const volatile __u16 nm_outbound_port = NM_DEFAULT_OUTBOUND_PORT;
+const volatile __u16 nm_hbone_port = NM_DEFAULT_HBONE_PORT;
+
+/* Shared by connect4/connect6: decides whether to capture a TCP connect to ip:port
+ * (ip network order, port host order) and records the destination. Returns 1 to rewrite,
+ * 0 to leave the connect alone, -1 to refuse it. */
+static __always_inline int nm_capture(void *ctx, __u32 ip, __u16 port)
+{
+	__u64 cookie;
+
+	if (nm_is_loopback4(ip))
+		return 0;
+	if (nm_outbound_excluded(bpf_get_netns_cookie(ctx), ip, port))
+		return 0;
+
+	cookie = bpf_get_socket_cookie(ctx);
+	/* Without a record the proxy could not route the connection. Refusing the connect
+	 * (EPERM) is the fail-closed answer; leaving it uncaptured would bypass the mesh. */
+	if (nm_cookie_dst_put(cookie, ip, port))
+		return -1;
+	return 1;
+}
+
+/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_INET4_CONNECT, via bpf_link). */
+SEC("cgroup/connect4")
+int nm_connect4(struct bpf_sock_addr *ctx)
+{
+	int verdict;
+
+	if (ctx->type != NM_SOCK_STREAM || ctx->protocol != NM_IPPROTO_TCP)
+		return NM_SYSCALL_ALLOW;
+
+	verdict = nm_capture(ctx, ctx->user_ip4, bpf_ntohs((__u16)ctx->user_port));
+	if (verdict < 0)
+		return NM_SYSCALL_DENY;
+	if (verdict > 0) {
+		ctx->user_ip4 = bpf_htonl(NM_LOOPBACK4);
+		ctx->user_port = bpf_htons(nm_outbound_port);
+	}
+	return NM_SYSCALL_ALLOW;
+}
+
+/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_INET6_CONNECT). Only v4-mapped
+ * destinations (::ffff:a.b.c.d, as dual-stack clients such as Java use) are captured;
+ * pure IPv6 is left alone. */
+SEC("cgroup/connect6")
+int nm_connect6(struct bpf_sock_addr *ctx)
+{
+	int verdict;
+
+	if (ctx->type != NM_SOCK_STREAM || ctx->protocol != NM_IPPROTO_TCP)
+		return NM_SYSCALL_ALLOW;
+	if (!nm_is_v4mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
+		return NM_SYSCALL_ALLOW;
+
+	verdict = nm_capture(ctx, ctx->user_ip6[3], bpf_ntohs((__u16)ctx->user_port));
+	if (verdict < 0)
+		return NM_SYSCALL_DENY;
+	if (verdict > 0) {
+		ctx->user_ip6[3] = bpf_htonl(NM_LOOPBACK4); /* words 0..2 already say ::ffff: */
+		ctx->user_port = bpf_htons(nm_outbound_port);
+	}
+	return NM_SYSCALL_ALLOW;
+}
+
+/* The local IPv4 of a sockops socket; for a v4-mapped AF_INET6 socket, the low word.
+ * Both fields are read with volatile loads: otherwise clang turns the choice into one load
+ * at a computed ctx offset, which the verifier rejects ("dereference of modified ctx ptr"). */
+static __always_inline __u32 nm_sockops_local_ip4(struct bpf_sock_ops *skops)
+{
+	__u32 v6_low = *(volatile __u32 *)&skops->local_ip6[3];
+	__u32 v4 = *(volatile __u32 *)&skops->local_ip4;
+
+	return skops->family == NM_AF_INET6 ? v6_low : v4;
+}
+
+static __always_inline void nm_sockops_orig_dst_key(struct bpf_sock_ops *skops,
+						    struct nm_orig_dst_key *key)
+{
+	nm_orig_dst_key_init(key, bpf_get_netns_cookie(skops), nm_sockops_local_ip4(skops),
+			     (__u16)skops->local_port);
+}
+
+/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_SOCK_OPS). Re-keys the original
+ * destination by what the proxy can see, and cleans both maps up on close. */
+SEC("sockops")
+int nm_sockops(struct bpf_sock_ops *skops)
+{
+	struct nm_orig_dst_key key;
+	struct nm_addr4 *dst;
+	__u64 cookie;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		/* Before the SYN: ask for STATE_CB already, so a connect that never
+		 * establishes (nothing on the proxy port) still cleans nm_cookie_dst up. */
+		cookie = bpf_get_socket_cookie(skops);
+		if (nm_cookie_dst_get(cookie))
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		/* Runs on the SYN-ACK, before the client's final ACK: the entry exists before
+		 * the proxy can accept the connection. */
+		cookie = bpf_get_socket_cookie(skops);
+		dst = nm_cookie_dst_get(cookie);
+		if (!dst)
+			break;
+		nm_sockops_orig_dst_key(skops, &key);
+		bpf_map_update_elem(&nm_orig_dst, &key, dst, BPF_ANY);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+
+	case BPF_SOCK_OPS_STATE_CB:
+		/* args[0] is the old state, args[1] the new one. STATE_CB is only ever enabled
+		 * on captured sockets, so every close here is one of ours. */
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			break;
+		cookie = bpf_get_socket_cookie(skops);
+		bpf_map_delete_elem(&nm_cookie_dst, &cookie);
+		nm_sockops_orig_dst_key(skops, &key);
+		bpf_map_delete_elem(&nm_orig_dst, &key);
+		break;
+
+	default:
+		break;
+	}
+	return 1;
+}
+
+/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_INET4_GETPEERNAME). The app sees
+ * the peer it asked for, not 127.0.0.1:15001. */
+SEC("cgroup/getpeername4")
+int nm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct nm_addr4 *dst = nm_cookie_dst_get(bpf_get_socket_cookie(ctx));
+
+	if (dst) {
+		ctx->user_ip4 = dst->ip;
+		ctx->user_port = bpf_htons(dst->port);
+	}
+	return NM_SYSCALL_ALLOW; /* getpeername hooks must return 1 */
+}
+
+/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_INET6_GETPEERNAME). */
+SEC("cgroup/getpeername6")
+int nm_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct nm_addr4 *dst = nm_cookie_dst_get(bpf_get_socket_cookie(ctx));
+
+	if (dst) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffffU);
+		ctx->user_ip6[3] = dst->ip;
+		ctx->user_port = bpf_htons(dst->port);
+	}
+	return NM_SYSCALL_ALLOW;
+}
+
+/* Attaches to each enrolled pod's network namespace (BPF_SK_LOOKUP, via bpf_link).
+ * Steers TCP SYNs for the pod IP, any port, to the agent's listener in that netns. */
+SEC("sk_lookup")
+int nm_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	struct nm_listener_key lkey;
+	struct nm_enrolled *pod;
+	struct bpf_sock *sk;
+	__u32 local_ip, local_port;
+	long err;
+
+	if (ctx->protocol != NM_IPPROTO_TCP || ctx->family != NM_AF_INET)
+		return SK_PASS;
+	/* An earlier sk_lookup program on this netns already chose a socket: respect it
+	 * (assigning again would fail with -EEXIST). */
+	if (ctx->sk)
+		return SK_PASS;
+	local_ip = ctx->local_ip4;
+	local_port = ctx->local_port;
+	if (nm_is_loopback4(ctx->remote_ip4))
+		return SK_PASS;
+	/* The pod talking to itself on its own IP (it arrives with ingress_ifindex = eth0,
+	 * not lo), and the agent's upstream sockets made in the pod netns. */
+	if (ctx->remote_ip4 == local_ip)
+		return SK_PASS;
+
+	pod = bpf_map_lookup_elem(&nm_enrolled, &local_ip);
+	if (!pod)
+		return SK_PASS;
+	if (nm_inbound_port_excluded(pod, local_port))
+		return SK_PASS;
+
+	lkey.pod_ip = local_ip;
+	lkey.kind = local_port == nm_hbone_port ? NM_LISTENER_HBONE : NM_LISTENER_PLAINTEXT;
+	sk = bpf_map_lookup_elem(&nm_listeners, &lkey);
+	if (!sk)
+		/* Enrolled, but the agent's listener is gone (agent down or restarting). */
+		return (pod->flags & NM_ENROLLED_F_FAIL_OPEN) ? SK_PASS : SK_DROP;
+
+	err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	return err ? SK_DROP : SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
