@@ -88,7 +88,9 @@ export class CniServer {
     const l = log.child({ component: 'cni' });
     mkdirSync(dirname(path), { recursive: true });
     rmSync(path, { force: true }); // a stale socket from a previous agent
-    const server = createServer((sock) => {
+    // allowHalfOpen: the plugin shuts down its write side to mark the end of the request,
+    // and the answer must still go back on the same connection.
+    const server = createServer({ allowHalfOpen: true }, (sock) => {
       let buf = '';
       sock.setEncoding('utf8');
       sock.on('error', (err) => l.warn({ err }, 'cni plugin connection error'));

@@ -229,9 +229,9 @@ export function parseConfigText(text: string, file: string): { objects: K8sObjec
     const startOffset = doc.range?.[0] ?? 0;
     const line = lc.linePos(startOffset).line;
     if (doc.errors.length > 0) {
-      for (const e of doc.errors) {
-        errors.push({ code: 'NM_ERR_CONFIG_YAML', file, line: e.linePos?.[0]?.line ?? line, message: e.message.split('\n')[0] ?? e.message });
-      }
+      // The first error is the cause; the parser's follow-on errors only repeat it.
+      const e = doc.errors[0]!;
+      errors.push({ code: 'NM_ERR_CONFIG_YAML', file, line: lc.linePos(e.pos[0]).line, message: e.message.split('\n')[0] ?? e.message });
       continue;
     }
     const raw: unknown = doc.toJS();
