@@ -1,9 +1,10 @@
 // The list of CLI commands. Each group lives in its own file.
 import { agentCommand } from './agent.js';
 import type { Command } from './command.js';
+import { controlPlaneCommands } from './controlplane.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
 import { downCommand, upCommand } from './up.js';
 import { simCommands } from './sim.js';
 
-export const commands: Command[] = [agentCommand, upCommand, downCommand, demoCommand, doctorCommand, ...simCommands];
+export const commands: Command[] = [agentCommand, upCommand, downCommand, demoCommand, doctorCommand, ...simCommands, ...controlPlaneCommands];

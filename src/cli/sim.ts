@@ -127,7 +127,8 @@ const down: Command = {
   summary: 'Remove every simulated pod and what the simulator created on the host',
   help: `Usage: nodemesh sim down [options]
 
-Removes every simulated pod: kills its processes (cgroup.kill), runs CNI DEL through the
+Removes every simulated pod: stops its processes (SIGTERM, then cgroup.kill after the
+grace period), runs CNI DEL through the
 node's chain in reverse (and loopback), deletes its netns and cgroup. Then removes the
 bridge, host-local's IPAM data and the cgroup parent, restores net.ipv4.ip_forward and
 deletes state.json. Idempotent.
@@ -141,14 +142,23 @@ Pod logs (<state-dir>/sim/pods/) and the node's CNI config (<state-dir>/sim/net.
 Options:
 ${STATE_DIR_HELP}
   --purge             Also delete pod logs and the CNI config: all of <state-dir>/sim
+  --grace-period <s>  Seconds processes get after SIGTERM before they are killed (default 3;
+                      0 kills at once)
   -h, --help          Show this help
 `,
   async run(argv) {
-    const { values, positionals } = parse(argv, { 'state-dir': { type: 'string' }, purge: { type: 'boolean' } });
+    const { values, positionals } = parse(argv, { 'state-dir': { type: 'string' }, purge: { type: 'boolean' }, 'grace-period': { type: 'string' } });
     if (positionals.length > 0) throw usageError('sim down takes no arguments');
+    let gracePeriodMs: number | undefined;
+    if (values['grace-period'] !== undefined) {
+      const s = Number(values['grace-period']);
+      if (!(s >= 0)) throw usageError('--grace-period must be a number of seconds, 0 or more');
+      gracePeriodMs = s * 1000;
+    }
     const r = await simDown({
       ...(values['state-dir'] ? { stateDir: values['state-dir'] } : {}),
       ...(values.purge ? { purge: true } : {}),
+      ...(gracePeriodMs !== undefined ? { gracePeriodMs } : {}),
       onProgress: progress,
     });
     for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);

@@ -1,0 +1,206 @@
+// The node's CNI network configuration: generating the simulator's conflist, reading the
+// config dir as a runtime reads /etc/cni/net.d, chaining a plugin into it the way an
+// install-cni DaemonSet does, and the per-plugin config libcni builds for each invocation.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { NodemeshError } from '../errors.js';
+import { DEFAULT_SUBNET, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME, simPaths } from './paths.js';
+import { writeFileAtomic } from './state.js';
+
+/** One plugin's entry in a conflist: `type` plus whatever that plugin reads. */
+export interface CniPluginConf {
+  type: string;
+  capabilities?: Record<string, boolean>;
+  [key: string]: unknown;
+}
+
+export interface CniConfList {
+  cniVersion: string;
+  name: string;
+  plugins: CniPluginConf[];
+  [key: string]: unknown;
+}
+
+export const SIM_CNI_VERSION = '1.0.0';
+
+export interface ConflistOptions {
+  subnet?: string;
+  bridge?: string;
+  /** host-local's dataDir. */
+  ipamDir: string;
+}
+
+/**
+ * The simulator's conflist: `bridge` with `host-local`. No gateway IP on the bridge and no
+ * masquerading: pods only need L2 to each other, and nothing may leave the simulated cluster.
+ * `capabilities.ips` lets the runtime pin `status.podIP` through `runtimeConfig.ips`.
+ */
+export function generateConflist(opts: ConflistOptions): CniConfList {
+  return {
+    cniVersion: SIM_CNI_VERSION,
+    name: SIM_NETWORK_NAME,
+    plugins: [
+      {
+        type: 'bridge',
+        bridge: opts.bridge ?? SIM_BRIDGE,
+        isGateway: false,
+        ipMasq: false,
+        capabilities: { ips: true },
+        ipam: {
+          type: 'host-local',
+          dataDir: opts.ipamDir,
+          ranges: [[{ subnet: opts.subnet ?? DEFAULT_SUBNET }]],
+        },
+      },
+    ],
+  };
+}
+
+/** The loopback network containerd runs for every sandbox before the conflist (ifname lo). */
+export function loopbackConflist(): CniConfList {
+  return { cniVersion: SIM_CNI_VERSION, name: 'cni-loopback', plugins: [{ type: 'loopback' }] };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Validates a parsed conflist (or single-plugin .conf, which libcni wraps into a list). */
+export function parseConflist(text: string, file: string): CniConfList {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new NodemeshError('NM_ERR_CNI', `CNI config is not valid JSON: ${(e as Error).message}`, { where: file, cause: e });
+  }
+  if (!isRecord(raw)) throw new NodemeshError('NM_ERR_CNI', 'CNI config must be a JSON object', { where: file });
+  let list: Record<string, unknown>;
+  if (Array.isArray(raw.plugins)) {
+    list = raw;
+  } else if (typeof raw.type === 'string') {
+    const { name, cniVersion, ...plugin } = raw;
+    list = { name, cniVersion, plugins: [plugin] };
+  } else {
+    throw new NodemeshError('NM_ERR_CNI', 'CNI config has neither "plugins" (a conflist) nor "type" (a single plugin)', { where: file });
+  }
+  if (typeof list.name !== 'string' || list.name === '') throw new NodemeshError('NM_ERR_CNI', 'CNI config needs a "name"', { where: file });
+  if (typeof list.cniVersion !== 'string') throw new NodemeshError('NM_ERR_CNI', 'CNI config needs a "cniVersion"', { where: file });
+  const plugins = list.plugins as unknown[];
+  if (plugins.length === 0) throw new NodemeshError('NM_ERR_CNI', 'CNI config lists no plugins', { where: file });
+  plugins.forEach((p, i) => {
+    if (!isRecord(p) || typeof p.type !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p.type)) {
+      throw new NodemeshError('NM_ERR_CNI', `plugins[${i}] needs a "type" naming a plugin binary`, { where: file });
+    }
+  });
+  return list as CniConfList;
+}
+
+const CONF_EXT = /\.(conflist|conf|json)$/;
+
+/** The file a runtime would use: the first *.conflist/*.conf/*.json of the dir, by name. */
+export function findNetConfFile(netDir: string): string | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(netDir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  const first = names.filter((n) => CONF_EXT.test(n) && !n.startsWith('.')).sort()[0];
+  return first === undefined ? undefined : join(netDir, first);
+}
+
+/** Reads the node's network config anew, as a runtime does before every ADD and DEL. */
+export function readNetConf(netDir: string): { file: string; list: CniConfList } {
+  const file = findNetConfFile(netDir);
+  if (!file) throw new NodemeshError('NM_ERR_CNI', `no CNI network config in ${netDir}; run \`nodemesh sim up\` to create one`, { where: netDir });
+  return { file, list: parseConflist(readFileSync(file, 'utf8'), file) };
+}
+
+/** Writes the simulator's conflist when the dir has no network config yet. Returns its path. */
+export function ensureConflist(netDir: string, opts: ConflistOptions): string {
+  const existing = findNetConfFile(netDir);
+  if (existing) return existing;
+  const file = join(netDir, SIM_CONFLIST_NAME);
+  writeFileAtomic(file, JSON.stringify(generateConflist(opts), null, 2) + '\n');
+  return file;
+}
+
+/** The pod subnet a conflist's host-local hands out from, when it says (ranges or subnet). */
+export function conflistSubnet(list: CniConfList): string | undefined {
+  for (const p of list.plugins) {
+    const ipam = p.ipam;
+    if (!isRecord(ipam)) continue;
+    const ranges = ipam.ranges;
+    if (Array.isArray(ranges) && Array.isArray(ranges[0]) && isRecord(ranges[0][0]) && typeof ranges[0][0].subnet === 'string') {
+      return ranges[0][0].subnet;
+    }
+    if (typeof ipam.subnet === 'string') return ipam.subnet;
+  }
+  return undefined;
+}
+
+/** The bridge a conflist's `bridge` plugin uses (the plugin's own default is cni0). */
+export function conflistBridge(list: CniConfList): string | undefined {
+  const b = list.plugins.find((p) => p.type === 'bridge');
+  if (!b) return undefined;
+  return typeof b.bridge === 'string' ? b.bridge : 'cni0';
+}
+
+/** Appends `plugin` as the last plugin of a list, replacing any earlier entry of its type. */
+export function chainPlugin(list: CniConfList, plugin: CniPluginConf): CniConfList {
+  return { ...list, plugins: [...list.plugins.filter((p) => p.type !== plugin.type), plugin] };
+}
+
+export function unchainPlugin(list: CniConfList, type: string): CniConfList {
+  return { ...list, plugins: list.plugins.filter((p) => p.type !== type) };
+}
+
+/**
+ * install-cni for the simulated node: adds `pluginConf` as the LAST plugin of the node's
+ * conflist (creating the simulator's conflist first if the dir has none), replacing an
+ * earlier entry of the same type. Atomic (temp file + rename), so a concurrent ADD sees
+ * either the old or the new chain.
+ */
+export function installChainedPlugin(stateDir: string | undefined, pluginConf: CniPluginConf): void {
+  if (!isRecord(pluginConf) || typeof pluginConf.type !== 'string' || pluginConf.type === '') {
+    throw new NodemeshError('NM_ERR_CNI', 'a chained plugin config needs a "type"');
+  }
+  const paths = simPaths(stateDir);
+  const file = ensureConflist(paths.netDir, { ipamDir: paths.ipamDir });
+  const list = parseConflist(readFileSync(file, 'utf8'), file);
+  writeFileAtomic(file, JSON.stringify(chainPlugin(list, pluginConf), null, 2) + '\n');
+}
+
+/** Removes every plugin of `type` (default nodemesh-cni) from the node's conflist. */
+export function uninstallChainedPlugin(stateDir: string | undefined, type = 'nodemesh-cni'): void {
+  const paths = simPaths(stateDir);
+  const file = findNetConfFile(paths.netDir);
+  if (!file) return;
+  const list = parseConflist(readFileSync(file, 'utf8'), file);
+  if (!list.plugins.some((p) => p.type === type)) return;
+  writeFileAtomic(file, JSON.stringify(unchainPlugin(list, type), null, 2) + '\n');
+}
+
+/**
+ * The stdin config for plugin `index` of `list`, as libcni builds it: the list's `name` and
+ * `cniVersion` injected, `prevResult` when there is one, and `runtimeConfig` holding those
+ * capability args the plugin declares in `capabilities`.
+ */
+export function pluginInvocationConfig(
+  list: CniConfList,
+  index: number,
+  prevResult: Record<string, unknown> | undefined,
+  capabilityArgs: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const plugin = list.plugins[index];
+  if (!plugin) throw new RangeError(`plugin index ${index} out of range`);
+  const conf: Record<string, unknown> = { ...plugin, name: list.name, cniVersion: list.cniVersion };
+  const rc: Record<string, unknown> = {};
+  for (const [cap, on] of Object.entries(plugin.capabilities ?? {})) {
+    if (on === true && capabilityArgs[cap] !== undefined) rc[cap] = capabilityArgs[cap];
+  }
+  if (Object.keys(rc).length > 0) conf.runtimeConfig = rc;
+  if (prevResult !== undefined) conf.prevResult = prevResult;
+  return conf;
+}

@@ -1,0 +1,169 @@
+// `sim down`: remove every pod and host object the simulator created, from state.json, or
+// without it by scanning for the simulator's own names (netns prefix, bridge, cgroup parent).
+import { existsSync, rmdirSync, rmSync } from 'node:fs';
+import { NodemeshError } from '../errors.js';
+import { findCgroup2Root, killCgroup, pruneEmptyCgroups, removeCgroupTree, simCgroupParent, terminateCgroups } from './cgroup.js';
+import { cniDel, type CniRuntime } from './cni.js';
+import { conflistBridge, findNetConfFile, loopbackConflist, readNetConf } from './conflist.js';
+import { bridgePorts, deleteLink, deleteNetns, linkExists, listSimNetns, netnsExists, netnsPath, restoreIpForward } from './host.js';
+import { cniSearchPath, SIM_BRIDGE, simPaths, type SimPaths } from './paths.js';
+import { containerIdFor, teardownPod, type Progress } from './pod.js';
+import { lockSim, readSimState, removeSimState, type SimState } from './state.js';
+import { requireRoot } from './query.js';
+
+export interface SimDownOptions {
+  stateDir?: string;
+  /** Also delete pod logs and the node's CNI config dir (all of `<stateDir>/sim`). */
+  purge?: boolean;
+  /** How long pods get to exit after SIGTERM before cgroup.kill (default 3000 ms). */
+  gracePeriodMs?: number;
+  /** Extra plugin dirs for the stateless path (default <repo>/native/build). */
+  cniBinDirs?: string[];
+  onProgress?: Progress;
+}
+
+export const DEFAULT_GRACE_MS = 3000;
+
+export interface SimDownResult {
+  /** Whether state.json was there, or the host was scanned instead. */
+  mode: 'state' | 'scan';
+  removedPods: string[];
+  /** Steps that failed but did not stop the teardown. */
+  warnings: string[];
+}
+
+/**
+ * Once no pod is left: remove the bridge (the bridge plugin never does), host-local's data,
+ * the cgroup parent, restore ip_forward and delete state.json.
+ */
+export async function finalizeIfEmpty(state: SimState, paths: SimPaths, progress: Progress): Promise<string[]> {
+  if (state.pods.length > 0) return [];
+  const warnings: string[] = [];
+  for (const node of state.nodes) {
+    // Only a bridge the simulator made: an operator's conflist may name one of the host's.
+    if ((node.bridge === SIM_BRIDGE || node.bridgeCreated) && linkExists(node.bridge)) {
+      const ports = bridgePorts(node.bridge);
+      if (ports.length > 0) {
+        warnings.push(`bridge ${node.bridge} still has ports ${ports.join(', ')} that this simulator did not create; left in place`);
+      } else {
+        progress(`removing bridge ${node.bridge}`);
+        await deleteLink(node.bridge);
+      }
+    }
+    rmSync(node.ipamDir, { recursive: true, force: true });
+  }
+  pruneEmptyCgroups([`${state.cgroupParent}/kubepods/besteffort`, `${state.cgroupParent}/kubepods`, state.cgroupParent]);
+  if (restoreIpForward(state.ipForwardBefore)) progress(`restored net.ipv4.ip_forward=${state.ipForwardBefore}`);
+  removeSimState(paths);
+  return warnings;
+}
+
+export async function simDown(opts: SimDownOptions = {}): Promise<SimDownResult> {
+  requireRoot('sim down');
+  const progress = opts.onProgress ?? (() => undefined);
+  const paths = simPaths(opts.stateDir);
+  const release = await lockSim(paths);
+  try {
+    let state: SimState | undefined;
+    const warnings: string[] = [];
+    try {
+      state = readSimState(paths);
+    } catch (e) {
+      warnings.push(`${(e as Error).message}; scanning for the simulator's objects instead`);
+    }
+    const grace = opts.gracePeriodMs ?? DEFAULT_GRACE_MS;
+    const result = state ? await downFromState(state, paths, grace, progress) : await downByScan(paths, opts, grace, progress);
+    result.warnings.unshift(...warnings);
+    if (opts.purge) {
+      progress(`removing ${paths.simDir}`);
+      rmSync(paths.simDir, { recursive: true, force: true });
+    }
+    return result;
+  } finally {
+    release();
+    try {
+      rmdirSync(paths.simDir); // only when empty: do not leave a dir behind that down made
+    } catch {
+      /* not empty, or gone */
+    }
+  }
+}
+
+async function downFromState(state: SimState, paths: SimPaths, graceMs: number, progress: Progress): Promise<SimDownResult> {
+  const removedPods: string[] = [];
+  const warnings: string[] = [];
+  const recs = [...state.pods].reverse();
+  if (recs.length) progress(`stopping ${recs.length} pod(s): SIGTERM, up to ${graceMs} ms, then cgroup.kill`);
+  await terminateCgroups(recs.map((r) => r.cgroup), graceMs);
+  for (const rec of recs) {
+    warnings.push(...(await teardownPod(state, paths, rec, progress)));
+    removedPods.push(`${rec.namespace}/${rec.name}`);
+  }
+  warnings.push(...(await finalizeIfEmpty(state, paths, progress)));
+  const left = recs.flatMap((r) => [...(netnsExists(r.netns) ? [`netns ${r.netns}`] : []), ...(existsSync(r.cgroup) ? [`cgroup ${r.cgroup}`] : [])]);
+  if (left.length) throw new NodemeshError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
+  return { mode: 'state', removedPods, warnings };
+}
+
+/**
+ * No state: kill everything under the simulator's cgroup parent, DEL and delete each netns
+ * with the simulator's prefix, remove the bridge and IPAM data. ip_forward is left as it is:
+ * its value before the simulator started was only in the lost state.
+ */
+async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number, progress: Progress): Promise<SimDownResult> {
+  const warnings: string[] = [];
+  const removedPods: string[] = [];
+  let root: string | undefined;
+  try {
+    root = findCgroup2Root();
+  } catch (e) {
+    warnings.push((e as Error).message);
+  }
+  const parent = root ? simCgroupParent(root) : undefined;
+  if (parent && existsSync(parent)) {
+    progress(`no state at ${paths.stateFile}: stopping every process under ${parent}`);
+    await terminateCgroups([parent], graceMs);
+    await killCgroup(parent);
+  }
+  const conf = findNetConfFile(paths.netDir) ? readNetConf(paths.netDir).list : undefined;
+  const cniPath = cniSearchPath(opts.cniBinDirs);
+  for (const name of listSimNetns()) {
+    progress(`removing netns ${name}`);
+    const rt = (ifName: string): CniRuntime => ({
+      containerId: containerIdFor(name),
+      netnsPath: netnsPath(name),
+      ifName,
+      // The pod's name is gone with the state; DEL needs only the sandbox id and netns.
+      args: 'IgnoreUnknown=1',
+      cniPath,
+      label: name,
+    });
+    if (conf) await cniDel(conf, rt('eth0')).catch((e: Error) => warnings.push(`netns ${name}: CNI DEL: ${e.message}`));
+    await cniDel(loopbackConflist(), rt('lo')).catch((e: Error) => warnings.push(`netns ${name}: CNI DEL loopback: ${e.message}`));
+    await deleteNetns(name).catch((e: Error) => warnings.push(e.message));
+    if (!netnsExists(name)) removedPods.push(name);
+  }
+  if (parent && existsSync(parent)) {
+    try {
+      removeCgroupTree(parent);
+    } catch (e) {
+      warnings.push(`cgroup ${parent}: ${(e as Error).message}`);
+    }
+  }
+  // nm-br0, or an nm-* bridge the conflist names; never a bridge of the host's own.
+  const bridges = new Set([SIM_BRIDGE, ...(conf ? [conflistBridge(conf)].filter((b): b is string => !!b && b.startsWith('nm-')) : [])]);
+  for (const b of bridges) {
+    if (!linkExists(b)) continue;
+    const ports = bridgePorts(b);
+    if (ports.length > 0) warnings.push(`bridge ${b} still has ports ${ports.join(', ')}; left in place`);
+    else {
+      progress(`removing bridge ${b}`);
+      await deleteLink(b).catch((e: Error) => warnings.push(e.message));
+    }
+  }
+  rmSync(paths.ipamDir, { recursive: true, force: true });
+  if (removedPods.length > 0) warnings.push('no state: net.ipv4.ip_forward was left as it is (its value before `sim up` was only recorded in the state)');
+  const left = [...listSimNetns().map((n) => `netns ${n}`), ...(parent && existsSync(parent) ? [`cgroup ${parent}`] : [])];
+  if (left.length) throw new NodemeshError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
+  return { mode: 'scan', removedPods, warnings };
+}

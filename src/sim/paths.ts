@@ -1,0 +1,77 @@
+// Where the simulator keeps things: the state-dir layout, the fixed host object names and the
+// CNI plugin search path. Every other file in src/sim asks here instead of joining paths.
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const DEFAULT_STATE_DIR = '/run/nodemesh';
+
+/** Names of host objects the simulator owns; `sim down` without state scans for these. */
+export const SIM_BRIDGE = 'nm-br0';
+export const SIM_NETNS_PREFIX = 'nm-';
+export const SIM_CGROUP_PARENT = 'nodemesh-sim';
+export const SIM_NETWORK_NAME = 'nodemesh-sim';
+export const SIM_CONFLIST_NAME = '10-nodemesh-sim.conflist';
+export const DEFAULT_SUBNET = '10.244.0.0/24';
+/** Debian's containernetworking-plugins. */
+export const SYSTEM_CNI_DIR = '/usr/lib/cni';
+
+/** The state dir: the option, else $NODEMESH_STATE_DIR, else /run/nodemesh. */
+export function resolveStateDir(stateDir?: string): string {
+  return resolve(stateDir ?? process.env.NODEMESH_STATE_DIR ?? DEFAULT_STATE_DIR);
+}
+
+/** The layout under `<stateDir>/sim/`. */
+export interface SimPaths {
+  stateDir: string;
+  simDir: string;
+  stateFile: string;
+  lockFile: string;
+  /** The node's CNI config dir, read the way a runtime reads /etc/cni/net.d. */
+  netDir: string;
+  /** host-local's dataDir. */
+  ipamDir: string;
+  podsDir: string;
+}
+
+export function simPaths(stateDir?: string): SimPaths {
+  const sd = resolveStateDir(stateDir);
+  const simDir = join(sd, 'sim');
+  return {
+    stateDir: sd,
+    simDir,
+    stateFile: join(simDir, 'state.json'),
+    lockFile: join(simDir, 'lock'),
+    netDir: join(simDir, 'net.d'),
+    ipamDir: join(simDir, 'ipam'),
+    podsDir: join(simDir, 'pods'),
+  };
+}
+
+/** `<stateDir>/sim/pods/<ns>_<name>.log`. */
+export function podLogPath(paths: SimPaths, namespace: string, name: string): string {
+  return join(paths.podsDir, `${namespace}_${name}.log`);
+}
+
+/** The repository root: this file is src/sim/paths.ts or dist/sim/paths.js. */
+export function repoRoot(): string {
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+/**
+ * The directories searched for CNI plugin binaries (CNI_PATH): Debian's plugins, then ours.
+ * `extra` replaces the default second part (`<repo>/native/build`, or $NODEMESH_CNI_BIN_DIR).
+ */
+export function cniSearchPath(extra?: string[]): string[] {
+  const ours = extra ?? (process.env.NODEMESH_CNI_BIN_DIR ? process.env.NODEMESH_CNI_BIN_DIR.split(':') : [join(repoRoot(), 'native', 'build')]);
+  return [SYSTEM_CNI_DIR, ...ours.filter((d) => d !== '').map((d) => resolve(d))];
+}
+
+/** Finds a plugin binary the way libcni does: the first CNI_PATH dir holding that name. */
+export function findPlugin(type: string, searchPath: string[]): string | undefined {
+  for (const dir of searchPath) {
+    const p = join(dir, type);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}

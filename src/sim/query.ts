@@ -1,0 +1,120 @@
+// Reading the simulator: the pod list as commands print it, finding one pod, and running a
+// command inside one (`sim exec`).
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { NodemeshError } from '../errors.js';
+import { cgroupPids } from './cgroup.js';
+import { simPaths } from './paths.js';
+import { podEnv, runInPod, spawnInPod as spawnInSandbox, type SpawnInPodOptions } from './process.js';
+import { readSimState, type SimPod, type SimState } from './state.js';
+
+export function requireRoot(what: string): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new NodemeshError('NM_ERR_NOT_ROOT', `${what} needs root: it creates network namespaces, cgroups and links`);
+  }
+}
+
+export type SimPodStatus = 'Running' | 'Exited' | 'Creating';
+
+/** One pod as `sim pods --json` prints it. */
+export interface SimPodInfo {
+  namespace: string;
+  name: string;
+  /** '' while the pod is still being created. */
+  ip: string;
+  node: string;
+  uid: string;
+  netns: string;
+  netnsPath: string;
+  cgroup: string;
+  pids: number[];
+  status: SimPodStatus;
+  containerId: string;
+  log: string;
+}
+
+export function podStatus(p: SimPod): SimPodStatus {
+  if (p.phase !== 'Running') return 'Creating';
+  const live = new Set(cgroupPids(p.cgroup));
+  return p.containers.some((c) => live.has(c.pid)) ? 'Running' : 'Exited';
+}
+
+export function toPodInfo(p: SimPod): SimPodInfo {
+  return {
+    namespace: p.namespace,
+    name: p.name,
+    ip: p.ip ?? '',
+    node: p.node,
+    uid: p.uid,
+    netns: p.netns,
+    netnsPath: p.netnsPath,
+    cgroup: p.cgroup,
+    pids: p.pids,
+    status: podStatus(p),
+    containerId: p.containerId,
+    log: p.log,
+  };
+}
+
+export interface SimQueryOptions {
+  stateDir?: string;
+}
+
+/** The simulator's state, or undefined when it is down. */
+export function readState(opts: SimQueryOptions = {}): SimState | undefined {
+  return readSimState(simPaths(opts.stateDir));
+}
+
+/** Every simulated pod, sorted by namespace and name. Needs no root. */
+export function listPods(opts: SimQueryOptions = {}): SimPodInfo[] {
+  const st = readState(opts);
+  if (!st) return [];
+  return st.pods.map(toPodInfo).sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
+}
+
+/** Finds a pod by `namespace/name` (or `name` in namespace default). */
+export function getPod(ref: string, opts: SimQueryOptions = {}): SimPod {
+  const slash = ref.indexOf('/');
+  const [ns, name] = slash >= 0 ? [ref.slice(0, slash), ref.slice(slash + 1)] : ['default', ref];
+  if (!ns || !name) throw new NodemeshError('NM_ERR_USAGE', `pod ${JSON.stringify(ref)} is not <namespace>/<name>`);
+  const st = readState(opts);
+  const pod = st?.pods.find((p) => p.namespace === ns && p.name === name);
+  if (!pod) {
+    const known = st?.pods.map((p) => `${p.namespace}/${p.name}`).join(', ');
+    throw new NodemeshError('NM_ERR_SIM_POD', `pod ${ns}/${name} is not in the simulator (${known ? `pods: ${known}` : 'no pods; run `nodemesh sim up <dir>`'})`);
+  }
+  if (pod.phase !== 'Running') throw new NodemeshError('NM_ERR_SIM_POD', `pod ${ns}/${name} is still being created (or a crashed run left it); run \`nodemesh sim up\` again`);
+  return pod;
+}
+
+/**
+ * Starts `argv` in a pod's netns and cgroup, with the pod's first container's environment
+ * and working directory unless `opts` says otherwise. Returns the ChildProcess.
+ */
+export function spawnInPod(pod: SimPod | string, argv: string[], opts: SpawnInPodOptions & SimQueryOptions = {}): ChildProcess {
+  const p = typeof pod === 'string' ? getPod(pod, opts) : pod;
+  const first = p.containers[0];
+  return spawnInSandbox(p, argv, {
+    ...opts,
+    env: opts.env ?? podEnv(p, first?.env),
+    cwd: opts.cwd ?? podCwd(p),
+  });
+}
+
+/** The first container's working dir, or / when that dir is gone (a removed temp config dir). */
+function podCwd(p: SimPod): string {
+  const d = p.containers[0]?.cwd ?? p.workingDir;
+  return existsSync(d) ? d : '/';
+}
+
+/** `sim exec`: runs `argv` in the pod, stdio inherited by default; resolves with the exit status (128+n for signal n). */
+export function execInPod(ref: string | SimPod, argv: string[], opts: SpawnInPodOptions & SimQueryOptions = {}): Promise<number> {
+  requireRoot('sim exec');
+  const p = typeof ref === 'string' ? getPod(ref, opts) : ref;
+  const first = p.containers[0];
+  return runInPod(p, argv, {
+    stdio: opts.stdio ?? 'inherit',
+    env: opts.env ?? podEnv(p, first?.env),
+    cwd: opts.cwd ?? podCwd(p),
+  });
+}
