@@ -227,7 +227,6 @@ export function parseConfigText(text: string, file: string): { objects: K8sObjec
   const docs_ = Array.isArray(docs) ? docs : [docs];
   for (const doc of docs_) {
     const startOffset = doc.range?.[0] ?? 0;
-    const line = lc.linePos(startOffset).line;
     if (doc.errors.length > 0) {
       // The first error is the cause; the parser's follow-on errors only repeat it.
       const e = doc.errors[0]!;
