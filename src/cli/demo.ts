@@ -71,21 +71,22 @@ export async function demo(dirArg: string, sd: string): Promise<number> {
     for (const { p, r } of results) {
       const out = flows.filter((f) => f.direction === 'outbound' && f.pod === p.from && f.originalDst === p.target);
       const inn = flows.filter((f) => f.direction === 'inbound' && f.pod === p.to && f.originalDst === p.target);
-      const f = out.at(-1);
-      const captured = out.length > 0;
-      const shouldCapture = enrolled.has(p.from);
-      const ok = r.code === 0 && captured === shouldCapture;
+      const f = out.at(-1) ?? inn.at(-1);
+      // Outbound is captured for enrolled clients; inbound for enrolled servers.
+      const ok = r.code === 0 && out.length > 0 === enrolled.has(p.from) && inn.length > 0 === enrolled.has(p.to);
       if (!ok) failures++;
+      const ends = [out.length ? 'outbound' : '', inn.length ? 'inbound' : ''].filter(Boolean).join(' + ');
       rows.push([
         p.from,
         `${p.target} (${p.to})`,
         `${p.tool}: ${r.code === 0 ? r.out.split('\n')[0]!.slice(0, 28) : `exit ${r.code}`}`,
-        captured ? `yes${inn.length ? ', both ends' : ''}` : shouldCapture ? 'MISSING' : 'no (not enrolled)',
+        ends || 'no (neither pod enrolled)',
         f ? `${f.bytesSent}/${f.bytesReceived}` : '-',
       ]);
     }
     process.stdout.write('\n');
-    printTable(['FROM POD', 'ORIGINAL DESTINATION', 'CLIENT RESULT', 'CAPTURED', 'BYTES OUT/IN'], rows);
+    printTable(['FROM POD', 'ORIGINAL DESTINATION', 'CLIENT RESULT', 'CAPTURED BY PROXY', 'BYTES OUT/IN'], rows);
+    process.stdout.write('\nCaptured outbound = the client pod is enrolled; inbound = the server pod is. Pods in namespace\n"legacy" are not enrolled, so their side of a connection goes direct.\n');
     const metrics = (await httpGet('http://127.0.0.1:15020/metrics')).body.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total'));
     process.stdout.write(`\nThe agent's Prometheus endpoint (:15020/metrics) has ${metrics.length} istio_tcp_connections_opened_total series, e.g.:\n  ${metrics[0] ?? '(none)'}\n`);
   } finally {
