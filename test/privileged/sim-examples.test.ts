@@ -44,7 +44,7 @@ describePrivileged('examples/demo in the node simulator', () => {
 
   it('brings up every Pod of the example and nothing else', async () => {
     const r = await simUp(join(REPO, 'examples', 'demo'), { stateDir });
-    expect(r.created.map((p) => `${p.namespace}/${p.name}`).sort()).toEqual(['demo/client', 'demo/redis', 'demo/web', 'legacy/legacy-web']);
+    expect(r.created.map((p) => `${p.namespace}/${p.name}`).sort()).toEqual(['demo/client', 'demo/redis', 'demo/web', 'legacy/legacy-client', 'legacy/legacy-web']);
   });
 
   it('serves nginx, redis and python http.server to the client pod', async () => {
