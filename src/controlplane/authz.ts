@@ -1,0 +1,303 @@
+// Pure translation of AuthorizationPolicy and PeerAuthentication into L4 Authorizations, the
+// way Istio converts them for ztunnel: HTTP-only attributes never widen what is allowed.
+import type { Pod } from '../k8s/index.js';
+import { parseCidr } from '../xds/ip.js';
+import type { PbAuthorization, PbCidr, PbMatch, PbStringMatch } from '../xds/proto.js';
+import type { ApCondition, ApOperation, ApSource, AuthorizationPolicy, MtlsMode, PeerAuthentication } from './resources.js';
+import { selects, type MeshSettings } from './translate.js';
+import { describe, type ConfigProblem } from './validate.js';
+
+/** The DENY-plaintext policy workloads under STRICT mTLS reference (Istio's name). */
+export const STATIC_STRICT_NAME = 'istio_converted_static_strict';
+/** Prefix of the policy converted from a workload PeerAuthentication with port exceptions. */
+export const CONVERTED_PEER_AUTHN_PREFIX = 'converted_peer_authentication_';
+
+type Clause = { matches: PbMatch[] };
+type Rule = { clauses: Clause[] };
+
+/** Istio's string forms: `*` any non-empty, `*x` suffix, `x*` prefix, else exact. */
+export function stringMatch(v: string): PbStringMatch {
+  if (v === '*') return { presence: {} };
+  if (v.startsWith('*')) return { suffix: v.slice(1) };
+  if (v.endsWith('*')) return { prefix: v.slice(0, -1) };
+  return { exact: v };
+}
+
+function cidrs(list: string[]): PbCidr[] {
+  return list.map((s) => {
+    const c = parseCidr(s);
+    return { address: c.bytes, length: c.prefixLen };
+  });
+}
+
+const ports = (list: string[]) => list.map(Number);
+
+function isEmpty(m: PbMatch): boolean {
+  return Object.values(m).every((v) => !Array.isArray(v) || v.length === 0);
+}
+
+function compact(m: PbMatch): PbMatch {
+  return Object.fromEntries(Object.entries(m).filter(([, v]) => Array.isArray(v) && v.length > 0)) as PbMatch;
+}
+
+const L7_SOURCE: (keyof ApSource)[] = ['requestPrincipals', 'notRequestPrincipals', 'remoteIpBlocks', 'notRemoteIpBlocks'];
+const L7_OPERATION: (keyof ApOperation)[] = ['hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'];
+const L4_CONDITIONS = new Set(['source.ip', 'source.namespace', 'source.principal', 'destination.ip', 'destination.port']);
+
+function sourceMatch(s: ApSource, ns: string): PbMatch {
+  const sa = (l: string[]) =>
+    l.map((v) => {
+      const [a, b] = v.includes('/') ? (v.split('/', 2) as [string, string]) : [ns, v];
+      return { namespace: a, serviceAccount: b };
+    });
+  return compact({
+    principals: s.principals.map(stringMatch),
+    notPrincipals: s.notPrincipals.map(stringMatch),
+    namespaces: s.namespaces.map(stringMatch),
+    notNamespaces: s.notNamespaces.map(stringMatch),
+    serviceAccounts: sa(s.serviceAccounts),
+    notServiceAccounts: sa(s.notServiceAccounts),
+    sourceIps: cidrs(s.ipBlocks),
+    notSourceIps: cidrs(s.notIpBlocks),
+  });
+}
+
+function operationMatch(o: ApOperation): PbMatch {
+  return compact({ destinationPorts: ports(o.ports), notDestinationPorts: ports(o.notPorts) });
+}
+
+function conditionMatch(c: ApCondition): PbMatch {
+  const pos = c.values;
+  const neg = c.notValues;
+  switch (c.key) {
+    case 'source.ip':
+      return compact({ sourceIps: cidrs(pos), notSourceIps: cidrs(neg) });
+    case 'destination.ip':
+      return compact({ destinationIps: cidrs(pos), notDestinationIps: cidrs(neg) });
+    case 'destination.port':
+      return compact({ destinationPorts: ports(pos), notDestinationPorts: ports(neg) });
+    case 'source.namespace':
+      return compact({ namespaces: pos.map(stringMatch), notNamespaces: neg.map(stringMatch) });
+    default: // source.principal
+      return compact({ principals: pos.map(stringMatch), notPrincipals: neg.map(stringMatch) });
+  }
+}
+
+/**
+ * One clause from a from/to list: its entries' L4 matches OR-ed. An entry with no L4 field
+ * left (only HTTP attributes, in a DENY) matches any connection, and so does the clause: it is
+ * omitted (undefined).
+ */
+function clauseOf(matches: PbMatch[]): Clause | undefined {
+  if (matches.length === 0 || matches.some(isEmpty)) return undefined;
+  return { matches };
+}
+
+export interface AuthorizationTranslation {
+  authorization?: PbAuthorization;
+  problems: ConfigProblem[];
+}
+
+/** Translates one AuthorizationPolicy. Problems carry the file and line of the policy or rule. */
+export function translateAuthorizationPolicy(ap: AuthorizationPolicy, mesh: MeshSettings): AuthorizationTranslation {
+  const { policy } = ap;
+  const name = describe(ap);
+  const at = (line: number, severity: ConfigProblem['severity'], message: string): ConfigProblem => ({
+    code: 'NM_ERR_POLICY',
+    severity,
+    file: ap.source.file,
+    line,
+    message: `${name}: ${message}`,
+    resource: name,
+  });
+  if (policy.targetRefs) {
+    return { problems: [at(ap.source.line, 'warning', 'targetRef(s) attach the policy to a waypoint or gateway; node agents do not enforce it')] };
+  }
+  if (policy.action === 'AUDIT' || policy.action === 'CUSTOM') {
+    return {
+      problems: [at(ap.source.line, 'error', `action ${policy.action} cannot be enforced by the L4 node proxy; use ALLOW or DENY (or a waypoint for ${policy.action})`)],
+    };
+  }
+  const action = policy.action;
+  const problems: ConfigProblem[] = [];
+  const rules: Rule[] = [];
+  policy.rules.forEach((r, i) => {
+    const l7 = new Set<string>();
+    for (const s of r.from) for (const f of L7_SOURCE) if (s[f].length > 0) l7.add(`from.source.${f}`);
+    for (const o of r.to) for (const f of L7_OPERATION) if (o[f].length > 0) l7.add(`to.operation.${f}`);
+    for (const c of r.when) if (!L4_CONDITIONS.has(c.key)) l7.add(`when ${c.key}`);
+    if (l7.size > 0) {
+      const attrs = [...l7].sort().join(', ');
+      if (action === 'ALLOW') {
+        // An HTTP attribute can never match at L4: the rule is left out, so less is allowed.
+        problems.push(at(r.line, 'warning', `rule ${i} uses HTTP attributes (${attrs}) the L4 proxy cannot see; the ALLOW rule is left out, so it allows nothing. Use a waypoint for HTTP rules`));
+        return;
+      }
+      // In a DENY the HTTP attributes are dropped and the rest kept: it denies more, never less.
+      problems.push(at(r.line, 'warning', `rule ${i} uses HTTP attributes (${attrs}) the L4 proxy cannot see; the DENY rule is enforced without them, so it denies more broadly. Use a waypoint for HTTP rules`));
+    }
+    const clauses: Clause[] = [];
+    if (r.from.length > 0) {
+      const c = clauseOf(r.from.map((s) => sourceMatch(s, ap.metadata.namespace)));
+      if (c) clauses.push(c);
+    }
+    if (r.to.length > 0) {
+      const c = clauseOf(r.to.map(operationMatch));
+      if (c) clauses.push(c);
+    }
+    for (const w of r.when) if (L4_CONDITIONS.has(w.key)) clauses.push({ matches: [conditionMatch(w)] });
+    rules.push({ clauses });
+  });
+  const scope = policy.selector ? 'WORKLOAD_SELECTOR' : ap.metadata.namespace === mesh.rootNamespace ? 'GLOBAL' : 'NAMESPACE';
+  return {
+    authorization: { name: ap.metadata.name, namespace: ap.metadata.namespace, scope, action, rules, dryRun: policy.dryRun },
+    problems,
+  };
+}
+
+/** DENY any connection without a peer identity: what STRICT mTLS means at L4. */
+export function staticStrictPolicy(mesh: MeshSettings): PbAuthorization {
+  return {
+    name: STATIC_STRICT_NAME,
+    namespace: mesh.rootNamespace,
+    scope: 'WORKLOAD_SELECTOR',
+    action: 'DENY',
+    rules: [{ clauses: [{ matches: [{ notPrincipals: [{ presence: {} }] }] }] }],
+    dryRun: false,
+  };
+}
+
+export type EffectiveMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
+
+/** The mTLS mode in force for a workload, and where it comes from. */
+export interface EffectiveMtls {
+  mode: EffectiveMode;
+  /** Ports whose mode differs from `mode`. */
+  ports: Record<number, EffectiveMode>;
+  /** `ns/name` of the PeerAuthentications that decided, mesh first. */
+  from: string[];
+  /** The authorizations the workload must reference to enforce it. */
+  policies: string[];
+}
+
+const older = (a: PeerAuthentication, b: PeerAuthentication): number =>
+  (a.peer.createdAt ?? '').localeCompare(b.peer.createdAt ?? '') || `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`);
+
+function namespaceMode(ns: string, sorted: readonly PeerAuthentication[], mesh: MeshSettings): { mode: EffectiveMode; from: string[] } {
+  const meshPa = sorted.find((p) => p.metadata.namespace === mesh.rootNamespace && !p.peer.selector);
+  const nsPa = sorted.find((p) => p.metadata.namespace === ns && ns !== mesh.rootNamespace && !p.peer.selector);
+  let mode: EffectiveMode = 'PERMISSIVE';
+  const from: string[] = [];
+  for (const p of [meshPa, nsPa]) {
+    if (!p) continue;
+    from.push(`${p.metadata.namespace}/${p.metadata.name}`);
+    if (p.peer.mode !== 'UNSET') mode = p.peer.mode;
+  }
+  return { mode, from };
+}
+
+function withWorkloadPolicy(base: { mode: EffectiveMode; from: string[] }, wlPa: PeerAuthentication | undefined, mesh: MeshSettings): EffectiveMtls {
+  let mode = base.mode;
+  const from = [...base.from];
+  const ports: Record<number, EffectiveMode> = {};
+  if (wlPa) {
+    from.push(`${wlPa.metadata.namespace}/${wlPa.metadata.name}`);
+    if (wlPa.peer.mode !== 'UNSET') mode = wlPa.peer.mode;
+    for (const [port, m] of Object.entries(wlPa.peer.portLevelMtls) as [string, MtlsMode][]) {
+      if (m !== 'UNSET' && (m === 'STRICT') !== (mode === 'STRICT')) ports[Number(port)] = m;
+    }
+  }
+  let policies: string[] = [];
+  if (Object.keys(ports).length > 0) policies = [`${wlPa!.metadata.namespace}/${CONVERTED_PEER_AUTHN_PREFIX}${wlPa!.metadata.name}`];
+  else if (mode === 'STRICT') policies = [`${mesh.rootNamespace}/${STATIC_STRICT_NAME}`];
+  return { mode, ports, from, policies };
+}
+
+/**
+ * Mesh (root namespace, no selector) → namespace → workload (selector) PeerAuthentication; the
+ * oldest wins a tie, as in Istio. UNSET inherits; DISABLE is treated like PERMISSIVE at L4.
+ */
+export function effectiveMtls(pod: Pod, pas: readonly PeerAuthentication[], mesh: MeshSettings): EffectiveMtls {
+  const sorted = [...pas].sort(older);
+  const wlPa = sorted.find(
+    (p) => p.metadata.namespace === pod.metadata.namespace && p.metadata.namespace !== mesh.rootNamespace && p.peer.selector && selects(p.peer.selector, pod.metadata.labels),
+  );
+  return withWorkloadPolicy(namespaceMode(pod.metadata.namespace, sorted, mesh), wlPa, mesh);
+}
+
+/**
+ * The DENY policy for a workload PeerAuthentication with port-level exceptions: deny plaintext
+ * on the ports that are STRICT (all but the exceptions when the workload is STRICT).
+ */
+export function convertedPeerAuthentication(pa: PeerAuthentication, eff: EffectiveMtls): PbAuthorization {
+  const exceptions = Object.keys(eff.ports).map(Number).sort((a, b) => a - b);
+  const portMatch: PbMatch = eff.mode === 'STRICT' ? { notDestinationPorts: exceptions } : { destinationPorts: exceptions };
+  return {
+    name: `${CONVERTED_PEER_AUTHN_PREFIX}${pa.metadata.name}`,
+    namespace: pa.metadata.namespace,
+    scope: 'WORKLOAD_SELECTOR',
+    action: 'DENY',
+    rules: [{ clauses: [{ matches: [{ notPrincipals: [{ presence: {} }] }] }, { matches: [portMatch] }] }],
+    dryRun: false,
+  };
+}
+
+export interface PolicySet {
+  /** Every Authorization to serve, the static STRICT policy included. */
+  authorizations: PbAuthorization[];
+  problems: ConfigProblem[];
+  /** WORKLOAD_SELECTOR policies (`ns/name`) a pod must list, sorted. */
+  policiesFor(pod: Pod): string[];
+  mtlsFor(pod: Pod): EffectiveMtls;
+}
+
+/** Translates all policies of a config and answers which ones select each pod. */
+export function buildPolicySet(aps: readonly AuthorizationPolicy[], pas: readonly PeerAuthentication[], mesh: MeshSettings): PolicySet {
+  const problems: ConfigProblem[] = [];
+  const translated: { ap: AuthorizationPolicy; auth: PbAuthorization }[] = [];
+  for (const ap of aps) {
+    const t = translateAuthorizationPolicy(ap, mesh);
+    problems.push(...t.problems);
+    if (t.authorization) translated.push({ ap, auth: t.authorization });
+  }
+  for (const pa of pas) {
+    if (pa.metadata.namespace === mesh.rootNamespace && pa.peer.selector) {
+      problems.push({
+        code: 'NM_ERR_POLICY',
+        severity: 'warning',
+        file: pa.source.file,
+        line: pa.source.line,
+        message: `${describe(pa)}: a PeerAuthentication with a selector in the root namespace ${mesh.rootNamespace} is ignored; put it in the workload's namespace`,
+        resource: describe(pa),
+      });
+    }
+  }
+  const authorizations = new Map<string, PbAuthorization>();
+  for (const { auth } of translated) authorizations.set(`${auth.namespace}/${auth.name}`, auth);
+  const strict = staticStrictPolicy(mesh);
+  authorizations.set(`${strict.namespace}/${strict.name}`, strict);
+  // Workload PeerAuthentications with port exceptions become their own DENY policy.
+  const sorted = [...pas].sort(older);
+  for (const pa of sorted) {
+    if (!pa.peer.selector || pa.metadata.namespace === mesh.rootNamespace) continue;
+    const eff = withWorkloadPolicy(namespaceMode(pa.metadata.namespace, sorted, mesh), pa, mesh);
+    if (Object.keys(eff.ports).length === 0) continue;
+    const conv = convertedPeerAuthentication(pa, eff);
+    authorizations.set(`${conv.namespace}/${conv.name}`, conv);
+  }
+  const selectorPolicies = translated.filter(({ ap }) => ap.policy.selector);
+  const mtlsFor = (pod: Pod): EffectiveMtls => effectiveMtls(pod, pas, mesh);
+  const policiesFor = (pod: Pod): string[] => {
+    const names = selectorPolicies
+      .filter(({ ap }) => (ap.metadata.namespace === pod.metadata.namespace || ap.metadata.namespace === mesh.rootNamespace) && selects(ap.policy.selector!, pod.metadata.labels))
+      .map(({ auth }) => `${auth.namespace}/${auth.name}`);
+    names.push(...mtlsFor(pod).policies);
+    return [...new Set(names)].sort();
+  };
+  return {
+    authorizations: [...authorizations.values()],
+    problems,
+    policiesFor,
+    mtlsFor,
+  };
+}

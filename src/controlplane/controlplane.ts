@@ -1,0 +1,386 @@
+// The control plane: watches the config directory, merges the pod status agents report,
+// translates everything into xDS resources and serves them (delta ADS), signs workload
+// certificates, and answers the admin endpoint.
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { NodemeshError } from '../errors.js';
+import type { Pod } from '../k8s/index.js';
+import { log as rootLog, type Logger } from '../log.js';
+import { authorizationFromProto, workloadFromProto, serviceFromProto } from '../xds/convert.js';
+import { formatCidr, isIp } from '../xds/ip.js';
+import {
+  adsService,
+  caService,
+  codecs,
+  podStatusService,
+  TYPE_ADDRESS,
+  TYPE_AUTHORIZATION,
+  type PbAuthorization,
+  type PbCertificateRequest,
+  type PbCertificateResponse,
+  type PbPodStatusReply,
+  type PbPodStatusReport,
+  type PbService,
+  type PbWorkload,
+} from '../xds/proto.js';
+import { XdsServer } from '../xds/server.js';
+import { startAdmin, type AdminServer } from './admin.js';
+import { grpcError, loadOrCreateToken, tokenAuthenticator } from './auth.js';
+import { buildPolicySet, type EffectiveMtls } from './authz.js';
+import { CaRefusal, CertificateAuthority } from './ca.js';
+import { invalidPodStatus, PodStatusStore } from './podstatus.js';
+import { ConfigSource, type ConfigSnapshot } from './sources.js';
+import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
+import type { ConfigProblem } from './validate.js';
+
+export const DEFAULT_LISTEN = '127.0.0.1:15012';
+export const DEFAULT_ADMIN = '127.0.0.1:15014';
+
+export interface ControlPlaneOptions {
+  /** The directory of Kubernetes YAML (the one the simulator reads). */
+  configDir: string;
+  /** Where the token, root CA and serving certificate are written. */
+  stateDir: string;
+  /** gRPC listener (xDS, CA, pod status): `host:port`; port 0 picks one. Default 127.0.0.1:15012. */
+  listen?: string;
+  /** HTTP admin listener; default 127.0.0.1:15014. */
+  admin?: string;
+  trustDomain?: string;
+  clusterId?: string;
+  clusterDomain?: string;
+  rootNamespace?: string;
+  rootCertFile?: string;
+  rootKeyFile?: string;
+  /** Workload certificate lifetime when a request names none (default 24 h). */
+  certTtlSeconds?: number;
+  /** The longest workload certificate lifetime granted (default 7 days). */
+  maxCertTtlSeconds?: number;
+  /** Extra DNS names or IPs for the serving certificate. */
+  serverNames?: string[];
+  debounceMs?: number;
+  rescanMs?: number;
+  logger?: Logger;
+}
+
+export interface ControlPlanePaths {
+  stateDir: string;
+  token: string;
+  rootCert: string;
+  servingCert: string;
+  servingKey: string;
+}
+
+/** Splits `host:port` / `[v6]:port`. */
+export function parseHostPort(s: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new NodemeshError('NM_ERR_USAGE', `${what} must be host:port (e.g. 127.0.0.1:15012), got ${JSON.stringify(s)}`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function servingNames(host: string, extra: string[]): { dns: string[]; ips: string[] } {
+  const ips = new Set(['127.0.0.1', '::1']);
+  const dns = new Set(['localhost']);
+  if (host === '0.0.0.0' || host === '::') {
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) ips.add(a.address.replace(/%.*$/, ''));
+  } else if (isIp(host)) ips.add(host);
+  else dns.add(host);
+  for (const n of extra) (isIp(n) ? ips : dns).add(n);
+  return { dns: [...dns], ips: [...ips] };
+}
+
+/** JSON for operators: IP bytes and CIDRs as strings. */
+function debugJson(value: unknown): unknown {
+  return JSON.parse(
+    JSON.stringify(value, (_k, v: unknown) => {
+      if (v && typeof v === 'object' && 'bytes' in v && 'prefixLen' in v) return formatCidr(v as never);
+      return v;
+    }),
+  );
+}
+
+export class ControlPlane {
+  readonly mesh: MeshSettings;
+  readonly paths: ControlPlanePaths;
+  readonly xds: XdsServer;
+  readonly config: ConfigSource;
+  readonly pods = new PodStatusStore();
+  readonly ca: CertificateAuthority;
+  readonly token: string;
+  /** `host:port` of the gRPC listener. */
+  readonly address: string;
+  /** `host:port` of the admin listener. */
+  readonly adminAddress: string;
+  readonly #server: grpc.Server;
+  readonly #admin: AdminServer;
+  readonly #log: Logger;
+  #problems: ConfigProblem[] = [];
+  #reportedPolicyProblems = new Set<string>();
+  #running: RunningPod[] = [];
+  #mtls = new Map<string, EffectiveMtls>();
+  #workloads: PbWorkload[] = [];
+  #services: PbService[] = [];
+  #authorizations: PbAuthorization[] = [];
+  #stopped = false;
+
+  private constructor(init: {
+    mesh: MeshSettings;
+    paths: ControlPlanePaths;
+    xds: XdsServer;
+    config: ConfigSource;
+    ca: CertificateAuthority;
+    token: string;
+    server: grpc.Server;
+    address: string;
+    admin: AdminServer;
+    log: Logger;
+  }) {
+    this.mesh = init.mesh;
+    this.paths = init.paths;
+    this.xds = init.xds;
+    this.config = init.config;
+    this.ca = init.ca;
+    this.token = init.token;
+    this.#server = init.server;
+    this.address = init.address;
+    this.#admin = init.admin;
+    this.adminAddress = init.admin.address;
+    this.#log = init.log;
+  }
+
+  static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
+    const log = (opts.logger ?? rootLog).child({ component: 'control-plane' });
+    const mesh: MeshSettings = {
+      trustDomain: opts.trustDomain ?? DEFAULT_MESH.trustDomain,
+      clusterId: opts.clusterId ?? DEFAULT_MESH.clusterId,
+      clusterDomain: opts.clusterDomain ?? DEFAULT_MESH.clusterDomain,
+      rootNamespace: opts.rootNamespace ?? DEFAULT_MESH.rootNamespace,
+    };
+    const listen = parseHostPort(opts.listen ?? DEFAULT_LISTEN, '--listen');
+    const adminAt = parseHostPort(opts.admin ?? DEFAULT_ADMIN, '--admin');
+
+    const config = new ConfigSource(opts.configDir, { debounceMs: opts.debounceMs, rescanMs: opts.rescanMs, logger: opts.logger ?? rootLog });
+    // A missing directory is an operator error: fail now rather than serve nothing.
+    config.rescan(true);
+
+    const token = loadOrCreateToken(join(opts.stateDir, 'token'));
+    const ca = await CertificateAuthority.open({
+      stateDir: opts.stateDir,
+      trustDomain: mesh.trustDomain,
+      rootCertFile: opts.rootCertFile,
+      rootKeyFile: opts.rootKeyFile,
+      defaultTtlSeconds: opts.certTtlSeconds,
+      maxTtlSeconds: opts.maxCertTtlSeconds,
+      logger: opts.logger ?? rootLog,
+    });
+    const serving = await ca.issueServingCert(servingNames(listen.host, opts.serverNames ?? []));
+    const paths: ControlPlanePaths = {
+      stateDir: opts.stateDir,
+      token: join(opts.stateDir, 'token'),
+      rootCert: ca.rootCertFile,
+      servingCert: join(opts.stateDir, 'cert.pem'),
+      servingKey: join(opts.stateDir, 'key.pem'),
+    };
+    writeFileSync(paths.servingCert, serving.certPem + ca.rootCertPem, { mode: 0o644 });
+    writeFileSync(paths.servingKey, serving.keyPem, { mode: 0o600 });
+
+    const authenticate = tokenAuthenticator(token);
+    const xds = new XdsServer({ typeUrls: [TYPE_ADDRESS, TYPE_AUTHORIZATION], authenticate, logger: opts.logger ?? rootLog });
+    const server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 10_000 });
+    const creds = grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], false);
+    const bindHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${bindHost}:${listen.port}`, creds, (err, p) => (err ? reject(new NodemeshError('NM_ERR_USAGE', `cannot listen on ${opts.listen ?? DEFAULT_LISTEN}: ${err.message}`, { cause: err })) : resolve(p))),
+    );
+    let cp: ControlPlane | undefined;
+    let admin: AdminServer;
+    try {
+      admin = await startAdmin(adminAt.host, adminAt.port, { ready: () => cp?.ready ?? false, configErrors: () => cp!.configErrors(), resources: () => cp!.resources() }, log);
+    } catch (err) {
+      server.forceShutdown();
+      throw new NodemeshError('NM_ERR_USAGE', `cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
+    }
+    cp = new ControlPlane({ mesh, paths, xds, config, ca, token, server, address: `${bindHost}:${port}`, admin, log });
+    server.addService(adsService, { DeltaAggregatedResources: xds.handler });
+    server.addService(caService, { CreateCertificate: cp.#createCertificate(authenticate) });
+    server.addService(podStatusService, { Report: cp.#reportPods(authenticate) });
+    cp.#recompute();
+    config.on('change', () => cp!.#recompute());
+    config.start();
+    log.info({ address: cp.address, admin: cp.adminAddress, configDir: opts.configDir, trustDomain: mesh.trustDomain, ...paths }, 'control plane started');
+    return cp;
+  }
+
+  /** True once the config is loaded and the listeners are up. */
+  get ready(): boolean {
+    return !this.#stopped;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.config.stop();
+    this.xds.closeAll();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, 2000);
+      this.#server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    await this.#admin.close();
+    this.#log.info('control plane stopped');
+  }
+
+  /** Config and policy problems, newest config first. */
+  problems(): ConfigProblem[] {
+    return this.#problems;
+  }
+
+  configErrors(): { errors: number; warnings: number; problems: ConfigProblem[] } {
+    const p = this.#problems;
+    return { errors: p.filter((x) => x.severity === 'error').length, warnings: p.filter((x) => x.severity === 'warning').length, problems: p };
+  }
+
+  resources(): unknown {
+    const snap = this.config.snapshot();
+    return debugJson({
+      mesh: this.mesh,
+      workloads: this.#workloads.map((w) => ({ ...workloadFromProto(w, w.uid), mtls: this.#mtls.get(w.uid) })),
+      services: this.#services.map((s) => serviceFromProto(s, `${s.namespace}/${s.hostname}`)),
+      authorizations: this.#authorizations.map((a) => authorizationFromProto(a, `${a.namespace}/${a.name}`)),
+      httpRoutes: snap.httpRoutes.map((r) => ({ namespace: r.metadata.namespace, name: r.metadata.name, source: r.source, ...r.route })),
+      pods: {
+        configured: snap.pods.length,
+        running: this.#running.map((r) => ({ namespace: r.pod.metadata.namespace, name: r.pod.metadata.name, ip: r.ip, node: r.node, phase: r.phase })),
+      },
+      nodes: this.pods.nodes().map((n) => ({ node: n.node, pods: n.pods.length, reportedAt: n.reportedAt })),
+      xds: { streams: this.xds.streams(), nacks: this.xds.nacks() },
+    });
+  }
+
+  /** Recomputes every resource from the config and pod status, and pushes what changed. */
+  #recompute(): void {
+    const snap: ConfigSnapshot = this.config.snapshot();
+    const policySet = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, this.mesh);
+    this.#logPolicyProblems(policySet.problems);
+    this.#problems = [...snap.problems, ...policySet.problems];
+    this.#running = runningPods(snap.pods, this.pods.pods());
+    const byIp = new Map<string, RunningPod>();
+    for (const r of this.#running) {
+      const other = byIp.get(r.ip);
+      if (other) this.#log.warn({ ip: r.ip, pods: [`${other.pod.metadata.namespace}/${other.pod.metadata.name}`, `${r.pod.metadata.namespace}/${r.pod.metadata.name}`] }, 'two pods have the same IP');
+      byIp.set(r.ip, r);
+    }
+    const inputs = { services: snap.services, namespaces: snap.namespaces, policiesFor: (p: Pod) => policySet.policiesFor(p) };
+    this.#workloads = this.#running.map((r) => translateWorkload(this.mesh, r, inputs));
+    this.#mtls = new Map(this.#running.map((r, i) => [this.#workloads[i]!.uid, policySet.mtlsFor(r.pod)]));
+    this.#services = snap.services.map((s) => translateService(this.mesh, s));
+    this.#authorizations = policySet.authorizations;
+    const addresses = [
+      ...this.#workloads.map((w) => ({ name: w.uid, value: codecs.address.encode({ workload: w }) })),
+      ...snap.services.map((s, i) => ({ name: serviceKey(this.mesh, s), value: codecs.address.encode({ service: this.#services[i]! }) })),
+    ];
+    const auths = this.#authorizations.map((a) => ({ name: `${a.namespace}/${a.name}`, value: codecs.authorization.encode(a) }));
+    const a = this.xds.setResources(TYPE_ADDRESS, addresses);
+    const b = this.xds.setResources(TYPE_AUTHORIZATION, auths);
+    if (a.changed.length + a.removed.length + b.changed.length + b.removed.length > 0) {
+      this.#log.info(
+        { workloads: this.#workloads.length, services: this.#services.length, authorizations: auths.length, changed: a.changed.length + b.changed.length, removed: a.removed.length + b.removed.length },
+        'resources updated',
+      );
+    }
+  }
+
+  #logPolicyProblems(problems: ConfigProblem[]): void {
+    const next = new Set<string>();
+    for (const p of problems) {
+      const key = `${p.file}|${p.line}|${p.message}`;
+      next.add(key);
+      if (this.#reportedPolicyProblems.has(key)) continue;
+      const fields = { code: p.code, file: p.file, line: p.line, resource: p.resource };
+      if (p.severity === 'warning') this.#log.warn(fields, `${p.file}:${p.line}: ${p.message}`);
+      else this.#log.error(fields, `${p.file}:${p.line}: ${p.message}`);
+    }
+    this.#reportedPolicyProblems = next;
+  }
+
+  /** Config pods running on a node: reported there, or pinned there by the file. */
+  #podsOnNode(node: string): Pod[] {
+    const snap = this.config.snapshot();
+    const reported = new Map(this.pods.pods().filter((p) => p.node === node && !['Succeeded', 'Failed'].includes(p.phase)).map((p) => [`${p.namespace}/${p.name}`, p]));
+    return snap.pods.filter((p) => {
+      const r = reported.get(`${p.metadata.namespace}/${p.metadata.name}`);
+      // A report of another incarnation of the name (a different uid) does not count.
+      if (r) return !r.uid || r.uid === p.metadata.uid;
+      return p.requestedIp !== undefined && p.spec.nodeName === node;
+    });
+  }
+
+  #createCertificate(authenticate: (md: grpc.Metadata) => string): grpc.handleUnaryCall<PbCertificateRequest, PbCertificateResponse> {
+    return (call, callback) => {
+      let node: string;
+      try {
+        node = authenticate(call.metadata);
+      } catch (err) {
+        this.#log.warn({ peer: call.getPeer(), reason: (err as Error).message }, 'refused a certificate request');
+        callback(err as grpc.ServiceError);
+        return;
+      }
+      const authorize = (id: { namespace: string; serviceAccount: string }): string | undefined =>
+        this.#podsOnNode(node).some((p) => p.metadata.namespace === id.namespace && p.spec.serviceAccountName === id.serviceAccount)
+          ? undefined
+          : `no pod with this identity runs on node ${node}; the agent must report the pod first`;
+      this.ca.sign(call.request.csr, call.request.validityDuration, authorize).then(
+        (chain) => callback(null, { certChain: chain }),
+        (err: Error) => {
+          if (err instanceof CaRefusal) {
+            this.#log.warn({ node, err }, 'refused a certificate request');
+            callback(grpcError(err.grpcCode, err.message));
+          } else {
+            this.#log.error({ node, err }, 'certificate signing failed');
+            callback(grpcError(grpc.status.INTERNAL, `signing failed: ${err.message}`));
+          }
+        },
+      );
+    };
+  }
+
+  #reportPods(authenticate: (md: grpc.Metadata) => string): grpc.handleUnaryCall<PbPodStatusReport, PbPodStatusReply> {
+    return (call, callback) => {
+      let node: string;
+      try {
+        node = authenticate(call.metadata);
+      } catch (err) {
+        this.#log.warn({ peer: call.getPeer(), reason: (err as Error).message }, 'refused a pod status report');
+        callback(err as grpc.ServiceError);
+        return;
+      }
+      const req = call.request;
+      if (req.node && req.node !== node) {
+        callback(grpcError(grpc.status.PERMISSION_DENIED, `the report is for node ${req.node} but the caller is node ${node}`));
+        return;
+      }
+      for (const p of req.pods) {
+        const why = invalidPodStatus(p);
+        if (why) {
+          callback(grpcError(grpc.status.INVALID_ARGUMENT, `pod ${p.namespace}/${p.name}: ${why}`));
+          return;
+        }
+      }
+      const changed = this.pods.report(node, req.pods);
+      if (changed) {
+        this.#log.info({ node, pods: req.pods.length }, 'pod status reported');
+        this.#recompute();
+      }
+      const known = new Set(this.config.snapshot().pods.map((p) => `${p.metadata.namespace}/${p.metadata.name}`));
+      const unknown = req.pods.map((p) => `${p.namespace}/${p.name}`).filter((k) => !known.has(k));
+      callback(null, { accepted: req.pods.length - unknown.length, unknown });
+    };
+  }
+}

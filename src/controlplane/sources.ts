@@ -1,0 +1,229 @@
+// The control plane's config source: a directory of Kubernetes YAML, watched for changes.
+// Each file keeps its last good resources, so a bad edit never withdraws what was served.
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { relative } from 'node:path';
+import { listConfigFiles, type Namespace, type Pod, type Service, type ServiceAccount } from '../k8s/index.js';
+import { log as rootLog, type Logger } from '../log.js';
+import type { AuthorizationPolicy, HttpRoute, PeerAuthentication } from './resources.js';
+import { describe, identityOf, parseConfigFile, type ConfigObject, type ConfigProblem } from './validate.js';
+
+export interface ConfigSnapshot {
+  namespaces: Namespace[];
+  pods: Pod[];
+  services: Service[];
+  serviceAccounts: ServiceAccount[];
+  authorizationPolicies: AuthorizationPolicy[];
+  peerAuthentications: PeerAuthentication[];
+  httpRoutes: HttpRoute[];
+  /** Every problem of every file, in file order; warnings included. */
+  problems: ConfigProblem[];
+}
+
+interface FileState {
+  hash: string;
+  mtimeMs: number;
+  size: number;
+  /** The resources served from this file: the last good version of each. */
+  good: ConfigObject[];
+  problems: ConfigProblem[];
+}
+
+/** Builds a snapshot from objects (in file order) and problems; reports duplicates. */
+export function buildSnapshot(objects: ConfigObject[], problems: ConfigProblem[]): ConfigSnapshot {
+  const seen = new Map<string, ConfigObject>();
+  const kept: ConfigObject[] = [];
+  const out = [...problems];
+  for (const o of objects) {
+    const key = identityOf(o);
+    const prev = seen.get(key);
+    if (prev) {
+      out.push({
+        code: 'NM_ERR_CONFIG_CONFLICT',
+        severity: 'error',
+        file: o.source.file,
+        line: o.source.line,
+        message: `${describe(o)} is already defined at ${prev.source.file}:${prev.source.line}`,
+        resource: describe(o),
+      });
+      continue;
+    }
+    seen.set(key, o);
+    kept.push(o);
+  }
+  const byKind = <T extends ConfigObject>(k: string) => kept.filter((o): o is T => o.kind === k);
+  return {
+    namespaces: byKind<Namespace>('Namespace'),
+    pods: byKind<Pod>('Pod'),
+    services: byKind<Service>('Service'),
+    serviceAccounts: byKind<ServiceAccount>('ServiceAccount'),
+    authorizationPolicies: byKind<AuthorizationPolicy>('AuthorizationPolicy'),
+    peerAuthentications: byKind<PeerAuthentication>('PeerAuthentication'),
+    httpRoutes: byKind<HttpRoute>('HTTPRoute'),
+    problems: out,
+  };
+}
+
+/** Loads a directory once (no last-good history): what `--check` validates. */
+export function loadSnapshot(dir: string): ConfigSnapshot {
+  const objects: ConfigObject[] = [];
+  const problems: ConfigProblem[] = [];
+  for (const path of listConfigFiles(dir)) {
+    const r = parseConfigFile(readFileSync(path, 'utf8'), relative(process.cwd(), path) || path);
+    objects.push(...r.objects);
+    problems.push(...r.problems);
+  }
+  return buildSnapshot(objects, problems);
+}
+
+export interface ConfigSourceOptions {
+  /** Quiet period after a file event before rescanning (default 100 ms). */
+  debounceMs?: number;
+  /** Periodic rescan, for file systems where fs.watch misses events (default 2000 ms; 0 = off). */
+  rescanMs?: number;
+  logger?: Logger;
+}
+
+export class ConfigSource extends EventEmitter<{ change: [ConfigSnapshot] }> {
+  readonly dir: string;
+  readonly #opts: ConfigSourceOptions;
+  readonly #log: Logger;
+  readonly #files = new Map<string, FileState>();
+  #snapshot: ConfigSnapshot = buildSnapshot([], []);
+  #watcher: FSWatcher | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #interval: NodeJS.Timeout | undefined;
+  #reported = new Set<string>();
+
+  constructor(dir: string, opts: ConfigSourceOptions = {}) {
+    super();
+    this.dir = dir;
+    this.#opts = opts;
+    this.#log = (opts.logger ?? rootLog).child({ component: 'config', dir });
+  }
+
+  snapshot(): ConfigSnapshot {
+    return this.#snapshot;
+  }
+
+  /** Reads the directory; returns whether anything changed (and emits `change` if so). */
+  rescan(force = false): boolean {
+    let paths: string[];
+    try {
+      paths = listConfigFiles(this.dir);
+    } catch (err) {
+      // The directory vanished (e.g. being replaced): keep serving what we have.
+      this.#log.warn({ err }, 'cannot list the config directory; keeping the last good config');
+      return false;
+    }
+    let changed = false;
+    const present = new Set<string>();
+    for (const path of paths) {
+      present.add(path);
+      let st;
+      try {
+        st = statSync(path);
+      } catch {
+        continue; // removed between listing and stat
+      }
+      const prev = this.#files.get(path);
+      if (!force && prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch {
+        continue;
+      }
+      const hash = createHash('sha256').update(text).digest('hex');
+      if (prev && prev.hash === hash) {
+        prev.mtimeMs = st.mtimeMs;
+        prev.size = st.size;
+        continue;
+      }
+      this.#files.set(path, this.#parse(path, text, hash, st.mtimeMs, st.size, prev));
+      changed = true;
+    }
+    for (const path of [...this.#files.keys()]) {
+      if (!present.has(path)) {
+        // Deleting a file is deliberate: its resources go.
+        this.#files.delete(path);
+        changed = true;
+      }
+    }
+    if (changed) {
+      const objects = [...this.#files.keys()].sort().flatMap((p) => this.#files.get(p)!.good);
+      const problems = [...this.#files.keys()].sort().flatMap((p) => this.#files.get(p)!.problems);
+      this.#snapshot = buildSnapshot(objects, problems);
+      this.#logProblems(this.#snapshot.problems);
+      this.emit('change', this.#snapshot);
+    }
+    return changed;
+  }
+
+  /** Starts watching: fs.watch with a debounce, plus a periodic rescan as a fallback. */
+  start(): void {
+    if (this.#watcher || this.#interval) return;
+    try {
+      this.#watcher = watch(this.dir, { recursive: true }, () => this.#schedule());
+      this.#watcher.on('error', (err) => {
+        this.#log.warn({ err }, 'watching the config directory failed; relying on the periodic rescan');
+        this.#watcher?.close();
+        this.#watcher = undefined;
+      });
+    } catch (err) {
+      this.#log.warn({ err }, 'cannot watch the config directory; relying on the periodic rescan');
+    }
+    const every = this.#opts.rescanMs ?? 2000;
+    if (every > 0) {
+      this.#interval = setInterval(() => this.rescan(), every);
+      this.#interval.unref();
+    }
+  }
+
+  stop(): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    clearTimeout(this.#debounce);
+    clearInterval(this.#interval);
+    this.#interval = undefined;
+  }
+
+  #schedule(): void {
+    clearTimeout(this.#debounce);
+    // Editors write a file in several steps (truncate, write, rename): wait for quiet.
+    this.#debounce = setTimeout(() => {
+      this.#debounce = undefined;
+      this.rescan();
+    }, this.#opts.debounceMs ?? 100);
+    this.#debounce.unref();
+  }
+
+  #parse(path: string, text: string, hash: string, mtimeMs: number, size: number, prev: FileState | undefined): FileState {
+    const file = relative(process.cwd(), path) || path;
+    const r = parseConfigFile(text, file);
+    const errors = r.problems.filter((p) => p.severity === 'error');
+    if (errors.length === 0 || !prev) return { hash, mtimeMs, size, good: r.objects, problems: r.problems };
+    // The file has errors: serve its good resources, and for everything else the file served
+    // before (a resource now invalid, or lost in a YAML syntax error) keep the last good one.
+    const now = new Set(r.objects.map(identityOf));
+    const kept = prev.good.filter((o) => !now.has(identityOf(o)));
+    if (kept.length > 0) {
+      this.#log.warn({ file, kept: kept.map(describe) }, 'config file has errors; keeping the last good version of its other resources');
+    }
+    return { hash, mtimeMs, size, good: [...r.objects, ...kept], problems: r.problems };
+  }
+
+  #logProblems(problems: ConfigProblem[]): void {
+    const next = new Set<string>();
+    for (const p of problems) {
+      const key = `${p.code}|${p.file}|${p.line}|${p.message}`;
+      next.add(key);
+      if (this.#reported.has(key)) continue;
+      const fields = { code: p.code, file: p.file, line: p.line, ...(p.resource ? { resource: p.resource } : {}) };
+      if (p.severity === 'warning') this.#log.warn(fields, `${p.file}:${p.line}: ${p.message}`);
+      else this.#log.error(fields, `${p.file}:${p.line}: ${p.message}`);
+    }
+    this.#reported = next;
+  }
+}

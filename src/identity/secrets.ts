@@ -1,0 +1,192 @@
+// Per-identity keys and certificates for the proxy: generates an ECDSA P-256 key and a CSR per
+// SPIFFE identity, gets it signed, and rotates it well before it expires.
+import { EventEmitter } from 'node:events';
+import { NodemeshError } from '../errors.js';
+import { log as rootLog, type Logger } from '../log.js';
+import type { CertificateSigner } from './ca-client.js';
+import { parseSpiffeId } from './spiffe.js';
+import { createCsr, exportPrivateKeyPem, generateKeyPair, isSignedBy, splitPem, summarizeCert } from './x509.js';
+
+export interface Secret {
+  /** spiffe://<td>/ns/<ns>/sa/<sa> */
+  identity: string;
+  /** Leaf first, then intermediates (the root is in rootsPem). */
+  certChainPem: string;
+  keyPem: string;
+  /** The trust anchors peers' certificates are verified against. */
+  rootsPem: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** What /config_dump may show of a secret: never the key. */
+export interface SecretInfo {
+  identity: string;
+  state: 'ready' | 'pending' | 'failed';
+  serialNumber?: string;
+  subjectAltNames?: string[];
+  notBefore?: string;
+  notAfter?: string;
+  /** When the next rotation is due. */
+  rotateAt?: string;
+  lastError?: string;
+}
+
+export interface SecretManagerOptions {
+  ca: CertificateSigner;
+  /** Trust anchors; default: the last certificate of each chain the CA returns. */
+  rootsPem?: string;
+  /** Requested lifetime; the CA may grant less. Default 24 h. */
+  validitySeconds?: number;
+  /** Rotate at this fraction of the remaining lifetime at issue (default 0.5, like Istio). */
+  rotateAtFraction?: number;
+  /** Retry backoff after a failed request. */
+  retry?: { initialMs?: number; maxMs?: number };
+  logger?: Logger;
+}
+
+interface Entry {
+  identity: string;
+  secret?: Secret;
+  pending?: Promise<Secret>;
+  timer?: NodeJS.Timeout;
+  rotateAt?: number;
+  serialNumber?: string;
+  subjectAltNames?: string[];
+  lastError?: Error;
+  failures: number;
+}
+
+// 'failed', not 'error': an unheard 'error' event would throw.
+type Events = { rotated: [Secret]; failed: [identity: string, err: Error] };
+
+export class SecretManager extends EventEmitter<Events> {
+  readonly #opts: SecretManagerOptions;
+  readonly #log: Logger;
+  readonly #entries = new Map<string, Entry>();
+  #closed = false;
+
+  constructor(opts: SecretManagerOptions) {
+    super();
+    this.#opts = opts;
+    this.#log = (opts.logger ?? rootLog).child({ component: 'secrets' });
+  }
+
+  /**
+   * The current certificate for an identity, fetching it on first use. Concurrent callers share
+   * one request. A certificate past its expiry is never returned.
+   */
+  get(identity: string): Promise<Secret> {
+    if (this.#closed) return Promise.reject(new NodemeshError('NM_ERR_CA', 'the secret manager is closed'));
+    parseSpiffeId(identity);
+    let e = this.#entries.get(identity);
+    if (!e) {
+      e = { identity, failures: 0 };
+      this.#entries.set(identity, e);
+    }
+    if (e.secret && e.secret.notAfter.getTime() > Date.now()) return Promise.resolve(e.secret);
+    return e.pending ?? this.#fetch(e);
+  }
+
+  /** Drops an identity (its last pod left the node): no more rotation. */
+  forget(identity: string): void {
+    const e = this.#entries.get(identity);
+    if (!e) return;
+    clearTimeout(e.timer);
+    this.#entries.delete(identity);
+  }
+
+  list(): SecretInfo[] {
+    return [...this.#entries.values()].map((e) => ({
+      identity: e.identity,
+      state: e.secret && e.secret.notAfter.getTime() > Date.now() ? 'ready' : e.pending ? 'pending' : 'failed',
+      ...(e.serialNumber ? { serialNumber: e.serialNumber } : {}),
+      ...(e.subjectAltNames ? { subjectAltNames: e.subjectAltNames } : {}),
+      ...(e.secret ? { notBefore: e.secret.notBefore.toISOString(), notAfter: e.secret.notAfter.toISOString() } : {}),
+      ...(e.rotateAt ? { rotateAt: new Date(e.rotateAt).toISOString() } : {}),
+      ...(e.lastError ? { lastError: e.lastError.message } : {}),
+    }));
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const e of this.#entries.values()) clearTimeout(e.timer);
+    this.#entries.clear();
+  }
+
+  #fetch(e: Entry): Promise<Secret> {
+    const p = this.#issue(e.identity).then(
+      (secret) => {
+        if (this.#entries.get(e.identity) !== e) return secret; // forgotten meanwhile
+        const rotated = e.secret !== undefined;
+        e.secret = secret;
+        e.pending = undefined;
+        e.failures = 0;
+        e.lastError = undefined;
+        const s = summarizeCert(secret.certChainPem);
+        e.serialNumber = s.serialNumber;
+        e.subjectAltNames = s.subjectAltNames;
+        // Rotate at a fraction of the lifetime left at issue, so a CA that backdates notBefore
+        // (clock skew allowance) does not make us rotate early or late.
+        const now = Date.now();
+        const frac = this.#opts.rotateAtFraction ?? 0.5;
+        e.rotateAt = now + Math.max(0, secret.notAfter.getTime() - now) * frac;
+        this.#schedule(e, e.rotateAt - now);
+        this.#log.info({ identity: e.identity, serialNumber: s.serialNumber, notAfter: secret.notAfter.toISOString(), rotateAt: new Date(e.rotateAt).toISOString() }, rotated ? 'certificate rotated' : 'certificate issued');
+        if (rotated) this.emit('rotated', secret);
+        return secret;
+      },
+      (err: Error) => {
+        e.pending = undefined;
+        e.lastError = err;
+        e.failures++;
+        if (this.#entries.get(e.identity) === e && !this.#closed) {
+          const initial = this.#opts.retry?.initialMs ?? 1000;
+          const max = this.#opts.retry?.maxMs ?? 60_000;
+          const base = Math.min(max, initial * 2 ** (e.failures - 1));
+          // Keep serving the current certificate while it is valid; retry with jittered backoff.
+          this.#schedule(e, base / 2 + (Math.random() * base) / 2);
+        }
+        this.#log.warn({ err, identity: e.identity, failures: e.failures }, 'certificate request failed; will retry');
+        this.emit('failed', e.identity, err);
+        throw err;
+      },
+    );
+    e.pending = p;
+    return p;
+  }
+
+  #schedule(e: Entry, delayMs: number): void {
+    clearTimeout(e.timer);
+    e.timer = setTimeout(() => {
+      e.timer = undefined;
+      if (this.#entries.get(e.identity) === e && !e.pending) this.#fetch(e).catch(() => {});
+    }, Math.max(0, delayMs));
+    e.timer.unref?.();
+  }
+
+  async #issue(identity: string): Promise<Secret> {
+    const keys = await generateKeyPair();
+    const csr = await createCsr(keys, identity);
+    const chain = await this.#opts.ca.createCertificate(csr, this.#opts.validitySeconds ?? 86_400);
+    const certs = chain.flatMap(splitPem);
+    if (certs.length === 0) throw new NodemeshError('NM_ERR_CA', `the CA returned no certificate for ${identity}`);
+    const leaf = summarizeCert(certs[0]!);
+    if (!leaf.subjectAltNames.includes(`URI:${identity}`)) {
+      throw new NodemeshError('NM_ERR_CA', `the CA returned a certificate for ${leaf.subjectAltNames.join(', ') || 'no SAN'}, not ${identity}`);
+    }
+    // The chain is leaf first; self-signed certificates in it are roots, not chain members.
+    const selfSigned = (c: string) => isSignedBy(c, c);
+    const chainPem = certs.filter((c, i) => i === 0 || !selfSigned(c)).join('');
+    const roots = this.#opts.rootsPem ?? certs.filter((c, i) => i > 0 && selfSigned(c)).join('');
+    if (!roots) throw new NodemeshError('NM_ERR_CA', `no trust anchor for ${identity}: the CA returned no root and none is configured`);
+    return {
+      identity,
+      certChainPem: chainPem,
+      keyPem: await exportPrivateKeyPem(keys.privateKey),
+      rootsPem: roots,
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+    };
+  }
+}

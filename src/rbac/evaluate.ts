@@ -1,0 +1,130 @@
+// Pure L4 authorization: which policies apply to a destination workload, and whether a
+// connection is allowed by them. Semantics follow Istio's AuthorizationPolicy as ztunnel
+// enforces it (https://istio.io/latest/docs/reference/config/security/authorization-policy/).
+import { cidrContains, normalizedIpBytes, type Cidr } from '../xds/ip.js';
+import type { Authorization, Clause, Connection, Decision, DryRunHit, Match, PolicyTarget, Rule, StringMatch } from './types.js';
+import { policyKey } from './types.js';
+
+const SPIFFE = 'spiffe://';
+
+/**
+ * The policies that apply to a destination workload: every GLOBAL policy, the NAMESPACE
+ * policies of its namespace, and the WORKLOAD_SELECTOR policies the workload names.
+ */
+export function selectPolicies(all: Iterable<Authorization>, target: PolicyTarget): Authorization[] {
+  const named = new Set(target.authorizationPolicies);
+  const out: Authorization[] = [];
+  for (const p of all) {
+    if (
+      p.scope === 'GLOBAL' ||
+      (p.scope === 'NAMESPACE' && p.namespace === target.namespace) ||
+      (p.scope === 'WORKLOAD_SELECTOR' && named.has(policyKey(p)))
+    ) {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+export function stringMatches(m: StringMatch, value: string): boolean {
+  if ('exact' in m) return value === m.exact;
+  if ('prefix' in m) return value.startsWith(m.prefix);
+  if ('suffix' in m) return value.endsWith(m.suffix);
+  return value.length > 0;
+}
+
+interface Facts {
+  /** Principal without `spiffe://`, or undefined when the peer is not authenticated. */
+  principal: string | undefined;
+  namespace: string;
+  serviceAccount: string | undefined;
+  src: Buffer;
+  dst: Buffer;
+  port: number;
+}
+
+function facts(c: Connection): Facts {
+  let principal: string | undefined;
+  let ns = '';
+  let sa: string | undefined;
+  if (c.srcPrincipal) {
+    // Istio's principals assume the spiffe:// prefix; an identity without it is compared bare.
+    principal = c.srcPrincipal.startsWith(SPIFFE) ? c.srcPrincipal.slice(SPIFFE.length) : c.srcPrincipal;
+    const m = /^[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(principal);
+    if (m) {
+      ns = m[1]!;
+      sa = m[2]!;
+    }
+  }
+  if (c.srcNamespace !== undefined) ns = c.srcNamespace;
+  return { principal, namespace: ns, serviceAccount: sa, src: normalizedIpBytes(c.srcIp), dst: normalizedIpBytes(c.dstIp), port: c.dstPort };
+}
+
+/** Positive values OR-ed (empty = no constraint), negative values none may match. */
+function field<T>(pos: readonly T[], neg: readonly T[], pred: (v: T) => boolean): boolean {
+  if (pos.length > 0 && !pos.some(pred)) return false;
+  if (neg.length > 0 && neg.some(pred)) return false;
+  return true;
+}
+
+function isEmptyMatch(m: Match): boolean {
+  return (
+    m.namespaces.length + m.notNamespaces.length + m.principals.length + m.notPrincipals.length +
+      m.serviceAccounts.length + m.notServiceAccounts.length + m.sourceIps.length + m.notSourceIps.length +
+      m.destinationIps.length + m.notDestinationIps.length + m.destinationPorts.length + m.notDestinationPorts.length ===
+    0
+  );
+}
+
+function matchMatches(m: Match, f: Facts): boolean {
+  // An empty match never matches (ztunnel skips it); translation never emits one.
+  if (isEmptyMatch(m)) return false;
+  const inCidr = (ip: Buffer) => (c: Cidr) => cidrContains(c, ip);
+  return (
+    field(m.destinationIps, m.notDestinationIps, inCidr(f.dst)) &&
+    field(m.sourceIps, m.notSourceIps, inCidr(f.src)) &&
+    field(m.destinationPorts, m.notDestinationPorts, (p) => p === f.port) &&
+    field(m.serviceAccounts, m.notServiceAccounts, (s) => f.serviceAccount !== undefined && s.namespace === f.namespace && s.serviceAccount === f.serviceAccount) &&
+    // Without an identity a principal is "" so that presence does not match it.
+    field(m.principals, m.notPrincipals, (s) => stringMatches(s, f.principal ?? '')) &&
+    field(m.namespaces, m.notNamespaces, (s) => stringMatches(s, f.namespace))
+  );
+}
+
+function clauseMatches(c: Clause, f: Facts): boolean {
+  return c.matches.length === 0 || c.matches.some((m) => matchMatches(m, f));
+}
+
+function ruleMatches(r: Rule, f: Facts): boolean {
+  return r.clauses.every((c) => clauseMatches(c, f));
+}
+
+/** Whether any rule of the policy matches the connection. A policy without rules matches nothing. */
+export function policyMatches(p: Authorization, conn: Connection | Facts): boolean {
+  const f = 'srcIp' in conn ? facts(conn) : conn;
+  return p.rules.some((r) => ruleMatches(r, f));
+}
+
+/**
+ * Decides a connection against the policies that apply to its destination (see
+ * selectPolicies): dry-run policies are only reported; any matching DENY denies; with no ALLOW
+ * policy the connection is allowed; a matching ALLOW allows; otherwise it is denied.
+ */
+export function evaluate(policies: readonly Authorization[], conn: Connection): Decision {
+  const f = facts(conn);
+  const dryRun: DryRunHit[] = [];
+  const enforced: Authorization[] = [];
+  for (const p of policies) {
+    if (!p.dryRun) enforced.push(p);
+    else if (policyMatches(p, f)) dryRun.push({ policy: policyKey(p), action: p.action });
+  }
+  for (const p of enforced) {
+    if (p.action === 'DENY' && policyMatches(p, f)) return { allowed: false, policy: policyKey(p), reason: 'denied-by-policy', dryRun };
+  }
+  const allows = enforced.filter((p) => p.action === 'ALLOW');
+  if (allows.length === 0) return { allowed: true, reason: 'no-allow-policy', dryRun };
+  for (const p of allows) {
+    if (policyMatches(p, f)) return { allowed: true, policy: policyKey(p), reason: 'allowed-by-policy', dryRun };
+  }
+  return { allowed: false, reason: 'no-allow-match', dryRun };
+}

@@ -1,0 +1,93 @@
+// The L4 authorization model the proxy enforces: the decoded form of istio.security.Authorization.
+import type { Cidr } from '../xds/ip.js';
+
+export type { Cidr };
+
+export type StringMatch = { exact: string } | { prefix: string } | { suffix: string } | { presence: true };
+
+export interface ServiceAccountMatch {
+  namespace: string;
+  serviceAccount: string;
+}
+
+/**
+ * One match: every non-empty positive field must match (its values are OR-ed), and no value of
+ * a not_* field may match. A match with no field set matches nothing (as in ztunnel).
+ */
+export interface Match {
+  namespaces: StringMatch[];
+  notNamespaces: StringMatch[];
+  /** Compared with the peer's SPIFFE ID without the `spiffe://` prefix. */
+  principals: StringMatch[];
+  notPrincipals: StringMatch[];
+  serviceAccounts: ServiceAccountMatch[];
+  notServiceAccounts: ServiceAccountMatch[];
+  sourceIps: Cidr[];
+  notSourceIps: Cidr[];
+  destinationIps: Cidr[];
+  notDestinationIps: Cidr[];
+  destinationPorts: number[];
+  notDestinationPorts: number[];
+}
+
+/** Matches are OR-ed. A clause with no match matches every connection. */
+export interface Clause {
+  matches: Match[];
+}
+
+/** Clauses are AND-ed. A rule with no clause matches every connection. */
+export interface Rule {
+  clauses: Clause[];
+}
+
+export type Scope = 'GLOBAL' | 'NAMESPACE' | 'WORKLOAD_SELECTOR';
+export type Action = 'ALLOW' | 'DENY';
+
+export interface Authorization {
+  name: string;
+  namespace: string;
+  scope: Scope;
+  action: Action;
+  /** Rules are OR-ed; no rule matches nothing (so an ALLOW without rules allows nothing). */
+  rules: Rule[];
+  dryRun: boolean;
+}
+
+/** What the proxy knows about a connection when it authorizes it. */
+export interface Connection {
+  /** The peer's authenticated SPIFFE ID (with or without `spiffe://`); absent for plaintext. */
+  srcPrincipal?: string;
+  /**
+   * The peer's namespace. Only ever taken from an authenticated identity; defaults to the
+   * namespace in srcPrincipal.
+   */
+  srcNamespace?: string;
+  srcIp: string;
+  dstIp: string;
+  dstPort: number;
+}
+
+export interface DryRunHit {
+  policy: string;
+  action: Action;
+}
+
+export interface Decision {
+  allowed: boolean;
+  /** `ns/name` of the policy that decided: the matching DENY or ALLOW. */
+  policy?: string;
+  reason: 'denied-by-policy' | 'allowed-by-policy' | 'no-allow-policy' | 'no-allow-match';
+  /** Dry-run policies that matched: logged, never enforced. */
+  dryRun: DryRunHit[];
+}
+
+/** The identity of a workload as policy selection needs it. */
+export interface PolicyTarget {
+  namespace: string;
+  /** `ns/name` of the WORKLOAD_SELECTOR policies that select the workload. */
+  authorizationPolicies: readonly string[];
+}
+
+export function policyKey(p: { namespace: string; name: string }): string {
+  return `${p.namespace}/${p.name}`;
+}

@@ -1,0 +1,161 @@
+// Validates decoded xDS messages and turns them into the data plane's types. Each function
+// throws ResourceError with a reason an operator can act on; the caller NACKs the resource.
+import { cidr } from './ip.js';
+import { bytesToIp } from './ip.js';
+import type { PbAddress, PbAuthorization, PbCidr, PbMatch, PbPort, PbService, PbStringMatch, PbWorkload } from './proto.js';
+import type { Authorization, Match, StringMatch } from '../rbac/types.js';
+import type { AppProtocol, Service, ServicePort, Workload } from './types.js';
+
+export class ResourceError extends Error {}
+
+const TUNNEL = new Set(['NONE', 'HBONE']);
+const STATUS = new Set(['HEALTHY', 'UNHEALTHY']);
+const WTYPE = new Set(['DEPLOYMENT', 'CRONJOB', 'POD', 'JOB']);
+const APP = new Set(['UNKNOWN', 'HTTP11', 'HTTP2', 'GRPC', 'TCP', 'TLS']);
+const SCOPE = new Set(['GLOBAL', 'NAMESPACE', 'WORKLOAD_SELECTOR']);
+const ACTION = new Set(['ALLOW', 'DENY']);
+
+function enumValue<T extends string>(allowed: Set<string>, v: unknown, field: string): T {
+  if (typeof v !== 'string' || !allowed.has(v)) throw new ResourceError(`${field}: unknown enum value ${JSON.stringify(v)}`);
+  return v as T;
+}
+
+function ip(b: Uint8Array, field: string): string {
+  try {
+    return bytesToIp(b);
+  } catch (e) {
+    throw new ResourceError(`${field}: ${(e as Error).message}`);
+  }
+}
+
+function port(p: PbPort, field: string): ServicePort {
+  if (!Number.isInteger(p.servicePort) || p.servicePort < 1 || p.servicePort > 65535) throw new ResourceError(`${field}.service_port ${p.servicePort} is not a port 1-65535`);
+  if (!Number.isInteger(p.targetPort) || p.targetPort < 0 || p.targetPort > 65535) throw new ResourceError(`${field}.target_port ${p.targetPort} is not a port 0-65535`);
+  return { servicePort: p.servicePort, targetPort: p.targetPort, appProtocol: enumValue<AppProtocol>(APP, p.appProtocol ?? 'UNKNOWN', `${field}.app_protocol`) };
+}
+
+export function workloadFromProto(w: PbWorkload, resourceName: string): Workload {
+  if (!w.uid) throw new ResourceError('workload uid is empty');
+  if (w.uid !== resourceName) throw new ResourceError(`workload uid ${JSON.stringify(w.uid)} differs from the resource name`);
+  if (!w.name || !w.namespace) throw new ResourceError('workload name and namespace are required');
+  const trustDomain = w.trustDomain || 'cluster.local';
+  const serviceAccount = w.serviceAccount || 'default';
+  const services: Record<string, ServicePort[]> = {};
+  for (const [k, list] of Object.entries(w.services ?? {})) {
+    if (!/^[^/]+\/[^/]+$/.test(k)) throw new ResourceError(`services key ${JSON.stringify(k)} is not "<namespace>/<hostname>"`);
+    services[k] = (list.ports ?? []).map((p, i) => port(p, `services[${k}].ports[${i}]`));
+  }
+  return {
+    uid: w.uid,
+    name: w.name,
+    namespace: w.namespace,
+    addresses: (w.addresses ?? []).map((a, i) => ip(a, `addresses[${i}]`)),
+    network: w.network ?? '',
+    tunnelProtocol: enumValue(TUNNEL, w.tunnelProtocol, 'tunnel_protocol'),
+    trustDomain,
+    serviceAccount,
+    identity: `spiffe://${trustDomain}/ns/${w.namespace}/sa/${serviceAccount}`,
+    node: w.node ?? '',
+    canonicalName: w.canonicalName || w.name,
+    canonicalRevision: w.canonicalRevision || 'latest',
+    workloadType: enumValue(WTYPE, w.workloadType, 'workload_type'),
+    workloadName: w.workloadName || w.name,
+    authorizationPolicies: [...(w.authorizationPolicies ?? [])],
+    status: enumValue(STATUS, w.status, 'status'),
+    clusterId: w.clusterId ?? '',
+    services,
+  };
+}
+
+export function serviceFromProto(s: PbService, resourceName: string): Service {
+  if (!s.hostname || !s.namespace) throw new ResourceError('service hostname and namespace are required');
+  const key = `${s.namespace}/${s.hostname}`;
+  if (key !== resourceName) throw new ResourceError(`service key ${JSON.stringify(key)} differs from the resource name`);
+  return {
+    name: s.name,
+    namespace: s.namespace,
+    hostname: s.hostname,
+    key,
+    vips: (s.addresses ?? []).map((a, i) => ({ network: a.network ?? '', address: ip(a.address, `addresses[${i}]`) })),
+    ports: (s.ports ?? []).map((p, i) => port(p, `ports[${i}]`)),
+    subjectAltNames: [...(s.subjectAltNames ?? [])],
+  };
+}
+
+export type AddressResource = { kind: 'workload'; workload: Workload } | { kind: 'service'; service: Service };
+
+export function addressFromProto(a: PbAddress, resourceName: string): AddressResource {
+  if (a.workload) return { kind: 'workload', workload: workloadFromProto(a.workload, resourceName) };
+  if (a.service) return { kind: 'service', service: serviceFromProto(a.service, resourceName) };
+  throw new ResourceError('Address has neither workload nor service set');
+}
+
+function stringMatch(m: PbStringMatch, field: string): StringMatch {
+  // Decoded messages name the set member in matchType; plain objects only set the field.
+  const kind = m.matchType ?? (m.exact !== undefined ? 'exact' : m.prefix !== undefined ? 'prefix' : m.suffix !== undefined ? 'suffix' : m.presence !== undefined ? 'presence' : undefined);
+  switch (kind) {
+    case 'exact':
+      return { exact: m.exact ?? '' };
+    case 'prefix':
+      return { prefix: m.prefix ?? '' };
+    case 'suffix':
+      return { suffix: m.suffix ?? '' };
+    case 'presence':
+      return { presence: true };
+    default:
+      throw new ResourceError(`${field}: StringMatch has no match type set`);
+  }
+}
+
+function cidrs(list: PbCidr[] | undefined, field: string) {
+  return (list ?? []).map((c, i) => {
+    try {
+      return cidr(c.address, c.length);
+    } catch (e) {
+      throw new ResourceError(`${field}[${i}]: ${(e as Error).message}`);
+    }
+  });
+}
+
+function ports(list: number[] | undefined, field: string): number[] {
+  return (list ?? []).map((p, i) => {
+    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new ResourceError(`${field}[${i}] ${p} is not a port`);
+    return p;
+  });
+}
+
+function match(m: PbMatch, f: string): Match {
+  const sm = (l: PbStringMatch[] | undefined, n: string) => (l ?? []).map((x, i) => stringMatch(x, `${f}.${n}[${i}]`));
+  const sa = (l: { namespace: string; serviceAccount: string }[] | undefined) => (l ?? []).map((x) => ({ namespace: x.namespace, serviceAccount: x.serviceAccount }));
+  return {
+    namespaces: sm(m.namespaces, 'namespaces'),
+    notNamespaces: sm(m.notNamespaces, 'not_namespaces'),
+    principals: sm(m.principals, 'principals'),
+    notPrincipals: sm(m.notPrincipals, 'not_principals'),
+    serviceAccounts: sa(m.serviceAccounts),
+    notServiceAccounts: sa(m.notServiceAccounts),
+    sourceIps: cidrs(m.sourceIps, `${f}.source_ips`),
+    notSourceIps: cidrs(m.notSourceIps, `${f}.not_source_ips`),
+    destinationIps: cidrs(m.destinationIps, `${f}.destination_ips`),
+    notDestinationIps: cidrs(m.notDestinationIps, `${f}.not_destination_ips`),
+    destinationPorts: ports(m.destinationPorts, `${f}.destination_ports`),
+    notDestinationPorts: ports(m.notDestinationPorts, `${f}.not_destination_ports`),
+  };
+}
+
+export function authorizationFromProto(a: PbAuthorization, resourceName: string): Authorization {
+  if (!a.name || !a.namespace) throw new ResourceError('authorization name and namespace are required');
+  if (`${a.namespace}/${a.name}` !== resourceName) throw new ResourceError(`authorization ${a.namespace}/${a.name} differs from the resource name`);
+  return {
+    name: a.name,
+    namespace: a.namespace,
+    scope: enumValue(SCOPE, a.scope, 'scope'),
+    action: enumValue(ACTION, a.action, 'action'),
+    dryRun: a.dryRun === true,
+    rules: (a.rules ?? []).map((r, ri) => ({
+      clauses: (r.clauses ?? []).map((c, ci) => ({
+        matches: (c.matches ?? []).map((m, mi) => match(m, `rules[${ri}].clauses[${ci}].matches[${mi}]`)),
+      })),
+    })),
+  };
+}

@@ -1,0 +1,163 @@
+// The data plane's store of workloads, services and policies. Every change goes through one
+// updater (ProxyState.update), which emits one `change` event per batch; readers only read.
+import { EventEmitter } from 'node:events';
+import { selectPolicies } from '../rbac/evaluate.js';
+import { policyKey, type Authorization } from '../rbac/types.js';
+import type { AddressResource } from './convert.js';
+import type { Service, Workload } from './types.js';
+
+export interface KeyChanges {
+  upserted: string[];
+  removed: string[];
+}
+
+/** What one update batch changed, by resource key (workload uid, `ns/hostname`, `ns/name`). */
+export interface StateChange {
+  workloads: KeyChanges;
+  services: KeyChanges;
+  policies: KeyChanges;
+}
+
+/** The only way to change a ProxyState; obtained inside ProxyState.update. */
+export interface ProxyStateUpdater {
+  /** Inserts or replaces a workload or service under its resource name. */
+  insertAddress(name: string, resource: AddressResource): void;
+  /** Removes the workload or service with this resource name, if any. */
+  removeAddress(name: string): void;
+  insertAuthorization(policy: Authorization): void;
+  /** Removes the policy with key `ns/name`, if any. */
+  removeAuthorization(key: string): void;
+}
+
+export interface ProxyStateSnapshot {
+  workloads: Workload[];
+  services: Service[];
+  policies: Authorization[];
+}
+
+const emptyChange = (): StateChange => ({
+  workloads: { upserted: [], removed: [] },
+  services: { upserted: [], removed: [] },
+  policies: { upserted: [], removed: [] },
+});
+
+export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
+  #workloads = new Map<string, Workload>();
+  #workloadsByIp = new Map<string, Workload>();
+  #services = new Map<string, Service>();
+  #servicesByVip = new Map<string, Service>();
+  #policies = new Map<string, Authorization>();
+
+  workloadByUid(uid: string): Workload | undefined {
+    return this.#workloads.get(uid);
+  }
+
+  workloadByIp(ip: string): Workload | undefined {
+    return this.#workloadsByIp.get(ip);
+  }
+
+  /** By `ns/hostname`, e.g. `default/web.default.svc.cluster.local`. */
+  serviceByHostname(key: string): Service | undefined {
+    return this.#services.get(key);
+  }
+
+  serviceByVip(ip: string): Service | undefined {
+    return this.#servicesByVip.get(ip);
+  }
+
+  /** By `ns/name`. */
+  policy(key: string): Authorization | undefined {
+    return this.#policies.get(key);
+  }
+
+  workloads(): IterableIterator<Workload> {
+    return this.#workloads.values();
+  }
+
+  services(): IterableIterator<Service> {
+    return this.#services.values();
+  }
+
+  policies(): IterableIterator<Authorization> {
+    return this.#policies.values();
+  }
+
+  /** The workloads backing a service (`ns/hostname`). */
+  endpointsOf(serviceKey: string): Workload[] {
+    return [...this.#workloads.values()].filter((w) => serviceKey in w.services);
+  }
+
+  /** GLOBAL, the workload's namespace's NAMESPACE, and its WORKLOAD_SELECTOR policies. */
+  policiesFor(w: Pick<Workload, 'namespace' | 'authorizationPolicies'>): Authorization[] {
+    return selectPolicies(this.#policies.values(), w);
+  }
+
+  snapshot(): ProxyStateSnapshot {
+    return { workloads: [...this.#workloads.values()], services: [...this.#services.values()], policies: [...this.#policies.values()] };
+  }
+
+  /** Runs `fn` with the updater and emits one `change` event when anything changed. */
+  update(fn: (u: ProxyStateUpdater) => void): StateChange {
+    const change = emptyChange();
+    const u: ProxyStateUpdater = {
+      insertAddress: (name, r) => {
+        if (r.kind === 'workload') {
+          if (this.#deleteService(name)) change.services.removed.push(name);
+          this.#deleteWorkload(name);
+          this.#workloads.set(name, r.workload);
+          for (const ip of r.workload.addresses) this.#workloadsByIp.set(ip, r.workload);
+          change.workloads.upserted.push(name);
+        } else {
+          if (this.#deleteWorkload(name)) change.workloads.removed.push(name);
+          this.#deleteService(name);
+          this.#services.set(name, r.service);
+          for (const v of r.service.vips) this.#servicesByVip.set(v.address, r.service);
+          change.services.upserted.push(name);
+        }
+      },
+      removeAddress: (name) => {
+        if (this.#deleteWorkload(name)) change.workloads.removed.push(name);
+        if (this.#deleteService(name)) change.services.removed.push(name);
+      },
+      insertAuthorization: (p) => {
+        const key = policyKey(p);
+        this.#policies.set(key, p);
+        change.policies.upserted.push(key);
+      },
+      removeAuthorization: (key) => {
+        if (this.#policies.delete(key)) change.policies.removed.push(key);
+      },
+    };
+    fn(u);
+    const any = Object.values(change).some((c: KeyChanges) => c.upserted.length + c.removed.length > 0);
+    if (any) this.emit('change', change);
+    return change;
+  }
+
+  #deleteWorkload(uid: string): boolean {
+    const old = this.#workloads.get(uid);
+    if (!old) return false;
+    this.#workloads.delete(uid);
+    for (const ip of old.addresses) {
+      if (this.#workloadsByIp.get(ip) === old) {
+        this.#workloadsByIp.delete(ip);
+        // Another workload may share the IP (e.g. a pod being replaced): keep it findable.
+        for (const w of this.#workloads.values()) if (w.addresses.includes(ip)) this.#workloadsByIp.set(ip, w);
+      }
+    }
+    return true;
+  }
+
+  #deleteService(key: string): boolean {
+    const old = this.#services.get(key);
+    if (!old) return false;
+    this.#services.delete(key);
+    for (const v of old.vips) {
+      if (this.#servicesByVip.get(v.address) === old) {
+        this.#servicesByVip.delete(v.address);
+        for (const s of this.#services.values()) if (s.vips.some((x) => x.address === v.address)) this.#servicesByVip.set(v.address, s);
+      }
+    }
+    return true;
+  }
+}
