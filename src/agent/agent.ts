@@ -12,15 +12,22 @@ import { serveRoutes, type Endpoint } from './admin.js';
 import { CniError, CniServer, podAddressOf, type CniRequest } from './cni-server.js';
 import { Enroller, exclusionsFrom } from './enrollment.js';
 import { agentPaths, DEFAULT_PIN_ROOT, type AgentPaths } from './paths.js';
-import type { PodSource } from './podsource.js';
+import type { PodMeta, PodSource } from './podsource.js';
 import { LocalWorkloads } from './workloads.js';
+import { ControlPlaneSource } from './cp-source.js';
+import type { ControlPlaneConnection } from '../xds/index.js';
 
 export interface AgentOptions {
   stateDir: string;
   pinRoot?: string;
   nodeName?: string;
   trustDomain?: string;
-  podSource: PodSource;
+  /** Local mode: pod metadata from a config directory, no policy. */
+  podSource?: PodSource;
+  /** Control-plane mode: workloads, policy and certificates over xDS and the CA. */
+  controlPlane?: ControlPlaneConnection;
+  /** How long a CNI ADD waits for the control plane to publish the new pod (default 10 s). */
+  workloadWaitMs?: number;
   admin?: Endpoint;
   metrics?: Endpoint;
   ready?: Endpoint;
@@ -43,6 +50,7 @@ export class Agent {
   #enroller?: Enroller;
   #cni?: CniServer;
   #servers: Server[] = [];
+  #cp?: ControlPlaneSource;
   #ready = false;
   readonly #startedAt = new Date().toISOString();
 
@@ -56,14 +64,23 @@ export class Agent {
   }
 
   get ready(): boolean {
-    return this.#ready;
+    return this.#ready && (!this.#cp || this.#cp.xds.isReady);
   }
 
   async start(): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
       throw new NodemeshError('NM_ERR_NOT_ROOT', 'the node agent loads eBPF programs and enters pod namespaces: run it as root');
     }
+    if (!this.#o.podSource === !this.#o.controlPlane) {
+      throw new NodemeshError('NM_ERR_USAGE', 'the agent needs exactly one source: a config directory (local mode) or a control plane');
+    }
     mkdirSync(this.paths.dir, { recursive: true });
+    if (this.#o.controlPlane) {
+      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log);
+      this.#cp.start(() => this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })));
+      this.#cp.xds.once('ready', () => this.#log.info('first xDS sync complete'));
+    }
+    const cp = this.#cp;
     const cgroupRoot = findCgroup2Root();
     const redirect = await Redirector.open({ pinRoot: this.#o.pinRoot ?? DEFAULT_PIN_ROOT });
     this.#redirect = redirect;
@@ -71,7 +88,8 @@ export class Agent {
       listen: (ns, opts) => listenInNetns(ns, opts),
       upstream: new NetnsConnector((ns) => socketInNetns(ns, {})),
       originalDst: redirect,
-      workloads: this.workloads,
+      workloads: cp ?? this.workloads,
+      ...(cp ? { authorize: (i) => cp.authorize(i) } : {}),
       telemetry: { metrics: this.metrics, flows: this.flows, log: this.#o.log },
       onInboundListener: (pod, fd) => redirect.registerInboundListener(pod.ip, 'plaintext', fd),
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
@@ -89,12 +107,49 @@ export class Agent {
     await this.#o.onCniReady?.(this.paths.cniSocket);
     writeFileSync(this.paths.pidFile, `${process.pid}\n`);
     this.#ready = true;
+    if (cp && this.#enroller.pods().length) void cp.reportPods().catch(() => {});
+    for (const p of this.#enroller.pods()) this.#requestCert(p.trustDomain, p.namespace, p.serviceAccount);
     this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length }, 'agent ready');
   }
 
-  #remember(uid: string, namespace: string, name: string, ip: string, enrolled: boolean): void {
-    const meta = this.#o.podSource.lookup(namespace, name);
-    this.workloads.set({ uid, namespace, name, ip, enrolled, serviceAccount: meta?.serviceAccount ?? 'default', labels: meta?.labels ?? {} });
+  #remember(uid: string, namespace: string, name: string, ip: string, enrolled: boolean, meta?: PodMeta): void {
+    const m = meta ?? this.#o.podSource?.lookup(namespace, name);
+    this.workloads.set({ uid, namespace, name, ip, enrolled, serviceAccount: m?.serviceAccount ?? 'default', labels: m?.labels ?? {} });
+  }
+
+  /** Asks the CA for a pod identity's certificate ahead of need (HBONE), and keeps it rotated. */
+  #requestCert(trustDomain: string, namespace: string, sa: string): void {
+    const cp = this.#cp;
+    if (!cp) return;
+    const id = `spiffe://${trustDomain}/ns/${namespace}/sa/${sa}`;
+    cp.secrets.get(id).catch((err: unknown) => this.#log.warn({ err, identity: id }, 'certificate request failed; will retry'));
+  }
+
+  /** Pod metadata: from the config dir in local mode; from the published workload otherwise. */
+  async #podMeta(uid: string, ns: string, name: string, ip: string, runtimeAnnotations: Record<string, string> | undefined): Promise<PodMeta | undefined> {
+    if (this.#o.podSource) {
+      const m = this.#o.podSource.lookup(ns, name);
+      return m && runtimeAnnotations ? { ...m, annotations: { ...m.annotations, ...runtimeAnnotations } } : m;
+    }
+    const cp = this.#cp!;
+    // Tell the control plane the pod runs here with this IP, as the kubelet would, then wait
+    // for it to publish the workload: its tunnel protocol says whether the mesh captures it.
+    this.workloads.set({ uid, namespace: ns, name, ip, enrolled: false, serviceAccount: 'default', labels: {} });
+    await cp.reportPods().catch(() => {});
+    const w = await cp.awaitWorkload(ns, name, ip, this.#o.workloadWaitMs ?? 10_000);
+    if (!w) {
+      this.workloads.deleteUid(uid);
+      throw new CniError(11, `nodemesh agent: the control plane has not published pod ${ns}/${name} (${ip}) within ${(this.#o.workloadWaitMs ?? 10_000) / 1000} s; is it running and does it know this pod?`);
+    }
+    return {
+      uid,
+      namespace: ns,
+      name,
+      serviceAccount: w.serviceAccount,
+      labels: w.canonicalName ? { app: w.canonicalName } : {},
+      annotations: runtimeAnnotations ?? {},
+      ambient: w.tunnelProtocol === 'HBONE',
+    };
   }
 
   async #onCni(req: CniRequest): Promise<void> {
@@ -108,23 +163,26 @@ export class Agent {
       if (known) {
         await enroller.unenroll(known).catch((err: unknown) => this.#log.error({ err, uid: known }, 'detach failed during DEL'));
         this.workloads.deleteUid(known);
+        void this.#cp?.reportPods().catch(() => {});
       }
       this.metrics.enrolledPods.set(enroller.pods().length);
       return;
     }
     if (!ns || !name || !uid) throw new CniError(4, 'nodemesh agent: CNI_ARGS must carry K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID');
     if (req.command === 'CHECK') {
-      const meta = this.#o.podSource.lookup(ns, name);
-      if (meta?.ambient && !enroller.get(uid)) throw new CniError(100, `nodemesh agent: pod ${ns}/${name} should be enrolled but is not`);
+      const known = this.workloads.all().find((p) => p.uid === uid);
+      if (known?.enrolled && !enroller.get(uid)) throw new CniError(100, `nodemesh agent: pod ${ns}/${name} should be enrolled but is not`);
       return;
     }
     if (!req.netns) throw new CniError(4, 'nodemesh agent: CNI_NETNS is empty');
     if (!existsSync(req.netns)) throw new CniError(4, `nodemesh agent: network namespace ${req.netns} does not exist`);
     const addr = podAddressOf(req.config);
     if (!addr) throw new CniError(7, `nodemesh agent: no IPv4 address in prevResult for ${ns}/${name}; nodemesh-cni must be chained after an IPAM-assigning plugin`);
-    const meta = this.#o.podSource.lookup(ns, name);
+    const rc = req.config.runtimeConfig as Record<string, unknown> | undefined;
+    const annotations = rc?.['io.kubernetes.cri.pod-annotations'] as Record<string, string> | undefined;
+    const meta = await this.#podMeta(uid, ns, name, addr.ip, annotations);
     if (!meta?.ambient) {
-      this.#remember(uid, ns, name, addr.ip, false);
+      this.#remember(uid, ns, name, addr.ip, false, meta);
       this.#log.info({ pod: `${ns}/${name}`, ip: addr.ip }, meta ? 'pod not enrolled: no nodemesh.io/dataplane-mode=ambient label on it or its namespace' : 'pod not enrolled: unknown to the pod source');
       return;
     }
@@ -146,14 +204,23 @@ export class Agent {
       trustDomain: this.#o.trustDomain ?? 'cluster.local',
       exclusions,
     });
-    this.#remember(uid, ns, name, addr.ip, true);
+    this.#remember(uid, ns, name, addr.ip, true, meta);
     this.metrics.enrolledPods.set(enroller.pods().length);
+    this.#requestCert(this.#o.trustDomain ?? 'cluster.local', ns, meta.serviceAccount);
   }
 
   configDump(): object {
     return {
       node: this.node,
-      mode: 'local',
+      mode: this.#cp ? 'control-plane' : 'local',
+      ...(this.#cp
+        ? {
+            controlPlane: { address: this.#o.controlPlane!.address, connected: this.#cp.xds.connected, synced: this.#cp.xds.isReady },
+            services: [...this.#cp.state.services()],
+            policies: [...this.#cp.state.policies()],
+            certificates: this.#cp.secrets.list(),
+          }
+        : {}),
       startedAt: this.#startedAt,
       ready: this.#ready,
       pods: this.#enroller?.pods().map((p) => ({
@@ -169,14 +236,14 @@ export class Agent {
         enrolledAt: p.enrolledAt,
       })) ?? [],
       listeners: this.#proxy?.listeners() ?? [],
-      workloads: this.workloads.all(),
+      workloads: this.#cp ? [...this.#cp.state.workloads()] : this.workloads.all(),
       connections: this.flows.open(),
     };
   }
 
   async #serveHttp(): Promise<void> {
     const log = this.#o.log.child({ component: 'admin' });
-    const readiness = () => (this.#ready ? { body: 'ready\n' } : { status: 503, body: 'not ready\n' });
+    const readiness = () => (this.ready ? { body: 'ready\n' } : { status: 503, body: this.#cp && !this.#cp.xds.isReady ? 'not ready: waiting for the first xDS sync\n' : 'not ready\n' });
     const metrics = async () => {
       const r = await this.metrics.render();
       return { type: r.contentType, body: r.body };
@@ -200,6 +267,7 @@ export class Agent {
     await Promise.all(this.#servers.map((s) => new Promise((r) => s.close(r))));
     this.#servers = [];
     await this.#proxy?.close();
+    await this.#cp?.stop();
     this.#redirect?.close();
     rmSync(this.paths.pidFile, { force: true });
     this.#log.info('agent stopped');

@@ -1,21 +1,31 @@
 // `nodemesh agent`: runs the node agent in the foreground.
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
+import { readTokenFile, type ControlPlaneConnection } from '../xds/index.js';
 import { Agent, ConfigDirPodSource, DEFAULT_PIN_ROOT, parseEndpoint, stateDir } from '../agent/index.js';
 import { log } from '../log.js';
 import { installChainedPlugin } from '../sim/index.js';
 import { parse, usageError, type Command } from './command.js';
 
-const help = `Usage: nodemesh agent --config <dir> [options]
+const help = `Usage: nodemesh agent --control-plane <addr> --token-file <f> --root-cert <f> [options]
+       nodemesh agent --config <dir> [options]        (local mode)
 
 Runs the node agent in the foreground: loads the eBPF redirection programs, listens for the
 nodemesh-cni plugin, enrolls pods labelled nodemesh.io/dataplane-mode=ambient (or in a
 namespace so labelled), and proxies their traffic. Needs root.
 
-In local mode (--config) pod metadata comes from a directory of Kubernetes YAML, and no
-control plane is used.
+With --control-plane, workloads, services, authorization policies and workload
+certificates come from the control plane (delta xDS over TLS, authenticated by the bootstrap
+token), the agent reports its pods' IPs to it, and it is ready after the first full sync.
+In local mode (--config) pod metadata comes from a directory of Kubernetes YAML, no control
+plane is used, and no policy is enforced.
 
 Options:
-  --config <dir>        directory of Kubernetes YAML (local mode; required)
+  --control-plane <addr> control plane gRPC address, e.g. 127.0.0.1:15012
+  --token-file <file>   bootstrap token (written by the control plane at start)
+  --root-cert <file>    mesh root certificate the control plane's certificate chains to
+  --config <dir>        directory of Kubernetes YAML (local mode)
   --state-dir <dir>     state directory (default $NODEMESH_STATE_DIR or /run/nodemesh)
   --pin-root <dir>      bpffs directory for pinned maps and links (default ${DEFAULT_PIN_ROOT})
   --node <name>         node name (default: the host name)
@@ -47,8 +57,23 @@ export const agentCommand: Command = {
       'trust-domain': { type: 'string' },
       'connect-timeout': { type: 'string' },
       'no-install-cni': { type: 'boolean' },
+      'control-plane': { type: 'string' },
+      'token-file': { type: 'string' },
+      'root-cert': { type: 'string' },
     }, false);
-    if (!values.config) throw usageError('--config <dir> is required (local mode); see nodemesh agent --help');
+    if (!values.config === !values['control-plane']) throw usageError('give either --control-plane <addr> or --config <dir> (local mode); see nodemesh agent --help');
+    let controlPlane: ControlPlaneConnection | undefined;
+    if (values['control-plane']) {
+      if (!values['token-file'] || !values['root-cert']) throw usageError('--control-plane needs --token-file and --root-cert');
+      let rootCertPem: string;
+      try {
+        rootCertPem = readFileSync(values['root-cert'], 'utf8');
+        readTokenFile(values['token-file'])();
+      } catch (e) {
+        throw usageError(`cannot read the control plane credentials: ${(e as Error).message}`);
+      }
+      controlPlane = { address: values['control-plane'], rootCertPem, token: readTokenFile(values['token-file']), nodeName: values.node ?? hostname() };
+    }
     const sd = stateDir(values['state-dir']);
     const timeout = values['connect-timeout'] ? Number(values['connect-timeout']) : undefined;
     if (timeout !== undefined && !(timeout > 0)) throw usageError('--connect-timeout must be a positive number of milliseconds');
@@ -61,7 +86,8 @@ export const agentCommand: Command = {
       ...(values.metrics ? { metrics: parseEndpoint(values.metrics, '--metrics') } : {}),
       ...(values.ready ? { ready: parseEndpoint(values.ready, '--ready') } : {}),
       ...(timeout ? { connectTimeoutMs: timeout } : {}),
-      podSource: new ConfigDirPodSource(resolve(values.config), log),
+      ...(values.config ? { podSource: new ConfigDirPodSource(resolve(values.config), log) } : {}),
+      ...(controlPlane ? { controlPlane } : {}),
       log,
       onCniReady: values['no-install-cni']
         ? undefined

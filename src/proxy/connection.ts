@@ -32,6 +32,10 @@ export interface ConnectionPlan {
   /** Opens the upstream; rejects with a Node system error (code ECONNREFUSED, ...). */
   open: () => Promise<Socket>;
   upstreamLabel: string;
+  /** Service hostname when known, for the destination_service label. */
+  destinationService?: string;
+  /** The authorization decision taken for this connection, if one was. */
+  policy?: { allowed: boolean; name?: string };
 }
 
 /** Envoy's response flag for an upstream failure, by errno. */
@@ -71,6 +75,39 @@ export class ConnectionTracker {
     this.#timer = undefined;
   }
 
+  /** Refuses a connection that authorization denied: reset, recorded and counted as DENY. */
+  deny(client: Socket, plan: Omit<ConnectionPlan, 'open'>, policy: { name?: string; reason: string }): void {
+    const t0 = performance.now();
+    const { metrics, flows } = this.#t;
+    client.on('error', () => {});
+    const record = flows.start({
+      direction: plan.direction,
+      pod: plan.pod,
+      src: plan.source,
+      dst: plan.destination,
+      originalDst: plan.originalDst,
+      policy: { allowed: false, ...(policy.name ? { name: policy.name } : {}) },
+    });
+    record.responseFlags = 'DENY';
+    record.error = `denied: ${policy.reason}${policy.name ? ` by ${policy.name}` : ''}`;
+    const labels = this.#labels(plan);
+    labels.response_flags = 'DENY';
+    metrics.connectionOpened(labels);
+    metrics.connectionClosed(labels);
+    client.resetAndDestroy();
+    flows.finish(record, t0);
+  }
+
+  #labels(plan: Omit<ConnectionPlan, 'open'>): TcpLabels {
+    return tcpLabels({
+      reporter: plan.reporter,
+      source: plan.source,
+      destination: plan.destination,
+      destinationService: plan.destinationService ?? plan.originalDst,
+      securityPolicy: plan.securityPolicy,
+    });
+  }
+
   /** Runs one connection to completion. Never throws: failures reset the client. */
   async run(client: Socket, plan: ConnectionPlan): Promise<void> {
     const t0 = performance.now();
@@ -85,14 +122,9 @@ export class ConnectionTracker {
       dst: plan.destination,
       originalDst: plan.originalDst,
       upstream: plan.upstreamLabel,
+      ...(plan.policy ? { policy: plan.policy } : {}),
     });
-    const labels = tcpLabels({
-      reporter: plan.reporter,
-      source: plan.source,
-      destination: plan.destination,
-      destinationService: plan.destination.workload ? `${plan.destination.workload}.${plan.destination.namespace}` : plan.originalDst,
-      securityPolicy: plan.securityPolicy,
-    });
+    const labels = this.#labels(plan);
     const conn: ActiveConnection = { record, labels, reported: { sent: 0, received: 0 }, client };
     this.active.add(conn);
     metrics.activeConnections.inc({ direction: plan.direction });

@@ -3,4 +3,4 @@ export { NodeProxy, INBOUND_PORT, OUTBOUND_PORT, type NetnsListen, type ProxyOpt
 export { ConnectionTracker, type ActiveConnection, type ConnectionPlan, type Telemetry } from './connection.js';
 export { relay, type RelayResult } from './relay.js';
 export { NetnsConnector, PlainConnector, connectFd } from './upstream.js';
-export { MESH_PORTS, peerOf, type LocalPod, type OriginalDstResolver, type SocketAddress, type UpstreamConnector, type WorkloadIndex } from './types.js';
+export { MESH_PORTS, peerOf, type AuthorizeInput, type AuthorizeResult, type Authorizer, type LocalPod, type OriginalDstResolver, type SocketAddress, type UpstreamConnector, type WorkloadIndex } from './types.js';

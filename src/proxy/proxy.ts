@@ -4,7 +4,7 @@ import { closeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { ConnectionTracker, type Telemetry } from './connection.js';
-import { MESH_PORTS, peerOf, type LocalPod, type OriginalDstResolver, type UpstreamConnector, type WorkloadIndex } from './types.js';
+import { MESH_PORTS, peerOf, type Authorizer, type LocalPod, type OriginalDstResolver, type UpstreamConnector, type WorkloadIndex } from './types.js';
 
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
@@ -21,6 +21,8 @@ export interface ProxyOptions {
   /** Called with the inbound listener's fd before Node takes it (to steer SYNs to it). */
   onInboundListener?: (pod: LocalPod, fd: number) => void;
   connectTimeoutMs?: number;
+  /** Decides every inbound connection; absent means allow all (local mode without policy). */
+  authorize?: Authorizer;
 }
 
 interface PodListeners {
@@ -54,6 +56,12 @@ export class NodeProxy {
   readonly #pods = new Map<string, PodListeners>();
   readonly #log: Logger;
   readonly #timeout: number;
+  /**
+   * Upstream sockets this proxy opened for its own pods, by local `ip:port`. A connection
+   * arriving inbound from one of them comes from that pod for certain (the socket is ours),
+   * so its identity needs no certificate on the same node.
+   */
+  readonly #origins = new Map<string, LocalPod>();
 
   constructor(o: ProxyOptions) {
     this.#o = o;
@@ -136,8 +144,30 @@ export class NodeProxy {
       originalDst: target,
       securityPolicy: 'none',
       upstreamLabel: target,
-      open: () => this.#o.upstream.connect(pod.netnsPath, orig, this.#timeout),
+      open: async () => {
+        const up = await this.#o.upstream.connect(pod.netnsPath, orig, this.#timeout);
+        const key = `${up.localAddress}:${up.localPort}`;
+        this.#origins.set(key, pod);
+        up.once('close', () => this.#origins.delete(key));
+        return up;
+      },
     });
+  }
+
+  /**
+   * The local pod a connection came from, if it is one of our own upstream sockets. The
+   * outbound side learns its socket's address when its connect completes, which can be
+   * handled in the same event-loop turn just after the inbound accept: look again after
+   * the current I/O phase before concluding the source is foreign.
+   */
+  async #originOf(ip: string, port: number, isLocalPodIp: boolean): Promise<LocalPod | undefined> {
+    const key = `${ip}:${port}`;
+    for (let i = 0; i < 3; i++) {
+      const p = this.#origins.get(key);
+      if (p || !isLocalPodIp) return p;
+      await new Promise((r) => setImmediate(r));
+    }
+    return this.#origins.get(key);
   }
 
   #inbound(pod: LocalPod, client: Socket): void {
@@ -154,16 +184,41 @@ export class NodeProxy {
       client.resetAndDestroy();
       return;
     }
-    void this.tracker.run(client, {
-      reporter: 'destination',
-      direction: 'inbound',
-      pod: `${pod.namespace}/${pod.name}`,
-      source: { ...srcPeer, ip: srcIp, port: client.remotePort ?? 0 },
-      destination: { ...peerOf(pod), ip: dstIp, port: dstPort },
-      originalDst: target,
-      securityPolicy: 'none',
-      upstreamLabel: `127.0.0.1:${dstPort}`,
-      open: () => this.#o.upstream.connect(pod.netnsPath, { ip: '127.0.0.1', port: dstPort }, this.#timeout),
+    const srcPort = client.remotePort ?? 0;
+    const localSrc = [...this.#pods.values()].some((l) => l.pod.ip === srcIp);
+    // Hold reads until the decision: a denied client must get nothing through. An error in
+    // that window must not crash the agent; the relay installs its own handler after.
+    client.pause();
+    client.on('error', () => {});
+    void this.#originOf(srcIp, srcPort, localSrc).then((origin) => {
+      const source = origin ? { ...peerOf(origin), ip: srcIp, port: srcPort } : { ...srcPeer, principal: undefined, ip: srcIp, port: srcPort };
+      const base = {
+        reporter: 'destination' as const,
+        direction: 'inbound' as const,
+        pod: `${pod.namespace}/${pod.name}`,
+        source,
+        destination: { ...peerOf(pod), ip: dstIp, port: dstPort },
+        originalDst: target,
+        securityPolicy: 'none' as const,
+        upstreamLabel: `127.0.0.1:${dstPort}`,
+      };
+      let policy: { allowed: boolean; name?: string } | undefined;
+      if (this.#o.authorize) {
+        const d = this.#o.authorize({ ...(origin ? { srcPrincipal: `spiffe://${source.principal}` } : {}), srcIp, dstIp, dstPort });
+        policy = { allowed: d.allowed, ...(d.policy ? { name: d.policy } : {}) };
+        if (!d.allowed) {
+          this.#log.info({ pod: base.pod, src: `${srcIp}:${srcPort}`, principal: source.principal, dst: target, policy: d.policy, reason: d.reason }, 'connection denied');
+          this.tracker.deny(client, base, { ...(d.policy ? { name: d.policy } : {}), reason: d.reason });
+          return;
+        }
+      }
+      // Stay paused: the relay's pipe() resumes once the upstream exists. Resuming here would
+      // put the socket in flowing mode with no reader, and its first bytes would be lost.
+      void this.tracker.run(client, {
+        ...base,
+        ...(policy ? { policy } : {}),
+        open: () => this.#o.upstream.connect(pod.netnsPath, { ip: '127.0.0.1', port: dstPort }, this.#timeout),
+      });
     });
   }
 }

@@ -49,3 +49,21 @@ export function peerOf(pod: LocalPod): PeerInfo {
 
 /** Ports the mesh owns inside every pod; traffic addressed to them is never relayed. */
 export const MESH_PORTS = new Set([15000, 15001, 15006, 15008, 15020, 15021]);
+
+/** The authorization question the proxy asks for every inbound connection. */
+export interface AuthorizeInput {
+  /** SPIFFE identity of the source when known for certain (our own outbound socket, or a verified certificate). */
+  srcPrincipal?: string;
+  srcIp: string;
+  dstIp: string;
+  dstPort: number;
+}
+
+export interface AuthorizeResult {
+  allowed: boolean;
+  /** `ns/name` of the deciding policy. */
+  policy?: string;
+  reason: string;
+}
+
+export type Authorizer = (i: AuthorizeInput) => AuthorizeResult;
