@@ -13,7 +13,8 @@ export function peerOfWorkload(w: Workload): PeerInfo {
   return {
     workload: w.workloadName || w.name,
     namespace: w.namespace,
-    principal: w.identity.replace(/^spiffe:\/\//, ''),
+    // Only captured workloads carry their identity on the wire.
+    ...(w.tunnelProtocol === 'HBONE' ? { principal: w.identity.replace(/^spiffe:\/\//, '') } : {}),
     ...(w.canonicalName ? { app: w.canonicalName, canonicalService: w.canonicalName } : {}),
     ...(w.canonicalRevision ? { canonicalRevision: w.canonicalRevision } : {}),
     cluster: w.clusterId,

@@ -103,7 +103,7 @@ export class ConnectionTracker {
       reporter: plan.reporter,
       source: plan.source,
       destination: plan.destination,
-      destinationService: plan.destinationService ?? plan.originalDst,
+      ...(plan.destinationService ? { destinationService: plan.destinationService } : {}),
       securityPolicy: plan.securityPolicy,
     });
   }
