@@ -1,11 +1,11 @@
 // Brings up a real mesh for privileged end-to-end tests: the agent as its own process (the
 // built CLI), pods from the node simulator, clients run inside pods with `sim exec`.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADMIN, getJson, startAgent, stopAgent } from '../../src/cli/up.js';
+import { ADMIN, getJson, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cli/up.js';
 import { Redirector } from '../../src/redirect/index.js';
 import { listPods, simDown, simUp, uninstallChainedPlugin } from '../../src/sim/index.js';
 import type { FlowRecord } from '../../src/telemetry/index.js';
@@ -25,6 +25,10 @@ export interface Mesh {
   dump(): Promise<{ pods: { namespace: string; name: string; ip: string }[] }>;
   startAgent(): Promise<number>;
   stopAgent(): Promise<void>;
+  startControlPlane(): Promise<number>;
+  stopControlPlane(): Promise<void>;
+  /** Runs a client in a pod in the background; resolves with its JSON line when it exits. */
+  clientAsync(pod: string, args: string[]): Promise<Record<string, unknown>>;
   down(): Promise<void>;
 }
 
@@ -35,11 +39,17 @@ export function writeConfig(docs: string): string {
   return dir;
 }
 
-export async function meshUp(configDir: string): Promise<Mesh> {
+/**
+ * Local mode (agent reads the config dir) by default; with `controlPlane`, the control plane
+ * runs as its own process on its default ports and the agent takes everything from it.
+ */
+export async function meshUp(configDir: string, opts: { controlPlane?: boolean } = {}): Promise<Mesh> {
   const sd = mkdtempSync(join(tmpdir(), 'nm-e2e-state-'));
   const pinRoot = `/sys/fs/bpf/nodemesh-e2e-${process.pid}`;
   const agentArgs = ['--pin-root', pinRoot, '--connect-timeout', '3000'];
-  await startAgent(configDir, sd, agentArgs);
+  const agent = () => (opts.controlPlane ? startAgentWithControlPlane(sd, agentArgs) : startAgent(configDir, sd, agentArgs));
+  if (opts.controlPlane) await startControlPlane(configDir, sd);
+  await agent();
   await simUp(configDir, { stateDir: sd });
   const pods = await listPods({ stateDir: sd });
   const ips = new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p.ip]));
@@ -67,13 +77,32 @@ export async function meshUp(configDir: string): Promise<Mesh> {
     },
     flows: () => getJson<FlowRecord[]>(`${ADMIN}/debug/flows`),
     dump: () => getJson(`${ADMIN}/config_dump`),
-    startAgent: () => startAgent(configDir, sd, agentArgs),
+    startAgent: agent,
+    startControlPlane: () => startControlPlane(configDir, sd),
+    stopControlPlane: async () => {
+      await stopControlPlane(sd);
+    },
+    clientAsync: (pod, args) =>
+      new Promise((resolve, reject) => {
+        const child = spawn(cli, ['sim', 'exec', '--state-dir', sd, pod, '--', 'python3', join(fixtureBin, 'nm_client.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => (out += d));
+        child.on('error', reject);
+        child.on('exit', () => {
+          try {
+            resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '') as Record<string, unknown>);
+          } catch {
+            reject(new Error(`client in ${pod} printed no result: ${out}`));
+          }
+        });
+      }),
     stopAgent: async () => {
       await stopAgent(sd);
     },
     down: async () => {
       await simDown({ stateDir: sd });
       await stopAgent(sd);
+      await stopControlPlane(sd);
       uninstallChainedPlugin(sd);
       await Redirector.destroyAll(pinRoot);
     },

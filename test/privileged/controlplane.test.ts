@@ -1,0 +1,144 @@
+// End to end with the control plane and the agent as separate processes: policy from the
+// config directory reaches the data path, bad updates never replace good state, and the
+// agent keeps serving while the control plane is gone.
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describePrivileged } from '../helpers/privileged.js';
+import { agentPid } from '../../src/cli/up.js';
+import { fixtureBin, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+
+const server = join(fixtureBin, 'nm_server.py');
+
+const config = `
+apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { nodemesh.io/dataplane-mode: ambient } }
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: { name: frontend, namespace: shop }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: backend, namespace: shop, labels: { app: backend } }
+spec:
+  serviceAccountName: backend
+  containers:
+  - { name: s, command: [python3, ${server}, "8080,9090"], ports: [{ containerPort: 8080 }] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: frontend, namespace: shop, labels: { app: frontend } }
+spec:
+  serviceAccountName: frontend
+  containers:
+  - { name: c, command: [sleep, infinity] }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: batch, namespace: shop, labels: { app: batch } }
+spec:
+  containers:
+  - { name: c, command: [sleep, infinity] }
+`;
+
+const denyFrontend = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-frontend, namespace: shop }
+spec:
+  selector: { matchLabels: { app: backend } }
+  action: DENY
+  rules:
+  - from: [{ source: { principals: ["cluster.local/ns/shop/sa/frontend"] } }]
+`;
+
+describePrivileged('control plane to data path', () => {
+  let mesh: Mesh;
+  let dir: string;
+  const policies = async () => ((await mesh.dump()) as unknown as { policies: { name: string }[] }).policies.map((p) => p.name);
+  const waitPolicy = async (name: string, present: boolean) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 5000) {
+      if ((await policies()).includes(name) === present) return Date.now() - t0;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`policy ${name} ${present ? 'never arrived' : 'never left'}`);
+  };
+  const reach = (from: string, port = 8080) => mesh.client(from, ['who', mesh.ip('shop/backend'), String(port)]);
+
+  beforeAll(async () => {
+    dir = writeConfig(config);
+    mesh = await meshUp(dir, { controlPlane: true });
+  });
+
+  afterAll(async () => {
+    await mesh?.down();
+    rmSync(dir, { recursive: true, force: true });
+    expect(leftovers(mesh.pinRoot)).toEqual([]);
+  });
+
+  it('enrolls from the workloads the control plane publishes, with certificates for their identities', async () => {
+    const d = (await mesh.dump()) as unknown as { mode: string; pods: { name: string }[]; certificates: { identity: string; state: string }[] };
+    expect(d.mode).toBe('control-plane');
+    expect(d.pods.map((p) => p.name).sort()).toEqual(['backend', 'batch', 'frontend']);
+    const ids = d.certificates.map((c) => c.identity).sort();
+    expect(ids).toEqual(['spiffe://cluster.local/ns/shop/sa/backend', 'spiffe://cluster.local/ns/shop/sa/default', 'spiffe://cluster.local/ns/shop/sa/frontend']);
+  });
+
+  it('applies a new policy file on the next connection, and lifts it when the file is deleted', async () => {
+    expect(reach('shop/frontend').reply).toBeTruthy();
+    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    const ms = await waitPolicy('deny-frontend', true);
+    expect(ms).toBeLessThan(2000);
+    const denied = reach('shop/frontend');
+    expect(denied.outcome).toBe('reset');
+    // Other identities are untouched.
+    expect(reach('shop/batch').reply).toBeTruthy();
+    const flows = await mesh.flows();
+    const rec = flows.filter((f) => f.direction === 'inbound' && f.responseFlags === 'DENY').at(-1)!;
+    expect(rec.policy).toEqual({ allowed: false, name: 'shop/deny-frontend' });
+    expect(rec.src.principal).toBe('cluster.local/ns/shop/sa/frontend');
+    const metrics = await (await fetch('http://127.0.0.1:15020/metrics')).text();
+    expect(metrics).toMatch(/istio_tcp_connections_opened_total\{[^}]*source_workload="frontend"[^}]*response_flags="DENY"[^}]*\} 1/);
+
+    rmSync(join(dir, 'deny.yaml'));
+    await waitPolicy('deny-frontend', false);
+    expect(reach('shop/frontend').reply).toBeTruthy();
+  });
+
+  it('keeps serving the last good policy when a file update is malformed', async () => {
+    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    await waitPolicy('deny-frontend', true);
+    // The same file, broken: an unknown action. The control plane reports it and keeps the last good version.
+    writeFileSync(join(dir, 'deny.yaml'), denyFrontend.replace('action: DENY', 'action: PERMIT'));
+    await new Promise((r) => setTimeout(r, 1500));
+    const errors = (await (await fetch('http://127.0.0.1:15014/debug/config-errors')).json()) as { file: string; line: number; message: string }[];
+    expect(JSON.stringify(errors)).toMatch(/deny\.yaml/);
+    expect(JSON.stringify(errors)).toMatch(/PERMIT/);
+    expect(await policies()).toContain('deny-frontend');
+    expect(reach('shop/frontend').outcome).toBe('reset');
+    expect(reach('shop/batch').reply).toBeTruthy();
+    rmSync(join(dir, 'deny.yaml'));
+    await waitPolicy('deny-frontend', false);
+  });
+
+  it('keeps existing and new connections working while the control plane is down, and resyncs without an agent restart', async () => {
+    const pidBefore = agentPid(mesh.sd);
+    const long = mesh.clientAsync('shop/frontend', ['echoloop', mesh.ip('shop/backend'), '9090', '4']);
+    await new Promise((r) => setTimeout(r, 800));
+    await mesh.stopControlPlane();
+    // New connection with no control plane: the agent's last good state serves it.
+    expect(reach('shop/batch').reply).toBeTruthy();
+    const res = await long;
+    expect(res.outcome).toBe('ok');
+    expect(Number(res.round_trips)).toBeGreaterThanOrEqual(10);
+    // A policy written while the control plane is down takes effect once it is back.
+    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    await mesh.startControlPlane();
+    await waitPolicy('deny-frontend', true);
+    expect(reach('shop/frontend').outcome).toBe('reset');
+    expect(agentPid(mesh.sd)).toBe(pidBefore);
+    expect(readFileSync(join(mesh.sd, 'agent', 'agent.log'), 'utf8')).toMatch(/first xDS sync complete/);
+  });
+});
