@@ -26,6 +26,8 @@ export interface AgentOptions {
   podSource?: PodSource;
   /** Control-plane mode: workloads, policy and certificates over xDS and the CA. */
   controlPlane?: ControlPlaneConnection;
+  /** Close open connections that a policy change denies (default true). */
+  closeDeniedConnections?: boolean;
   /** How long a CNI ADD waits for the control plane to publish the new pod (default 10 s). */
   workloadWaitMs?: number;
   admin?: Endpoint;
@@ -79,6 +81,14 @@ export class Agent {
       this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log);
       this.#cp.start(() => this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })));
       this.#cp.xds.once('ready', () => this.#log.info('first xDS sync complete'));
+      // Open connections that a policy change now denies are closed, not left running.
+      this.#cp.state.on('change', (c) => {
+        if (this.#o.closeDeniedConnections === false) return;
+        // Policies, or a workload's policy bindings, changed.
+        if (c.policies.upserted.length + c.policies.removed.length + c.workloads.upserted.length === 0) return;
+        const n = this.#proxy?.reevaluate() ?? 0;
+        if (n) this.#log.info({ closed: n }, 'closed connections denied by the new policy');
+      });
     }
     const cp = this.#cp;
     const cgroupRoot = findCgroup2Root();
@@ -91,7 +101,8 @@ export class Agent {
       workloads: cp ?? this.workloads,
       ...(cp ? { authorize: (i) => cp.authorize(i) } : {}),
       telemetry: { metrics: this.metrics, flows: this.flows, log: this.#o.log },
-      onInboundListener: (pod, fd) => redirect.registerInboundListener(pod.ip, 'plaintext', fd),
+      onInboundListener: (pod, fd, kind) => redirect.registerInboundListener(pod.ip, kind, fd),
+      ...(cp ? { router: cp } : {}),
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
     });
     this.#proxy = proxy;

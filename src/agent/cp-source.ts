@@ -3,7 +3,7 @@
 // the kubelet reports pod status), and workload certificates from the control plane's CA.
 import type { Logger } from '../log.js';
 import { CaClient, SecretManager } from '../identity/index.js';
-import type { WorkloadIndex } from '../proxy/index.js';
+import { Balancer, type LbPolicy, type MeshRouter, type RouteTarget, type SocketAddress, type WorkloadIndex } from '../proxy/index.js';
 import { evaluate, selectPolicies } from '../rbac/index.js';
 import type { PeerInfo } from '../telemetry/index.js';
 import { PodStatusClient, ProxyState, XdsClient, type ControlPlaneConnection, type PodStatus, type Workload } from '../xds/index.js';
@@ -21,8 +21,9 @@ export function peerOfWorkload(w: Workload): PeerInfo {
   };
 }
 
-export class ControlPlaneSource implements WorkloadIndex {
+export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
   readonly state = new ProxyState();
+  readonly balancer: Balancer;
   readonly xds: XdsClient;
   readonly secrets: SecretManager;
   readonly #status: PodStatusClient;
@@ -31,8 +32,9 @@ export class ControlPlaneSource implements WorkloadIndex {
   #timer: NodeJS.Timeout | undefined;
   #pods: () => PodStatus[] = () => [];
 
-  constructor(conn: ControlPlaneConnection, log: Logger) {
+  constructor(conn: ControlPlaneConnection, log: Logger, lb: LbPolicy = 'round-robin') {
     this.#log = log.child({ component: 'cp-source' });
+    this.balancer = new Balancer(lb);
     this.xds = new XdsClient({ ...conn, state: this.state, logger: log });
     this.#status = new PodStatusClient(conn);
     this.secrets = new SecretManager({ ca: new CaClient(conn), rootsPem: String(conn.rootCertPem), logger: log });
@@ -84,6 +86,35 @@ export class ControlPlaneSource implements WorkloadIndex {
       };
       this.state.on('change', onChange);
     });
+  }
+
+  /**
+   * A Service VIP goes to one of its healthy endpoints (the balancer's pick, at the port the
+   * endpoint serves the service port on); a workload IP to that workload; anything else is
+   * outside the mesh.
+   */
+  route(dst: SocketAddress): RouteTarget | undefined {
+    const svc = this.state.serviceByVip(dst.ip);
+    if (svc) {
+      const sp = svc.ports.find((p) => p.servicePort === dst.port);
+      if (!sp) return undefined;
+      const eps = this.state.endpointsOf(svc.key).filter((w) => w.status === 'HEALTHY' && w.addresses.length > 0);
+      const ports = eps.map((w) => w.services[svc.key]?.find((p) => p.servicePort === dst.port)?.targetPort || sp.targetPort || dst.port);
+      const pick = this.balancer.pick(svc.key, eps.map((w, i) => `${w.uid}:${ports[i]}`));
+      if (!pick) return { addr: dst, hbone: false, service: { hostname: svc.hostname, name: svc.name, namespace: svc.namespace } };
+      const w = eps[pick.index]!;
+      return {
+        addr: { ip: w.addresses[0]!, port: ports[pick.index]! },
+        peer: peerOfWorkload(w),
+        identity: w.identity,
+        hbone: w.tunnelProtocol === 'HBONE',
+        service: { hostname: svc.hostname, name: svc.name, namespace: svc.namespace },
+        release: pick.release,
+      };
+    }
+    const w = this.state.workloadByIp(dst.ip);
+    if (!w) return undefined;
+    return { addr: dst, peer: peerOfWorkload(w), identity: w.identity, hbone: w.tunnelProtocol === 'HBONE' };
   }
 
   byIp(ip: string): PeerInfo | undefined {

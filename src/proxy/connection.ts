@@ -1,9 +1,9 @@
-// One proxied connection from accept to close: upstream connect, relay, telemetry, and a
-// reset to the client whenever the upstream cannot be had.
-import type { Socket } from 'node:net';
+// One proxied connection from accept to close: upstream connect, relay, telemetry for each
+// reporter that sees it, and a reset to the client whenever the upstream cannot be had.
 import type { Logger } from '../log.js';
 import { tcpLabels, type FlowLog, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
-import { relay, type RelayProgress } from './relay.js';
+import { relay, type RelayEnd, type RelayProgress } from './relay.js';
+import type { AuthorizeInput, LocalPod } from './types.js';
 
 export interface Telemetry {
   metrics: MeshMetrics;
@@ -11,17 +11,8 @@ export interface Telemetry {
   log: Logger;
 }
 
-/** A connection in flight, as the proxy tracks it for flushes, config_dump and policy. */
-export interface ActiveConnection {
-  record: FlowRecord;
-  labels: TcpLabels;
-  progress?: RelayProgress;
-  reported: { sent: number; received: number };
-  client: Socket;
-  upstream?: Socket;
-}
-
-export interface ConnectionPlan {
+/** One reporter's view of a connection: which pod's proxy saw it, and both peers. */
+export interface ConnectionView {
   reporter: Reporter;
   direction: 'outbound' | 'inbound';
   pod: string;
@@ -29,20 +20,57 @@ export interface ConnectionPlan {
   destination: PeerInfo & { ip: string; port: number };
   originalDst: string;
   securityPolicy: 'mutual_tls' | 'none';
-  /** Opens the upstream; rejects with a Node system error (code ECONNREFUSED, ...). */
-  open: () => Promise<Socket>;
   upstreamLabel: string;
-  /** Service hostname when known, for the destination_service label. */
-  destinationService?: string;
+  /** Service the app addressed, for the destination_service labels. */
+  service?: { hostname: string; name: string; namespace: string };
   /** The authorization decision taken for this connection, if one was. */
   policy?: { allowed: boolean; name?: string };
 }
 
-/** Envoy's response flag for an upstream failure, by errno. */
-function flagFor(code: string | undefined): string {
-  if (code === 'ECONNREFUSED') return 'UF,URX';
-  if (code === 'ETIMEDOUT') return 'UF,UT';
+/** What it takes to authorize a connection again when policy changes. */
+export interface AuthzContext {
+  destination: LocalPod;
+  input: AuthorizeInput;
+}
+
+export interface ConnectionPlan extends ConnectionView {
+  /** Opens the upstream; rejects with a Node system error (code ECONNREFUSED, ...). */
+  open: () => Promise<RelayEnd>;
+  /** A second reporter of the same bytes: the destination side of an in-process hand-off. */
+  mirror?: ConnectionView;
+  authz?: AuthzContext;
+  /** Runs once when the connection is over, whatever the outcome. */
+  onEnd?: () => void;
+}
+
+/** A connection in flight, as the proxy tracks it for flushes, config_dump and policy. */
+export interface ActiveConnection {
+  records: FlowRecord[];
+  labels: TcpLabels[];
+  progress?: RelayProgress;
+  reported: { sent: number; received: number };
+  client: RelayEnd;
+  upstream?: RelayEnd;
+  authz?: AuthzContext;
+}
+
+/** Envoy's response flag for an upstream failure, by errno / status. */
+function flagFor(err: Error & { code?: string; status?: number }): string {
+  if (err.status === 401) return 'DENY';
+  if (err.code === 'ECONNREFUSED') return 'UF,URX';
+  if (err.code === 'ETIMEDOUT') return 'UF,UT';
   return 'UF';
+}
+
+function labelsOf(v: ConnectionView, flags = '-'): TcpLabels {
+  return tcpLabels({
+    reporter: v.reporter,
+    source: v.source,
+    destination: v.destination,
+    ...(v.service ? { destinationService: v.service.hostname, destinationServiceName: v.service.name, destinationServiceNamespace: v.service.namespace } : {}),
+    securityPolicy: v.securityPolicy,
+    responseFlags: flags,
+  });
 }
 
 export class ConnectionTracker {
@@ -65,7 +93,7 @@ export class ConnectionTracker {
     if (!c.progress) return;
     const s = c.progress.sent();
     const r = c.progress.received();
-    this.#t.metrics.bytes(c.labels, s - c.reported.sent, r - c.reported.received);
+    for (const l of c.labels) this.#t.metrics.bytes(l, s - c.reported.sent, r - c.reported.received);
     c.reported.sent = s;
     c.reported.received = r;
   }
@@ -75,69 +103,66 @@ export class ConnectionTracker {
     this.#timer = undefined;
   }
 
-  /** Refuses a connection that authorization denied: reset, recorded and counted as DENY. */
-  deny(client: Socket, plan: Omit<ConnectionPlan, 'open'>, policy: { name?: string; reason: string }): void {
-    const t0 = performance.now();
-    const { metrics, flows } = this.#t;
-    client.on('error', () => {});
-    const record = flows.start({
-      direction: plan.direction,
-      pod: plan.pod,
-      src: plan.source,
-      dst: plan.destination,
-      originalDst: plan.originalDst,
-      policy: { allowed: false, ...(policy.name ? { name: policy.name } : {}) },
+  #start(v: ConnectionView): FlowRecord {
+    return this.#t.flows.start({
+      direction: v.direction,
+      pod: v.pod,
+      src: v.source,
+      dst: v.destination,
+      originalDst: v.originalDst,
+      upstream: v.upstreamLabel,
+      ...(v.policy ? { policy: v.policy } : {}),
     });
-    record.responseFlags = 'DENY';
-    record.error = `denied: ${policy.reason}${policy.name ? ` by ${policy.name}` : ''}`;
-    const labels = this.#labels(plan);
-    labels.response_flags = 'DENY';
-    metrics.connectionOpened(labels);
-    metrics.connectionClosed(labels);
-    client.resetAndDestroy();
-    flows.finish(record, t0);
   }
 
-  #labels(plan: Omit<ConnectionPlan, 'open'>): TcpLabels {
-    return tcpLabels({
-      reporter: plan.reporter,
-      source: plan.source,
-      destination: plan.destination,
-      ...(plan.destinationService ? { destinationService: plan.destinationService } : {}),
-      securityPolicy: plan.securityPolicy,
-    });
+  /** Refuses a connection that authorization denied: reset, recorded and counted as DENY. */
+  deny(client: RelayEnd, views: ConnectionView[], policy: { name?: string; reason: string }): void {
+    const t0 = performance.now();
+    client.on('error', () => {});
+    for (const v of views) {
+      const record = this.#start({ ...v, policy: { allowed: false, ...(policy.name ? { name: policy.name } : {}) } });
+      record.responseFlags = 'DENY';
+      record.error = `denied: ${policy.reason}${policy.name ? ` by ${policy.name}` : ''}`;
+      const labels = labelsOf(v, 'DENY');
+      this.#t.metrics.connectionOpened(labels);
+      this.#t.metrics.connectionClosed(labels);
+      this.#t.flows.finish(record, t0);
+    }
+    client.resetAndDestroy();
   }
 
   /** Runs one connection to completion. Never throws: failures reset the client. */
-  async run(client: Socket, plan: ConnectionPlan): Promise<void> {
+  async run(client: RelayEnd, plan: ConnectionPlan): Promise<void> {
     const t0 = performance.now();
-    const { metrics, flows, log } = this.#t;
+    const { metrics, log } = this.#t;
     // Errors on the client before the relay starts are handled here; the relay adds its own.
     const early = (err: Error) => log.debug({ err, pod: plan.pod }, 'client error before relay');
     client.on('error', early);
-    const record = flows.start({
-      direction: plan.direction,
-      pod: plan.pod,
-      src: plan.source,
-      dst: plan.destination,
-      originalDst: plan.originalDst,
-      upstream: plan.upstreamLabel,
-      ...(plan.policy ? { policy: plan.policy } : {}),
-    });
-    const labels = this.#labels(plan);
-    const conn: ActiveConnection = { record, labels, reported: { sent: 0, received: 0 }, client };
+    const views = plan.mirror ? [plan, plan.mirror] : [plan];
+    const conn: ActiveConnection = {
+      records: views.map((v) => this.#start(v)),
+      labels: views.map((v) => labelsOf(v)),
+      reported: { sent: 0, received: 0 },
+      client,
+      ...(plan.authz ? { authz: plan.authz } : {}),
+    };
     this.active.add(conn);
     metrics.activeConnections.inc({ direction: plan.direction });
-    let upstream: Socket;
+    let upstream: RelayEnd;
     try {
       upstream = await plan.open();
     } catch (e) {
-      const err = e as Error & { code?: string };
-      record.error = err.code ?? err.message;
-      record.responseFlags = flagFor(err.code);
-      labels.response_flags = record.responseFlags;
-      metrics.connectionOpened(labels);
-      metrics.connectionClosed(labels);
+      const err = e as Error & { code?: string; status?: number };
+      const flags = flagFor(err);
+      conn.labels = views.map((v) => labelsOf(v, flags));
+      for (const r of conn.records) {
+        r.error = err.code ?? err.message;
+        r.responseFlags = flags;
+      }
+      for (const l of conn.labels) {
+        metrics.connectionOpened(l);
+        metrics.connectionClosed(l);
+      }
       // The app's connect() already succeeded against the proxy; the only honest answer
       // now is a reset, never a hang or a clean EOF.
       if (!client.destroyed) client.resetAndDestroy();
@@ -145,15 +170,16 @@ export class ConnectionTracker {
       return;
     }
     conn.upstream = upstream;
-    metrics.connectionOpened(labels);
+    for (const l of conn.labels) metrics.connectionOpened(l);
     client.off('error', early);
     if (client.destroyed) {
       // The client went away while we connected upstream.
       upstream.resetAndDestroy();
-      record.error = 'downstream closed before upstream connected';
-      record.responseFlags = 'DC';
-      labels.response_flags = 'DC';
-      metrics.connectionClosed(labels);
+      for (const r of conn.records) {
+        r.error = 'downstream closed before upstream connected';
+        r.responseFlags = 'DC';
+      }
+      for (const l of conn.labels) metrics.connectionClosed(l);
       this.#end(conn, plan, t0);
       return;
     }
@@ -161,20 +187,33 @@ export class ConnectionTracker {
     conn.progress = r.progress;
     const res = await r.done;
     this.#report(conn);
-    record.bytesSent = res.sent;
-    record.bytesReceived = res.received;
-    if (res.error) {
-      record.error = `${res.failedSide}: ${res.error.code ?? res.error.message}`;
-      if (res.failedSide === 'upstream') record.responseFlags = 'UC';
-      else record.responseFlags = 'DC';
+    for (const rec of conn.records) {
+      rec.bytesSent = res.sent;
+      rec.bytesReceived = res.received;
+      if (res.error) {
+        rec.error ??= `${res.failedSide}: ${res.error.code ?? res.error.message}`;
+        if (rec.responseFlags === '-') rec.responseFlags = res.failedSide === 'upstream' ? 'UC' : 'DC';
+      }
     }
-    metrics.connectionClosed(labels);
+    for (const l of conn.labels) metrics.connectionClosed(l);
     this.#end(conn, plan, t0);
+  }
+
+  /** Resets a connection that policy no longer allows; its records say which policy. */
+  revoke(c: ActiveConnection, policy: string | undefined, reason: string): void {
+    for (const r of c.records) {
+      r.policy = { allowed: false, ...(policy ? { name: policy } : {}) };
+      r.error = `closed: ${reason}${policy ? ` by ${policy}` : ''} after a policy change`;
+      r.responseFlags = 'DENY';
+    }
+    c.client.resetAndDestroy();
+    c.upstream?.resetAndDestroy();
   }
 
   #end(conn: ActiveConnection, plan: ConnectionPlan, t0: number): void {
     this.active.delete(conn);
     this.#t.metrics.activeConnections.dec({ direction: plan.direction });
-    this.#t.flows.finish(conn.record, t0);
+    for (const r of conn.records) this.#t.flows.finish(r, t0);
+    plan.onEnd?.();
   }
 }

@@ -1,16 +1,27 @@
-// The node's shared L4 proxy: per enrolled pod, an outbound listener (15001) and an inbound
-// listener (15006) created inside the pod's network namespace, and the connection handlers.
+// The node's shared proxy: per enrolled pod, listeners created inside the pod's network
+// namespace (15001 outbound, 15006 inbound plaintext, 15008 HBONE when enabled), the state
+// the handlers share, and policy re-evaluation of open connections.
 import { closeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { ConnectionTracker, type Telemetry } from './connection.js';
-import { MESH_PORTS, peerOf, type Authorizer, type LocalPod, type OriginalDstResolver, type UpstreamConnector, type WorkloadIndex } from './types.js';
+import { podName, type HboneDialer, type ProxyContext } from './context.js';
+import { handleInbound } from './inbound.js';
+import { handleOutbound } from './outbound.js';
+import type { RelayEnd } from './relay.js';
+import type { Authorizer, LocalPod, MeshRouter, OriginalDstResolver, UpstreamConnector, WorkloadIndex } from './types.js';
 
 export const OUTBOUND_PORT = 15001;
 export const INBOUND_PORT = 15006;
+export const HBONE_PORT = 15008;
 
 /** Opens a listening socket inside a namespace and returns its fd. */
 export type NetnsListen = (netnsPath: string, opts: { host: string; port: number; backlog?: number }) => Promise<number>;
+
+/** Serves HBONE for one pod on a listening fd made in its netns. */
+export interface HboneInbound {
+  serve(pod: LocalPod, fd: number): Promise<{ close(): Promise<void> }>;
+}
 
 export interface ProxyOptions {
   listen: NetnsListen;
@@ -18,25 +29,24 @@ export interface ProxyOptions {
   originalDst: OriginalDstResolver;
   workloads: WorkloadIndex;
   telemetry: Telemetry;
-  /** Called with the inbound listener's fd before Node takes it (to steer SYNs to it). */
-  onInboundListener?: (pod: LocalPod, fd: number) => void;
+  /** Resolves Service VIPs and workloads; default: every destination is plain TCP. */
+  router?: MeshRouter;
+  /** Called with a listener's fd before Node takes it (to steer SYNs to it). */
+  onInboundListener?: (pod: LocalPod, fd: number, kind: 'plaintext' | 'hbone') => void;
   connectTimeoutMs?: number;
   /** Decides every inbound connection; absent means allow all (local mode without policy). */
   authorize?: Authorizer;
+  /** HBONE to and from other nodes; absent means no 15008 listener and no tunnels. */
+  hbone?: { dialer: HboneDialer; inbound: HboneInbound };
+  /** Hand same-node connections from outbound to inbound in process (default true). */
+  fastPath?: boolean;
 }
 
 interface PodListeners {
   pod: LocalPod;
-  outbound: Server;
-  inbound: Server;
-  outboundFd: number;
-  inboundFd: number;
-}
-
-/** Node's private handle fd; present on Linux for TCP sockets. */
-function fdOf(sock: Socket): number {
-  const h = (sock as unknown as { _handle?: { fd?: number } })._handle;
-  return h?.fd ?? -1;
+  servers: Server[];
+  fds: Record<string, number>;
+  hbone?: { close(): Promise<void> };
 }
 
 function serve(fd: number, onConn: (s: Socket) => void): Promise<Server> {
@@ -50,12 +60,21 @@ function serve(fd: number, onConn: (s: Socket) => void): Promise<Server> {
   });
 }
 
+function closeQuiet(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    /* already closed */
+  }
+}
+
 export class NodeProxy {
   readonly tracker: ConnectionTracker;
   readonly #o: ProxyOptions;
   readonly #pods = new Map<string, PodListeners>();
+  readonly #byIp = new Map<string, LocalPod>();
   readonly #log: Logger;
-  readonly #timeout: number;
+  readonly #ctx: ProxyContext;
   /**
    * Upstream sockets this proxy opened for its own pods, by local `ip:port`. A connection
    * arriving inbound from one of them comes from that pod for certain (the socket is ours),
@@ -67,91 +86,27 @@ export class NodeProxy {
     this.#o = o;
     this.#log = o.telemetry.log.child({ component: 'proxy' });
     this.tracker = new ConnectionTracker(o.telemetry);
-    this.#timeout = o.connectTimeoutMs ?? 5000;
+    this.#ctx = {
+      log: this.#log,
+      tracker: this.tracker,
+      upstream: o.upstream,
+      originalDst: o.originalDst,
+      workloads: o.workloads,
+      ...(o.router ? { router: o.router } : {}),
+      ...(o.authorize ? { authorize: o.authorize } : {}),
+      ...(o.hbone ? { hbone: o.hbone.dialer } : {}),
+      fastPath: o.fastPath ?? true,
+      timeoutMs: o.connectTimeoutMs ?? 5000,
+      localPod: (ip) => this.#byIp.get(ip),
+      registerOrigin: (sock, pod) => this.#registerOrigin(sock, pod),
+      originOf: (ip, port, local) => this.#originOf(ip, port, local),
+    };
   }
 
-  /** Opens the pod's listeners inside its namespace. Idempotent per pod UID. */
-  async addPod(pod: LocalPod): Promise<void> {
-    if (this.#pods.has(pod.uid)) return;
-    const outboundFd = await this.#o.listen(pod.netnsPath, { host: '127.0.0.1', port: OUTBOUND_PORT, backlog: 1024 });
-    let inboundFd = -1;
-    let outbound: Server | undefined;
-    try {
-      inboundFd = await this.#o.listen(pod.netnsPath, { host: '0.0.0.0', port: INBOUND_PORT, backlog: 1024 });
-      outbound = await serve(outboundFd, (s) => this.#outbound(pod, s));
-      this.#o.onInboundListener?.(pod, inboundFd);
-      const inbound = await serve(inboundFd, (s) => this.#inbound(pod, s));
-      this.#pods.set(pod.uid, { pod, outbound, inbound, outboundFd, inboundFd });
-      this.#log.info({ pod: `${pod.namespace}/${pod.name}`, ip: pod.ip }, 'listeners open (15001 outbound, 15006 inbound)');
-    } catch (err) {
-      outbound?.close();
-      if (!outbound) closeQuiet(outboundFd);
-      if (inboundFd >= 0) closeQuiet(inboundFd);
-      throw err;
-    }
-  }
-
-  /** Closes the pod's listeners and resets its connections. */
-  async removePod(uid: string): Promise<void> {
-    const l = this.#pods.get(uid);
-    if (!l) return;
-    this.#pods.delete(uid);
-    await Promise.all([new Promise((r) => l.outbound.close(r)), new Promise((r) => l.inbound.close(r))]);
-    for (const c of this.tracker.active) {
-      if (c.record.pod === `${l.pod.namespace}/${l.pod.name}`) {
-        c.client.resetAndDestroy();
-        c.upstream?.resetAndDestroy();
-      }
-    }
-    this.#o.upstream.forget(l.pod.netnsPath);
-  }
-
-  pods(): LocalPod[] {
-    return [...this.#pods.values()].map((l) => l.pod);
-  }
-
-  listeners(): { pod: string; outbound: string; inbound: string }[] {
-    return [...this.#pods.values()].map((l) => ({
-      pod: `${l.pod.namespace}/${l.pod.name}`,
-      outbound: `127.0.0.1:${OUTBOUND_PORT} (netns ${l.pod.netnsPath}, fd ${l.outboundFd})`,
-      inbound: `0.0.0.0:${INBOUND_PORT} (netns ${l.pod.netnsPath}, fd ${l.inboundFd}, sk_lookup for ${l.pod.ip})`,
-    }));
-  }
-
-  async close(): Promise<void> {
-    this.tracker.stop();
-    await Promise.all([...this.#pods.keys()].map((uid) => this.removePod(uid)));
-  }
-
-  #outbound(pod: LocalPod, client: Socket): void {
-    const orig = this.#o.originalDst.originalDst(fdOf(client));
-    const src = { ...peerOf(pod), ip: pod.ip, port: client.remotePort ?? 0 };
-    if (!orig) {
-      this.#log.warn({ pod: `${pod.namespace}/${pod.name}`, peer: `${client.remoteAddress}:${client.remotePort}`, code: 'NM_ERR_ORIGINAL_DST' },
-        'original destination unknown; resetting the connection');
-      client.on('error', () => {});
-      client.resetAndDestroy();
-      return;
-    }
-    const dstPeer = this.#o.workloads.byIp(orig.ip) ?? {};
-    const target = `${orig.ip}:${orig.port}`;
-    void this.tracker.run(client, {
-      reporter: 'source',
-      direction: 'outbound',
-      pod: `${pod.namespace}/${pod.name}`,
-      source: src,
-      destination: { ...dstPeer, ip: orig.ip, port: orig.port },
-      originalDst: target,
-      securityPolicy: 'none',
-      upstreamLabel: target,
-      open: async () => {
-        const up = await this.#o.upstream.connect(pod.netnsPath, orig, this.#timeout);
-        const key = `${up.localAddress}:${up.localPort}`;
-        this.#origins.set(key, pod);
-        up.once('close', () => this.#origins.delete(key));
-        return up;
-      },
-    });
+  #registerOrigin(sock: RelayEnd & { localAddress?: string; localPort?: number }, pod: LocalPod): void {
+    const key = `${sock.localAddress}:${sock.localPort}`;
+    this.#origins.set(key, pod);
+    sock.once('close', () => this.#origins.delete(key));
   }
 
   /**
@@ -170,63 +125,89 @@ export class NodeProxy {
     return this.#origins.get(key);
   }
 
-  #inbound(pod: LocalPod, client: Socket): void {
-    // sk_lookup steered the SYN here untouched, so our local address is what the peer dialed.
-    const dstIp = client.localAddress ?? pod.ip;
-    const dstPort = client.localPort ?? 0;
-    const srcIp = client.remoteAddress ?? '';
-    const srcPeer = this.#o.workloads.byIp(srcIp) ?? {};
-    const target = `${dstIp}:${dstPort}`;
-    if (MESH_PORTS.has(dstPort)) {
-      // Relaying to our own port inside the pod would loop back into this listener.
-      this.#log.warn({ pod: `${pod.namespace}/${pod.name}`, port: dstPort }, 'inbound connection to a mesh port; resetting');
-      client.on('error', () => {});
-      client.resetAndDestroy();
-      return;
-    }
-    const srcPort = client.remotePort ?? 0;
-    const localSrc = [...this.#pods.values()].some((l) => l.pod.ip === srcIp);
-    // Hold reads until the decision: a denied client must get nothing through. An error in
-    // that window must not crash the agent; the relay installs its own handler after.
-    client.pause();
-    client.on('error', () => {});
-    void this.#originOf(srcIp, srcPort, localSrc).then((origin) => {
-      const source = origin ? { ...peerOf(origin), ip: srcIp, port: srcPort } : { ...srcPeer, principal: undefined, ip: srcIp, port: srcPort };
-      const base = {
-        reporter: 'destination' as const,
-        direction: 'inbound' as const,
-        pod: `${pod.namespace}/${pod.name}`,
-        source,
-        destination: { ...peerOf(pod), ip: dstIp, port: dstPort },
-        originalDst: target,
-        securityPolicy: 'none' as const,
-        upstreamLabel: `127.0.0.1:${dstPort}`,
-      };
-      let policy: { allowed: boolean; name?: string } | undefined;
-      if (this.#o.authorize) {
-        const d = this.#o.authorize({ ...(origin ? { srcPrincipal: `spiffe://${source.principal}` } : {}), srcIp, dstIp, dstPort });
-        policy = { allowed: d.allowed, ...(d.policy ? { name: d.policy } : {}) };
-        if (!d.allowed) {
-          this.#log.info({ pod: base.pod, src: `${srcIp}:${srcPort}`, principal: source.principal, dst: target, policy: d.policy, reason: d.reason }, 'connection denied');
-          this.tracker.deny(client, base, { ...(d.policy ? { name: d.policy } : {}), reason: d.reason });
-          return;
-        }
+  /** Opens the pod's listeners inside its namespace. Idempotent per pod UID. */
+  async addPod(pod: LocalPod): Promise<void> {
+    if (this.#pods.has(pod.uid)) return;
+    const l: PodListeners = { pod, servers: [], fds: {} };
+    // fds handed to a server (or to the HBONE server) are closed with it; the rest by us.
+    const owned = new Set<number>();
+    const open = async (kind: string, host: string, port: number) => (l.fds[kind] = await this.#o.listen(pod.netnsPath, { host, port, backlog: 1024 }));
+    try {
+      const out = await open('outbound', '127.0.0.1', OUTBOUND_PORT);
+      l.servers.push(await serve(out, (s) => handleOutbound(this.#ctx, pod, s)));
+      owned.add(out);
+      const inb = await open('inbound', '0.0.0.0', INBOUND_PORT);
+      this.#o.onInboundListener?.(pod, inb, 'plaintext');
+      l.servers.push(await serve(inb, (s) => handleInbound(this.#ctx, pod, s)));
+      owned.add(inb);
+      if (this.#o.hbone) {
+        const hb = await open('hbone', '0.0.0.0', HBONE_PORT);
+        this.#o.onInboundListener?.(pod, hb, 'hbone');
+        l.hbone = await this.#o.hbone.inbound.serve(pod, hb);
+        owned.add(hb);
       }
-      // Stay paused: the relay's pipe() resumes once the upstream exists. Resuming here would
-      // put the socket in flowing mode with no reader, and its first bytes would be lost.
-      void this.tracker.run(client, {
-        ...base,
-        ...(policy ? { policy } : {}),
-        open: () => this.#o.upstream.connect(pod.netnsPath, { ip: '127.0.0.1', port: dstPort }, this.#timeout),
-      });
-    });
+    } catch (err) {
+      for (const s of l.servers) s.close();
+      await l.hbone?.close();
+      for (const fd of Object.values(l.fds)) if (!owned.has(fd)) closeQuiet(fd);
+      throw err;
+    }
+    this.#pods.set(pod.uid, l);
+    this.#byIp.set(pod.ip, pod);
+    this.#log.info({ pod: podName(pod), ip: pod.ip, hbone: !!this.#o.hbone }, 'listeners open');
   }
-}
 
-function closeQuiet(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    /* already closed */
+  /** Closes the pod's listeners and resets its connections. */
+  async removePod(uid: string): Promise<void> {
+    const l = this.#pods.get(uid);
+    if (!l) return;
+    this.#pods.delete(uid);
+    if (this.#byIp.get(l.pod.ip)?.uid === uid) this.#byIp.delete(l.pod.ip);
+    await Promise.all([...l.servers.map((s) => new Promise((r) => s.close(r))), l.hbone?.close()]);
+    const name = podName(l.pod);
+    for (const c of this.tracker.active) {
+      if (c.records.some((r) => r.pod === name)) {
+        c.client.resetAndDestroy();
+        c.upstream?.resetAndDestroy();
+      }
+    }
+    this.#o.upstream.forget(l.pod.netnsPath);
+  }
+
+  /**
+   * Authorizes every open connection again under the current policy and resets those it now
+   * denies. Istio's ztunnel keeps them open; an operator who revokes access expects it gone.
+   */
+  reevaluate(): number {
+    const authorize = this.#o.authorize;
+    if (!authorize) return 0;
+    let closed = 0;
+    for (const c of [...this.tracker.active]) {
+      if (!c.authz) continue;
+      const d = authorize(c.authz.input);
+      if (d.allowed) continue;
+      this.#log.info({ pod: podName(c.authz.destination), src: c.authz.input.srcIp, principal: c.authz.input.srcPrincipal, policy: d.policy }, 'closing an open connection the new policy denies');
+      this.tracker.revoke(c, d.policy, d.reason);
+      closed++;
+    }
+    return closed;
+  }
+
+  pods(): LocalPod[] {
+    return [...this.#pods.values()].map((l) => l.pod);
+  }
+
+  listeners(): { pod: string; netns: string; fds: Record<string, number>; ports: string[] }[] {
+    return [...this.#pods.values()].map((l) => ({
+      pod: podName(l.pod),
+      netns: l.pod.netnsPath,
+      fds: l.fds,
+      ports: [`127.0.0.1:${OUTBOUND_PORT} outbound`, `0.0.0.0:${INBOUND_PORT} inbound (sk_lookup for ${l.pod.ip})`, ...(l.hbone ? [`0.0.0.0:${HBONE_PORT} HBONE`] : [])],
+    }));
+  }
+
+  async close(): Promise<void> {
+    this.tracker.stop();
+    await Promise.all([...this.#pods.keys()].map((uid) => this.removePod(uid)));
   }
 }

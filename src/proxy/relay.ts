@@ -1,6 +1,13 @@
 // Joins two TCP sockets: bytes both ways with backpressure, half-close carried across, and a
 // reset on one side carried to the other as a reset (never turned into a clean EOF).
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/** Either end of a relay: a TCP socket, or anything that behaves like one (an HBONE stream). */
+export type RelayEnd = Duplex & {
+  readonly bytesRead: number;
+  setNoDelay(noDelay?: boolean): unknown;
+  resetAndDestroy(): unknown;
+};
 
 export interface RelayResult {
   /** Bytes from the downstream (client) side toward upstream. */
@@ -23,7 +30,7 @@ export interface RelayProgress {
  * Relays until both sockets are closed. Both sockets must have been created with
  * `allowHalfOpen: true`, so a FIN from one side only ends that direction.
  */
-export function relay(down: Socket, up: Socket): { done: Promise<RelayResult>; progress: RelayProgress } {
+export function relay(down: RelayEnd, up: RelayEnd): { done: Promise<RelayResult>; progress: RelayProgress } {
   down.setNoDelay(true);
   up.setNoDelay(true);
   const progress: RelayProgress = {
@@ -35,7 +42,7 @@ export function relay(down: Socket, up: Socket): { done: Promise<RelayResult>; p
     let failedSide: 'downstream' | 'upstream' | undefined;
     let closed = 0;
 
-    const fail = (side: 'downstream' | 'upstream', other: Socket) => (err: Error & { code?: string }) => {
+    const fail = (side: 'downstream' | 'upstream', other: RelayEnd) => (err: Error & { code?: string }) => {
       if (!error) {
         error = err;
         failedSide = side;

@@ -67,3 +67,24 @@ export interface AuthorizeResult {
 }
 
 export type Authorizer = (i: AuthorizeInput) => AuthorizeResult;
+
+/** Where an outbound connection goes, as the mesh resolves its original destination. */
+export interface RouteTarget {
+  /** The address to reach: the workload's, or the chosen endpoint's for a Service VIP. */
+  addr: SocketAddress;
+  /** The destination workload, for telemetry. */
+  peer?: PeerInfo;
+  /** The destination's SPIFFE identity (`spiffe://…`), checked against its certificate. */
+  identity?: string;
+  /** The destination is captured by a mesh agent and takes HBONE on 15008. */
+  hbone: boolean;
+  /** The Service the app addressed, when it dialed a VIP. */
+  service?: { hostname: string; name: string; namespace: string };
+  /** Call when the connection ends (least-connections accounting). */
+  release?: () => void;
+}
+
+export interface MeshRouter {
+  /** Resolves an original destination; `undefined` means outside the mesh (pass through). */
+  route(dst: SocketAddress): RouteTarget | undefined;
+}
