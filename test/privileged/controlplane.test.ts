@@ -131,6 +131,24 @@ describePrivileged('control plane to data path', () => {
     await waitPolicy('deny-frontend', false);
   });
 
+  it('closes an open connection within a second when a new policy denies it', async () => {
+    const long = mesh.clientAsync('shop/frontend', ['echoloop', mesh.ip('shop/backend'), '9090', '6']);
+    const other = mesh.clientAsync('shop/batch', ['echoloop', mesh.ip('shop/backend'), '9090', '3']);
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = Date.now();
+    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    const res = await long;
+    const closedAfter = Date.now() - t0;
+    expect(res.outcome).toBe('reset');
+    expect(closedAfter).toBeLessThan(1500); // watch debounce + push + re-evaluation, with slack for a busy machine
+    // A connection the policy still allows keeps running.
+    expect((await other).outcome).toBe('ok');
+    const rec = (await mesh.flows()).filter((f) => f.error?.startsWith('closed:')).at(-1)!;
+    expect(rec.policy).toEqual({ allowed: false, name: 'shop/deny-frontend' });
+    rmSync(join(dir, 'deny.yaml'));
+    await waitPolicy('deny-frontend', false);
+  });
+
   it('keeps existing and new connections working while the control plane is down, and resyncs without an agent restart', async () => {
     const pidBefore = agentPid(mesh.sd);
     const long = mesh.clientAsync('shop/frontend', ['echoloop', mesh.ip('shop/backend'), '9090', '4']);
