@@ -25,6 +25,14 @@ export const ErrorCodes = {
   NM_ERR_AUTH: 'A caller failed to authenticate to the control plane.',
   NM_ERR_POLICY: 'A policy cannot be translated.',
   NM_ERR_TIMEOUT: 'An operation did not finish in time.',
+  NM_ERR_REDIRECT_CLOSED: 'A Redirector was used after close().',
+  NM_ERR_HBONE_CONNECT: "The TCP connection to a peer's HBONE port (15008) failed or timed out.",
+  NM_ERR_HBONE_TLS: 'The TLS handshake with an HBONE peer failed (untrusted or missing certificate, no TLS 1.3, no h2).',
+  NM_ERR_HBONE_IDENTITY: "An HBONE peer's certificate names the wrong identity or trust domain.",
+  NM_ERR_HBONE_STATUS: 'An HBONE peer answered CONNECT with a status other than 200 (the error carries `status`).',
+  NM_ERR_HBONE_RESET: 'An HBONE stream was reset, or its HTTP/2 session failed, before both sides finished.',
+  NM_ERR_HBONE_CLOSED: 'An HBONE pool or server was used after close().',
+  NM_ERR_SIM_NODE: 'A simulated node could not be created, found or entered.',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -1,6 +1,6 @@
 // `nodemesh sim ...`: the node simulator's commands (pods as netns + cgroup + real CNI plugins).
 import { parse, usageError, type Command } from './command.js';
-import { execInPod, listPods, simDown, simUp, type SimPodInfo } from '../sim/index.js';
+import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, execInPod, listNodes, listPods, runAgentInNode, SIM_STATE_DIR_ENV, simDown, simUp, type SimNodeInfo, type SimPodInfo } from '../sim/index.js';
 
 const STATE_DIR_HELP = '  --state-dir <dir>   State dir (default $NODEMESH_STATE_DIR or /run/nodemesh); the simulator uses <dir>/sim/';
 
@@ -8,11 +8,17 @@ function progress(line: string): void {
   process.stderr.write(`sim: ${line}\n`);
 }
 
-function table(pods: SimPodInfo[]): string {
-  const head = ['POD', 'IP', 'NODE', 'UID', 'STATUS'];
-  const rows = pods.map((p) => [`${p.namespace}/${p.name}`, p.ip || '-', p.node, p.uid, p.status]);
+function columns(head: string[], rows: string[][]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+function table(pods: SimPodInfo[]): string {
+  return columns(['POD', 'IP', 'NODE', 'UID', 'STATUS'], pods.map((p) => [`${p.namespace}/${p.name}`, p.ip || '-', p.node, p.uid, p.status]));
+}
+
+function nodeTable(nodes: SimNodeInfo[]): string {
+  return columns(['NODE', 'IP', 'NETNS', 'POD SUBNET', 'PODS'], nodes.map((n) => [n.name, n.ip ?? '-', n.netns ?? '- (the host)', n.subnet, String(n.pods)]));
 }
 
 const up: Command = {
@@ -27,6 +33,13 @@ args running inside both. Other kinds (Namespace, Service, ...) are read by the 
 plane, not by the simulator. Prints the pods when they are ready (processes started,
 declared ports accepting connections).
 
+Nodes. When no Pod names a node (spec.nodeName), the single node is the host itself (host
+mode: root netns, bridge nm-br0). When any Pod names one, every node is a network namespace
+(nm-node.<node>) with its own pod bridge, subnet 10.244.<i>.0/24, cgroup parent and CNI
+config dir (<state-dir>/sim/nodes/<node>/net.d/), joined by a cluster network (netns
+${CLUSTER_NETNS}, node IPs 10.240.0.<i+1>); Pods naming no node go to --default-node.
+\`nodemesh sim nodes\` lists them, \`nodemesh sim agent <node>\` runs a node's agent.
+
 Idempotent: pods already up with the same spec are left alone and new pods are added.
 Pods removed from <dir> are NOT deleted; \`nodemesh sim down\` removes all pods.
 A Pod with status.podIP gets that address (CNI "ips" capability); a second sim up with
@@ -37,7 +50,12 @@ ${STATE_DIR_HELP}
   --subnet <cidr>     Pod subnet when the node config is first written (default 10.244.0.0/24)
   --cni-bin-dir <dir> Extra CNI plugin dir after /usr/lib/cni, repeatable
                       (default <repo>/native/build, or $NODEMESH_CNI_BIN_DIR)
-  --node <name>       Name of the simulated node (default: the host name)
+  --node <name>       Host mode: name of the node (default: the host name)
+  --multi-node        One netns per node even when no Pod names a node
+  --default-node <n>  Multi-node mode: node of Pods without spec.nodeName (default node-0);
+                      implies --multi-node
+  --nodes-only        Create the nodes but no pods (start each node's agent, then sim up
+                      again); prints the nodes
   --ready-timeout <s> Seconds to wait for each pod to be ready (default 30)
   -h, --help          Show this help
 `,
@@ -47,6 +65,9 @@ ${STATE_DIR_HELP}
       subnet: { type: 'string' },
       'cni-bin-dir': { type: 'string', multiple: true },
       node: { type: 'string' },
+      'multi-node': { type: 'boolean' },
+      'default-node': { type: 'string' },
+      'nodes-only': { type: 'boolean' },
       'ready-timeout': { type: 'string' },
     });
     if (positionals.length !== 1) throw usageError('sim up takes exactly one config directory');
@@ -61,9 +82,17 @@ ${STATE_DIR_HELP}
       ...(values.subnet ? { subnet: values.subnet } : {}),
       ...(values['cni-bin-dir'] ? { cniBinDirs: values['cni-bin-dir'] } : {}),
       ...(values.node ? { nodeName: values.node } : {}),
+      ...(values['multi-node'] ? { multiNode: true } : {}),
+      ...(values['default-node'] !== undefined ? { defaultNode: values['default-node'] } : {}),
+      ...(values['nodes-only'] ? { nodesOnly: true } : {}),
       ...(readyTimeoutMs ? { readyTimeoutMs } : {}),
       onProgress: progress,
     });
+    if (r.createdNodes.length) progress(`${r.createdNodes.length} node(s) created: ${r.createdNodes.join(', ')}`);
+    if (values['nodes-only']) {
+      process.stdout.write(nodeTable(r.nodes));
+      return 0;
+    }
     progress(`${r.created.length} created, ${r.restarted.length} restarted, ${r.unchanged.length} unchanged`);
     process.stdout.write(table(r.pods));
     return 0;
@@ -133,9 +162,13 @@ node's chain in reverse (and loopback), deletes its netns and cgroup. Then remov
 bridge, host-local's IPAM data and the cgroup parent, restores net.ipv4.ip_forward and
 deletes state.json. Idempotent.
 
+In multi-node mode it then stops every process still running inside a node (its agent:
+SIGTERM, then SIGKILL after the grace period) and deletes the node netns (their bridges,
+veths and routes go with them) and the cluster network.
+
 Without state.json (a crashed run, a wiped state dir) it scans for the simulator's own
-objects instead: netns named nm-*, the bridge nm-br0, cgroups under nodemesh-sim/. It
-removes them whichever state dir created them.
+objects instead: netns named nm-* (pods, nm-node.* nodes, ${CLUSTER_NETNS}), the bridge
+nm-br0, cgroups under nodemesh-sim/. It removes them whichever state dir created them.
 
 Pod logs (<state-dir>/sim/pods/) and the node's CNI config (<state-dir>/sim/net.d/) are kept.
 
@@ -167,4 +200,68 @@ ${STATE_DIR_HELP}
   },
 };
 
-export const simCommands: Command[] = [up, pods, exec, down];
+const nodes: Command = {
+  path: ['sim', 'nodes'],
+  summary: 'List the simulated nodes',
+  help: `Usage: nodemesh sim nodes [--json] [options]
+
+Lists the simulated nodes: name, IP on the cluster network, netns, pod subnet and pod count.
+In host mode there is one node, the host itself: its ip and netns are null ("-").
+In multi-node mode, run a command inside a node with
+  ip netns exec <netns> curl -s 127.0.0.1:15020/metrics
+Cluster-wide services (the control plane) can run in netns ${CLUSTER_NETNS}, which every node
+reaches at ${CLUSTER_SERVICE_IP}.
+
+Options:
+  --json              Print a JSON array of {name, ip, netns, netnsPath, subnet, bridge,
+                      netDir, pods, agentStateDir, pinRoot}
+${STATE_DIR_HELP}
+  -h, --help          Show this help
+`,
+  async run(argv) {
+    const { values, positionals } = parse(argv, { 'state-dir': { type: 'string' }, json: { type: 'boolean' } });
+    if (positionals.length > 0) throw usageError('sim nodes takes no arguments');
+    const list = listNodes(values['state-dir'] ? { stateDir: values['state-dir'] } : {});
+    if (values.json) process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+    else if (list.length === 0) process.stderr.write('no simulated nodes (run `nodemesh sim up <dir>`)\n');
+    else process.stdout.write(nodeTable(list));
+    return 0;
+  },
+};
+
+const agent: Command = {
+  path: ['sim', 'agent'],
+  summary: "Run a node agent inside a simulated node's netns",
+  help: `Usage: nodemesh sim agent [options] <node> [-- <agent args...>]
+
+Runs \`nodemesh agent <agent args>\` in the foreground inside the node's network namespace
+(nsenter --net=/run/netns/nm-node.<node>; the mount namespace stays the host's, so bpffs and
+cgroups are visible), passing SIGTERM/SIGHUP on and exiting with the agent's status. In host
+mode the agent runs on the host.
+
+It adds these agent flags unless <agent args> already set them:
+  --state-dir <state-dir>/sim/nodes/<node>   (host mode: <state-dir>); the agent's files go to
+                                             <that dir>/agent/ (cni.sock, pods/, agent.pid)
+  --node <node>
+  --pin-root /sys/fs/bpf/nodemesh-<node>     (multi-node mode only)
+and sets ${SIM_STATE_DIR_ENV}=<state-dir> in its environment, from which the agent
+finds the simulator to chain nodemesh-cni into this node's CNI config.
+
+Create the nodes before their agents start: \`nodemesh sim up --nodes-only <dir>\`.
+\`sim down\` stops agents still running in the nodes it removes.
+
+Options:
+${STATE_DIR_HELP}
+  -h, --help          Show this help (agent options: nodemesh sim agent <node> -- --help)
+
+Example: nodemesh sim agent node-a -- --config examples/multinode
+`,
+  async run(argv) {
+    const dd = argv.indexOf('--');
+    const { values, positionals } = parse(dd < 0 ? argv : argv.slice(0, dd), { 'state-dir': { type: 'string' } });
+    if (positionals.length !== 1) throw usageError('sim agent takes one node: nodemesh sim agent <node> [-- <agent args...>]');
+    return runAgentInNode(positionals[0]!, dd < 0 ? [] : argv.slice(dd + 1), values['state-dir'] ? { stateDir: values['state-dir'] } : {});
+  },
+};
+
+export const simCommands: Command[] = [up, pods, nodes, exec, agent, down];

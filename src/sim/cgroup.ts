@@ -13,10 +13,21 @@ export function simCgroupParent(root: string): string {
   return join(root, SIM_CGROUP_PARENT);
 }
 
-/** `<root>/nodemesh-sim/kubepods/besteffort/pod<uid>`, as the kubelet's cgroupfs driver names it. */
-export function podCgroupPath(root: string, uid: string): string {
+/**
+ * The parent of a node's pod cgroups: `<root>/nodemesh-sim` for the host node, and
+ * `<root>/nodemesh-sim/<node>` for a node of multi-node mode (each node its own kubelet root).
+ */
+export function nodeCgroupParent(root: string, node?: string): string {
+  return node === undefined ? simCgroupParent(root) : join(simCgroupParent(root), node);
+}
+
+/**
+ * `<root>/nodemesh-sim[/<node>]/kubepods/besteffort/pod<uid>`, as the kubelet's cgroupfs
+ * driver names it; `node` only in multi-node mode.
+ */
+export function podCgroupPath(root: string, uid: string, node?: string): string {
   if (!/^[A-Za-z0-9-]+$/.test(uid)) throw new NodemeshError('NM_ERR_CONFIG_INVALID', `pod uid ${JSON.stringify(uid)} cannot name a cgroup (letters, digits and - only)`);
-  return join(simCgroupParent(root), 'kubepods', 'besteffort', `pod${uid}`);
+  return join(nodeCgroupParent(root, node), 'kubepods', 'besteffort', `pod${uid}`);
 }
 
 /** The pod cgroup as a path relative to the hierarchy root, e.g. /nodemesh-sim/kubepods/... */
@@ -141,11 +152,15 @@ export function pruneEmptyCgroups(dirs: string[]): void {
   }
 }
 
-/** Pod cgroup dirs (pod<uid>) under the simulator's parent: what a stateless `sim down` finds. */
+/**
+ * Pod cgroup dirs (pod<uid>) under the simulator's parent, the host node's
+ * (`nodemesh-sim/kubepods/…`) and every node's (`nodemesh-sim/<node>/kubepods/…`): what a
+ * stateless `sim down` and the "is another simulator running" check find.
+ */
 export function listPodCgroups(root: string): string[] {
-  const qos = join(simCgroupParent(root), 'kubepods');
+  const parent = simCgroupParent(root);
   const out: string[] = [];
-  if (!existsSync(qos)) return out;
+  if (!existsSync(parent)) return out;
   const walk = (d: string): void => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       if (!e.isDirectory()) continue;
@@ -154,6 +169,8 @@ export function listPodCgroups(root: string): string[] {
       else walk(p);
     }
   };
-  walk(qos);
+  const kubepods = [join(parent, 'kubepods')];
+  for (const e of readdirSync(parent, { withFileTypes: true })) if (e.isDirectory() && e.name !== 'kubepods') kubepods.push(join(parent, e.name, 'kubepods'));
+  for (const k of kubepods) if (existsSync(k)) walk(k);
   return out;
 }

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { NodemeshError } from '../errors.js';
 import { findPlugin } from './paths.js';
+import { nsenter } from './process.js';
 import { pluginInvocationConfig, type CniConfList } from './conflist.js';
 
 /** What the runtime knows about the sandbox it is wiring. */
@@ -18,6 +19,12 @@ export interface CniRuntime {
   cniPath: string[];
   /** Capability args (libcni's RuntimeConf.CapabilityArgs), e.g. { ips: ['10.244.0.9/24'] }. */
   capabilityArgs?: Record<string, unknown>;
+  /**
+   * The netns the runtime, and so every plugin, runs in: a multi-node node's. The `bridge`
+   * plugin makes its bridge and host-side veth there and turns ip_forward on there. Default:
+   * the caller's (host mode).
+   */
+  hostNetnsPath?: string;
   /** For messages: "namespace/name". */
   label?: string;
   timeoutMs?: number;
@@ -82,10 +89,15 @@ export function pluginEnv(command: string, rt: CniRuntime): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Runs one plugin binary. Asynchronous, so an in-process agent can answer a chained plugin. */
-export function execPlugin(binary: string, env: NodeJS.ProcessEnv, stdin: string, timeoutMs: number): Promise<PluginRun> {
+/**
+ * Runs one plugin binary, inside `hostNetnsPath` when given (nsenter --net: the mount
+ * namespace stays, so CNI_NETNS paths under /run/netns and a relay plugin's unix socket
+ * still resolve). Asynchronous, so an in-process agent can answer a chained plugin.
+ */
+export function execPlugin(binary: string, env: NodeJS.ProcessEnv, stdin: string, timeoutMs: number, hostNetnsPath?: string): Promise<PluginRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const [cmd, args] = hostNetnsPath ? [nsenter(), [`--net=${hostNetnsPath}`, '--', binary]] : [binary, []];
+    const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
@@ -166,7 +178,7 @@ async function runPlugin(
     });
   }
   const conf = pluginInvocationConfig(list, index, prevResult, rt.capabilityArgs);
-  const run = await execPlugin(binary, pluginEnv(command, rt), JSON.stringify(conf), rt.timeoutMs ?? 60_000);
+  const run = await execPlugin(binary, pluginEnv(command, rt), JSON.stringify(conf), rt.timeoutMs ?? 60_000, rt.hostNetnsPath);
   if (run.code !== 0) throw pluginFailure(type, command, rt, run);
   if (command !== 'ADD') return undefined;
   const text = run.stdout.trim();

@@ -4,8 +4,9 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { NodemeshError } from '../errors.js';
-import { DEFAULT_SUBNET, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME, simPaths } from './paths.js';
-import { writeFileAtomic } from './state.js';
+import { CLUSTER_POD_CIDR, DEFAULT_SUBNET, nodePaths, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME, simPaths, type SimPaths } from './paths.js';
+import { nodeNameProblem } from './nodes.js';
+import { readSimState, stateMode, writeFileAtomic, type SimNode, type SimState } from './state.js';
 
 /** One plugin's entry in a conflist: `type` plus whatever that plugin reads. */
 export interface CniPluginConf {
@@ -28,14 +29,25 @@ export interface ConflistOptions {
   bridge?: string;
   /** host-local's dataDir. */
   ipamDir: string;
+  /**
+   * Multi-node mode: the pod bridge is the pods' gateway (this address, `isGateway: true`)
+   * and pods route `routeTo` (the pod cluster CIDR) through it, and nothing else.
+   */
+  gateway?: { address: string; routeTo: string };
 }
 
 /**
- * The simulator's conflist: `bridge` with `host-local`. No gateway IP on the bridge and no
- * masquerading: pods only need L2 to each other, and nothing may leave the simulated cluster.
- * `capabilities.ips` lets the runtime pin `status.podIP` through `runtimeConfig.ips`.
+ * The simulator's conflist: `bridge` with `host-local`. `capabilities.ips` lets the runtime
+ * pin `status.podIP` through `runtimeConfig.ips`. No masquerading and no default route:
+ * nothing may leave the simulated cluster.
+ * - Host mode: no gateway IP on the bridge; pods only need L2 to each other.
+ * - Multi-node mode: the bridge holds the gateway address and pods route the pod cluster CIDR
+ *   to it, so other nodes' pods are reached through the node. The plugin runs inside the
+ *   node netns, so the ip_forward it turns on is the node's, never the host's.
  */
 export function generateConflist(opts: ConflistOptions): CniConfList {
+  const range: Record<string, string> = { subnet: opts.subnet ?? DEFAULT_SUBNET };
+  if (opts.gateway) range.gateway = opts.gateway.address;
   return {
     cniVersion: SIM_CNI_VERSION,
     name: SIM_NETWORK_NAME,
@@ -43,13 +55,14 @@ export function generateConflist(opts: ConflistOptions): CniConfList {
       {
         type: 'bridge',
         bridge: opts.bridge ?? SIM_BRIDGE,
-        isGateway: false,
+        isGateway: opts.gateway !== undefined,
         ipMasq: false,
         capabilities: { ips: true },
         ipam: {
           type: 'host-local',
           dataDir: opts.ipamDir,
-          ranges: [[{ subnet: opts.subnet ?? DEFAULT_SUBNET }]],
+          ranges: [[range]],
+          ...(opts.gateway ? { routes: [{ dst: opts.gateway.routeTo }] } : {}),
         },
       },
     ],
@@ -157,29 +170,97 @@ export function unchainPlugin(list: CniConfList, type: string): CniConfList {
 }
 
 /**
- * install-cni for the simulated node: adds `pluginConf` as the LAST plugin of the node's
+ * The CNI config dir a chained plugin goes into: the host node's (`<simDir>/net.d`), or in
+ * multi-node mode the named node's (`<simDir>/nodes/<node>/net.d`). In host mode (or with no
+ * simulator state) `node` is ignored: the host is the only node, whatever the agent calls it.
+ */
+function chainTarget(paths: SimPaths, node: string | undefined): { netDir: string; ensure: () => string } {
+  let state: SimState | undefined;
+  try {
+    state = readSimState(paths);
+  } catch {
+    state = undefined; // corrupt state: behave as before multi-node mode, on the host's config
+  }
+  if (stateMode(state) !== 'nodes') {
+    return { netDir: paths.netDir, ensure: () => ensureConflist(paths.netDir, { ipamDir: paths.ipamDir }) };
+  }
+  const names = state!.nodes.map((n) => n.name);
+  if (node === undefined) {
+    throw new NodemeshError('NM_ERR_SIM_NODE', `the simulator runs ${names.length} nodes (${names.join(', ')}): say which node's CNI config to chain into (the agent's --node)`, { where: paths.stateFile });
+  }
+  const rec = state!.nodes.find((n) => n.name === node);
+  if (!rec) {
+    throw new NodemeshError('NM_ERR_SIM_NODE', `no simulated node ${node} (nodes: ${names.join(', ') || 'none'}); create it first with \`nodemesh sim up --nodes-only <dir>\``, { where: paths.stateFile });
+  }
+  return { netDir: rec.netDir, ensure: () => ensureConflist(rec.netDir, nodeConflistOptions(rec)) };
+}
+
+/** The conflist options of a multi-node node (its subnet, gateway and IPAM dir). */
+export function nodeConflistOptions(node: SimNode): ConflistOptions {
+  const [net] = node.subnet.split('/');
+  const o = net!.split('.').map(Number);
+  return {
+    subnet: node.subnet,
+    bridge: node.bridge,
+    ipamDir: node.ipamDir,
+    gateway: { address: `${o[0]}.${o[1]}.${o[2]}.${o[3]! + 1}`, routeTo: CLUSTER_POD_CIDR },
+  };
+}
+
+/**
+ * install-cni for a simulated node: adds `pluginConf` as the LAST plugin of the node's
  * conflist (creating the simulator's conflist first if the dir has none), replacing an
  * earlier entry of the same type. Atomic (temp file + rename), so a concurrent ADD sees
  * either the old or the new chain.
+ *
+ * `node` picks the node in multi-node mode (required there: NM_ERR_SIM_NODE without it, or
+ * for a node the simulator does not have); in host mode it is ignored.
  */
-export function installChainedPlugin(stateDir: string | undefined, pluginConf: CniPluginConf): void {
+export function installChainedPlugin(stateDir: string | undefined, pluginConf: CniPluginConf, node?: string): void {
   if (!isRecord(pluginConf) || typeof pluginConf.type !== 'string' || pluginConf.type === '') {
     throw new NodemeshError('NM_ERR_CNI', 'a chained plugin config needs a "type"');
   }
-  const paths = simPaths(stateDir);
-  const file = ensureConflist(paths.netDir, { ipamDir: paths.ipamDir });
+  const file = chainTarget(simPaths(stateDir), node).ensure();
   const list = parseConflist(readFileSync(file, 'utf8'), file);
   writeFileAtomic(file, JSON.stringify(chainPlugin(list, pluginConf), null, 2) + '\n');
 }
 
-/** Removes every plugin of `type` (default nodemesh-cni) from the node's conflist. */
-export function uninstallChainedPlugin(stateDir: string | undefined, type = 'nodemesh-cni'): void {
-  const paths = simPaths(stateDir);
-  const file = findNetConfFile(paths.netDir);
+function unchainIn(netDir: string, type: string): void {
+  const file = findNetConfFile(netDir);
   if (!file) return;
   const list = parseConflist(readFileSync(file, 'utf8'), file);
   if (!list.plugins.some((p) => p.type === type)) return;
   writeFileAtomic(file, JSON.stringify(unchainPlugin(list, type), null, 2) + '\n');
+}
+
+/**
+ * Removes every plugin of `type` (default nodemesh-cni) from the simulator's CNI configs.
+ * Without `node`: from the host node's and every node's under `<simDir>/nodes/` (found on
+ * disk, so it works after `sim down` too). With `node`: from that node's, and from the host
+ * node's unless the simulator is in multi-node mode.
+ */
+export function uninstallChainedPlugin(stateDir: string | undefined, type = 'nodemesh-cni', node?: string): void {
+  const paths = simPaths(stateDir);
+  let nodes: string[];
+  if (node !== undefined) {
+    const why = nodeNameProblem(node);
+    if (why) throw new NodemeshError('NM_ERR_USAGE', why);
+    nodes = [node];
+  } else {
+    try {
+      nodes = readdirSync(paths.nodesDir);
+    } catch {
+      nodes = [];
+    }
+  }
+  let multi = false;
+  try {
+    multi = stateMode(readSimState(paths)) === 'nodes';
+  } catch {
+    /* corrupt state: clean everything we can find */
+  }
+  if (node === undefined || !multi) unchainIn(paths.netDir, type);
+  for (const n of nodes) unchainIn(nodePaths(paths, n).netDir, type);
 }
 
 /**

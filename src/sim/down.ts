@@ -1,14 +1,17 @@
-// `sim down`: remove every pod and host object the simulator created, from state.json, or
-// without it by scanning for the simulator's own names (netns prefix, bridge, cgroup parent).
-import { existsSync, rmdirSync, rmSync } from 'node:fs';
+// `sim down`: remove every pod, node and host object the simulator created, from state.json,
+// or without it by scanning for the simulator's own names (netns prefix, bridge, cgroup parent).
+import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { NodemeshError } from '../errors.js';
 import { findCgroup2Root, killCgroup, pruneEmptyCgroups, removeCgroupTree, simCgroupParent, terminateCgroups } from './cgroup.js';
 import { cniDel, type CniRuntime } from './cni.js';
-import { conflistBridge, findNetConfFile, loopbackConflist, readNetConf } from './conflist.js';
+import { conflistBridge, findNetConfFile, loopbackConflist, readNetConf, type CniConfList } from './conflist.js';
 import { bridgePorts, deleteLink, deleteNetns, linkExists, listSimNetns, netnsExists, netnsPath, restoreIpForward } from './host.js';
-import { cniSearchPath, SIM_BRIDGE, simPaths, type SimPaths } from './paths.js';
+import { linkedNetns, removeClusterNetwork, stopNetnsProcesses } from './network.js';
+import { teardownNode } from './node.js';
+import { netnsKind, nodeNameProblem, nodeOfNetns } from './nodes.js';
+import { cniSearchPath, nodePaths, SIM_BRIDGE, simPaths, type SimPaths } from './paths.js';
 import { containerIdFor, teardownPod, type Progress } from './pod.js';
-import { lockSim, readSimState, removeSimState, type SimState } from './state.js';
+import { lockSim, readSimState, removeSimState, stateMode, type SimState } from './state.js';
 import { requireRoot } from './query.js';
 
 export interface SimDownOptions {
@@ -33,12 +36,22 @@ export interface SimDownResult {
 }
 
 /**
- * Once no pod is left: remove the bridge (the bridge plugin never does), host-local's data,
- * the cgroup parent, restore ip_forward and delete state.json.
+ * Once no pod is left. Host mode: remove the bridge (the bridge plugin never does), host-local's
+ * data, the cgroup parent, restore ip_forward and delete state.json. Multi-node mode: only once
+ * no node is left either (nodes outlive their pods until `sim down`): remove the cluster
+ * network, the cgroup parent and state.json.
  */
 export async function finalizeIfEmpty(state: SimState, paths: SimPaths, progress: Progress): Promise<string[]> {
   if (state.pods.length > 0) return [];
   const warnings: string[] = [];
+  if (stateMode(state) === 'nodes') {
+    if (state.nodes.length > 0) return [];
+    if (state.clusterNetns && netnsExists(state.clusterNetns)) {
+      progress(`removing the cluster network (netns ${state.clusterNetns})`);
+      await stopNetnsProcesses([netnsPath(state.clusterNetns)], 0).catch((e: Error) => warnings.push(`cluster network: ${e.message}`));
+      await removeClusterNetwork().catch((e: Error) => warnings.push(`cluster network: ${e.message}`));
+    }
+  }
   for (const node of state.nodes) {
     // Only a bridge the simulator made: an operator's conflist may name one of the host's.
     if ((node.bridge === SIM_BRIDGE || node.bridgeCreated) && linkExists(node.bridge)) {
@@ -99,16 +112,51 @@ async function downFromState(state: SimState, paths: SimPaths, graceMs: number, 
     warnings.push(...(await teardownPod(state, paths, rec, progress)));
     removedPods.push(`${rec.namespace}/${rec.name}`);
   }
+  // Pods first, so their DEL still reaches each node's agent; then the nodes, with whatever
+  // runs in them (the agents), all given one grace period together.
+  const nodes = stateMode(state) === 'nodes' ? [...state.nodes].reverse() : [];
+  const nodeFiles = nodes.filter((n) => n.netns && netnsExists(n.netns)).map((n) => n.netnsPath ?? netnsPath(n.netns!));
+  if (nodeFiles.length) {
+    const pids = await stopNetnsProcesses(nodeFiles, graceMs).catch((e: Error) => {
+      warnings.push(e.message);
+      return [];
+    });
+    if (pids.length) progress(`stopped ${pids.length} process(es) running in the nodes (pid ${pids.join(', ')})`);
+  }
+  for (const node of nodes) warnings.push(...(await teardownNode(state, paths, node, graceMs, progress)));
   warnings.push(...(await finalizeIfEmpty(state, paths, progress)));
-  const left = recs.flatMap((r) => [...(netnsExists(r.netns) ? [`netns ${r.netns}`] : []), ...(existsSync(r.cgroup) ? [`cgroup ${r.cgroup}`] : [])]);
+  const left = [
+    ...recs.flatMap((r) => [...(netnsExists(r.netns) ? [`netns ${r.netns}`] : []), ...(existsSync(r.cgroup) ? [`cgroup ${r.cgroup}`] : [])]),
+    ...nodes.flatMap((n) => [...(n.netns && netnsExists(n.netns) ? [`netns ${n.netns}`] : []), ...(n.cgroupParent && existsSync(n.cgroupParent) ? [`cgroup ${n.cgroupParent}`] : [])]),
+    ...(state.clusterNetns && netnsExists(state.clusterNetns) ? [`netns ${state.clusterNetns}`] : []),
+  ];
   if (left.length) throw new NodemeshError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
   return { mode: 'state', removedPods, warnings };
 }
 
+/** The CNI config dirs a stateless `sim down` may find: the host node's and each node's. */
+function nodeDirsOnDisk(paths: SimPaths): string[] {
+  try {
+    return readdirSync(paths.nodesDir).filter((n) => !nodeNameProblem(n));
+  } catch {
+    return [];
+  }
+}
+
+function readConfIn(netDir: string): CniConfList | undefined {
+  try {
+    return findNetConfFile(netDir) ? readNetConf(netDir).list : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * No state: kill everything under the simulator's cgroup parent, DEL and delete each netns
- * with the simulator's prefix, remove the bridge and IPAM data. ip_forward is left as it is:
- * its value before the simulator started was only in the lost state.
+ * No state: kill everything under the simulator's cgroup parent; DEL and delete each pod netns
+ * (in multi-node mode through the config of the node its eth0 is linked to, run inside that
+ * node); stop what runs in the nodes and delete the node and cluster netns; remove the host
+ * bridge and IPAM data. ip_forward is left as it is: its value before the simulator started
+ * was only in the lost state (multi-node mode never changes the host's).
  */
 async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number, progress: Progress): Promise<SimDownResult> {
   const warnings: string[] = [];
@@ -125,10 +173,18 @@ async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number
     await terminateCgroups([parent], graceMs);
     await killCgroup(parent);
   }
-  const conf = findNetConfFile(paths.netDir) ? readNetConf(paths.netDir).list : undefined;
+  const conf = readConfIn(paths.netDir);
   const cniPath = cniSearchPath(opts.cniBinDirs);
-  for (const name of listSimNetns()) {
+  const all = listSimNetns();
+  const nodeNetns = all.filter((n) => netnsKind(n) === 'node');
+  const clusterNetns = all.filter((n) => netnsKind(n) === 'cluster');
+  let hostPods = 0;
+  for (const name of all.filter((n) => netnsKind(n) === 'pod')) {
     progress(`removing netns ${name}`);
+    const linked = await linkedNetns(name);
+    const node = linked && netnsKind(linked) === 'node' ? nodeOfNetns(linked) : undefined;
+    const list = node ? readConfIn(nodePaths(paths, node).netDir) : conf;
+    if (!node) hostPods++;
     const rt = (ifName: string): CniRuntime => ({
       containerId: containerIdFor(name),
       netnsPath: netnsPath(name),
@@ -136,12 +192,25 @@ async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number
       // The pod's name is gone with the state; DEL needs only the sandbox id and netns.
       args: 'IgnoreUnknown=1',
       cniPath,
+      ...(linked && node ? { hostNetnsPath: netnsPath(linked) } : {}),
       label: name,
     });
-    if (conf) await cniDel(conf, rt('eth0')).catch((e: Error) => warnings.push(`netns ${name}: CNI DEL: ${e.message}`));
+    if (list) await cniDel(list, rt('eth0')).catch((e: Error) => warnings.push(`netns ${name}: CNI DEL: ${e.message}`));
     await cniDel(loopbackConflist(), rt('lo')).catch((e: Error) => warnings.push(`netns ${name}: CNI DEL loopback: ${e.message}`));
     await deleteNetns(name).catch((e: Error) => warnings.push(e.message));
     if (!netnsExists(name)) removedPods.push(name);
+  }
+  const infra = [...nodeNetns, ...clusterNetns];
+  if (infra.length) {
+    const pids = await stopNetnsProcesses(infra.map(netnsPath), graceMs).catch((e: Error) => {
+      warnings.push(e.message);
+      return [];
+    });
+    if (pids.length) progress(`stopped ${pids.length} process(es) running in the nodes (pid ${pids.join(', ')})`);
+    for (const name of infra) {
+      progress(`removing netns ${name}`);
+      await deleteNetns(name).catch((e: Error) => warnings.push(e.message));
+    }
   }
   if (parent && existsSync(parent)) {
     try {
@@ -162,7 +231,8 @@ async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number
     }
   }
   rmSync(paths.ipamDir, { recursive: true, force: true });
-  if (removedPods.length > 0) warnings.push('no state: net.ipv4.ip_forward was left as it is (its value before `sim up` was only recorded in the state)');
+  for (const n of nodeDirsOnDisk(paths)) rmSync(nodePaths(paths, n).ipamDir, { recursive: true, force: true });
+  if (hostPods > 0) warnings.push('no state: net.ipv4.ip_forward was left as it is (its value before `sim up` was only recorded in the state)');
   const left = [...listSimNetns().map((n) => `netns ${n}`), ...(parent && existsSync(parent) ? [`cgroup ${parent}`] : [])];
   if (left.length) throw new NodemeshError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
   return { mode: 'scan', removedPods, warnings };

@@ -11,11 +11,11 @@ export const NETNS_RUN_DIR = '/run/netns';
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 
 /** Runs a host tool; rejects with its stderr. */
-export function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<string> {
+export function run(cmd: string, args: string[], timeoutMs = 30_000, code: 'NM_ERR_SIM_POD' | 'NM_ERR_SIM_NODE' = 'NM_ERR_SIM_POD'): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err) {
-        reject(new NodemeshError('NM_ERR_SIM_POD', `${cmd} ${args.join(' ')} failed: ${(stderr || err.message).trim()}`, { cause: err }));
+        reject(new NodemeshError(code, `${cmd} ${args.join(' ')} failed: ${(stderr || err.message).trim()}`, { cause: err }));
         return;
       }
       resolve(stdout);

@@ -13,6 +13,32 @@ export const SIM_CGROUP_PARENT = 'nodemesh-sim';
 export const SIM_NETWORK_NAME = 'nodemesh-sim';
 export const SIM_CONFLIST_NAME = '10-nodemesh-sim.conflist';
 export const DEFAULT_SUBNET = '10.244.0.0/24';
+
+/*
+ * Multi-node mode (docs/simulator.md, "More than one node"). Every name below lives inside a
+ * namespace the simulator creates, except the netns names themselves (under /run/netns).
+ */
+/** The netns holding the simulated cluster network (a bridge and one veth per node). */
+export const CLUSTER_NETNS = 'nm-cluster';
+/** The L2 switch of the cluster network, inside CLUSTER_NETNS. */
+export const CLUSTER_BRIDGE = 'nm-cbr0';
+/**
+ * A node's netns is `nm-node.<node>`. A pod's is `nm-<namespace>-<name>` and a namespace
+ * never holds a '.', so the two can never be confused (a stateless `sim down` relies on it).
+ */
+export const NODE_NETNS_PREFIX = 'nm-node.';
+/** The node network: node i has 10.240.0.<i+1>. */
+export const NODE_NETWORK = '10.240.0.0/24';
+/** An address on the cluster bridge for cluster-wide services (run the control plane there). */
+export const CLUSTER_SERVICE_IP = '10.240.0.254';
+/** Every node's pod subnet is a /24 of this: node i has 10.244.<i>.0/24. */
+export const CLUSTER_POD_CIDR = '10.244.0.0/16';
+/** The node's uplink to the cluster network, inside the node netns. */
+export const NODE_UPLINK = 'eth0';
+/** Where pods without spec.nodeName go in multi-node mode. */
+export const DEFAULT_NODE = 'node-0';
+/** bpffs pin root `sim agent` gives a node's agent: `<prefix><node>`. */
+export const NODE_PIN_ROOT_PREFIX = '/sys/fs/bpf/nodemesh-';
 /** Debian's containernetworking-plugins. */
 export const SYSTEM_CNI_DIR = '/usr/lib/cni';
 
@@ -32,6 +58,8 @@ export interface SimPaths {
   /** host-local's dataDir. */
   ipamDir: string;
   podsDir: string;
+  /** Per-node dirs in multi-node mode: `<simDir>/nodes/<node>/`. */
+  nodesDir: string;
 }
 
 export function simPaths(stateDir?: string): SimPaths {
@@ -45,7 +73,23 @@ export function simPaths(stateDir?: string): SimPaths {
     netDir: join(simDir, 'net.d'),
     ipamDir: join(simDir, 'ipam'),
     podsDir: join(simDir, 'pods'),
+    nodesDir: join(simDir, 'nodes'),
   };
+}
+
+/** One node's files in multi-node mode. */
+export interface NodePaths {
+  /** `<simDir>/nodes/<node>`; also the `--state-dir` of that node's agent (its files go to `agent/`). */
+  dir: string;
+  /** The node's CNI config dir (its /etc/cni/net.d). */
+  netDir: string;
+  /** host-local's dataDir for the node. */
+  ipamDir: string;
+}
+
+export function nodePaths(paths: SimPaths, node: string): NodePaths {
+  const dir = join(paths.nodesDir, node);
+  return { dir, netDir: join(dir, 'net.d'), ipamDir: join(dir, 'ipam') };
 }
 
 /** `<stateDir>/sim/pods/<ns>_<name>.log`. */

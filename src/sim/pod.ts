@@ -79,6 +79,7 @@ function runtimeFor(p: SimPod, node: SimNode, ifName: string, capabilityArgs?: R
     ifName,
     args: buildCniArgs(p),
     cniPath: node.cniPath,
+    ...(node.netnsPath ? { hostNetnsPath: node.netnsPath } : {}),
     label: `${p.namespace}/${p.name}`,
     ...(capabilityArgs ? { capabilityArgs } : {}),
   };
@@ -116,7 +117,7 @@ export async function createPod(state: SimState, paths: SimPaths, input: CreateP
     ifName: POD_IFNAME,
     netns,
     netnsPath: netnsPath(netns),
-    cgroup: podCgroupPath(state.cgroupRoot, pod.metadata.uid),
+    cgroup: podCgroupPath(state.cgroupRoot, pod.metadata.uid, node.netns ? node.name : undefined),
     workingDir: input.plans[0]?.cwd ?? '/',
     log: podLogPath(paths, ns, name),
     containers: [],
@@ -146,7 +147,9 @@ export async function createPod(state: SimState, paths: SimPaths, input: CreateP
     if (pod.requestedIp) caps.ips = [`${pod.requestedIp}/${subnet.prefix}`];
     // A failed ADD is followed by DEL (in teardownPod below), as a runtime does, so IPAM and
     // links are released.
-    const bridge = conflistBridge(list);
+    // Host mode: the bridge is in the root netns, so remember whether we made it and keep it
+    // out of the host's netfilter. A node's bridge lives and dies with the node netns.
+    const bridge = node.netns ? undefined : conflistBridge(list);
     const bridgeExisted = bridge !== undefined && linkExists(bridge);
     const result = await cniAdd(list, runtimeFor(rec, node, POD_IFNAME, caps));
     rec.cniResult = result;

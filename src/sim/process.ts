@@ -23,7 +23,7 @@ export interface PodSandbox {
 const ENTER_POD = 'cg=$1; ns=$2; nsenter=$3; shift 3; echo $$ > "$cg/cgroup.procs" && exec "$nsenter" --net="$ns" -- "$@"';
 
 let nsenterPath: string | undefined;
-function nsenter(): string {
+export function nsenter(): string {
   if (nsenterPath) return nsenterPath;
   for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
     if (dir && existsSync(join(dir, 'nsenter'))) return (nsenterPath = join(dir, 'nsenter'));

@@ -4,9 +4,9 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { NodemeshError } from '../errors.js';
 import { cgroupPids } from './cgroup.js';
-import { simPaths } from './paths.js';
+import { NODE_PIN_ROOT_PREFIX, nodePaths, simPaths, type SimPaths } from './paths.js';
 import { podEnv, runInPod, spawnInPod as spawnInSandbox, type SpawnInPodOptions } from './process.js';
-import { readSimState, type SimPod, type SimState } from './state.js';
+import { readSimState, stateMode, type SimNode, type SimPod, type SimState } from './state.js';
 
 export function requireRoot(what: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -70,6 +70,86 @@ export function listPods(opts: SimQueryOptions = {}): SimPodInfo[] {
   const st = readState(opts);
   if (!st) return [];
   return st.pods.map(toPodInfo).sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
+}
+
+/** One node as `sim nodes --json` prints it. */
+export interface SimNodeInfo {
+  name: string;
+  /** The node's address on the cluster network; null for the host node of host mode. */
+  ip: string | null;
+  /** The node's netns name (`ip netns exec <netns> …`); null for the host node of host mode. */
+  netns: string | null;
+  netnsPath: string | null;
+  /** The node's pod subnet. */
+  subnet: string;
+  /** The pod bridge (inside the node netns in multi-node mode). */
+  bridge: string;
+  /** The node's CNI config dir. */
+  netDir: string;
+  /** How many simulated pods run on it. */
+  pods: number;
+  /** The --state-dir `sim agent` gives this node's agent (its files go to `<agentStateDir>/agent/`). */
+  agentStateDir: string;
+  /** The --pin-root `sim agent` gives this node's agent; null: the agent's own default. */
+  pinRoot: string | null;
+}
+
+/** The host node of host mode (`ip`/`netns` null: it is the host itself). */
+export function hostNodeInfo(name: string, netDir: string, subnet: string, bridge: string, pods: number, agentStateDir = ''): SimNodeInfo {
+  return { name, ip: null, netns: null, netnsPath: null, subnet, bridge, netDir, pods, agentStateDir, pinRoot: null };
+}
+
+export function toNodeInfo(state: SimState, paths: SimPaths, n: SimNode): SimNodeInfo {
+  const pods = state.pods.filter((p) => p.hostNode === n.name).length;
+  if (stateMode(state) !== 'nodes' || !n.netns) return hostNodeInfo(n.name, n.netDir, n.subnet, n.bridge, pods, paths.stateDir);
+  return {
+    name: n.name,
+    ip: n.ip ?? null,
+    netns: n.netns,
+    netnsPath: n.netnsPath ?? null,
+    subnet: n.subnet,
+    bridge: n.bridge,
+    netDir: n.netDir,
+    pods,
+    agentStateDir: nodePaths(paths, n.name).dir,
+    pinRoot: `${NODE_PIN_ROOT_PREFIX}${n.name}`,
+  };
+}
+
+/** Every node of a state, in slot order (host mode: the one host node). */
+export function nodeInfos(state: SimState, paths: SimPaths): SimNodeInfo[] {
+  return [...state.nodes]
+    .filter((n) => n.phase !== 'Creating')
+    .sort((a, b) => (a.index ?? 0) - (b.index ?? 0))
+    .map((n) => toNodeInfo(state, paths, n));
+}
+
+/** The simulated nodes (empty when the simulator is down). Needs no root. */
+export function listNodes(opts: SimQueryOptions = {}): SimNodeInfo[] {
+  const paths = simPaths(opts.stateDir);
+  const st = readSimState(paths);
+  return st ? nodeInfos(st, paths) : [];
+}
+
+/** Finds a node by name; NM_ERR_SIM_NODE when the simulator has no such node. */
+export function getNode(name: string, opts: SimQueryOptions = {}): SimNodeInfo {
+  const list = listNodes(opts);
+  const n = list.find((x) => x.name === name);
+  if (!n) {
+    throw new NodemeshError('NM_ERR_SIM_NODE', `no simulated node ${name} (${list.length ? `nodes: ${list.map((x) => x.name).join(', ')}` : 'the simulator is down; run `nodemesh sim up <dir>`, or `sim up --nodes-only <dir>` to create only the nodes'})`);
+  }
+  return n;
+}
+
+/**
+ * `/run/netns/nm-node.<node>`: the netns a node's processes (its agent) run in. Throws
+ * NM_ERR_SIM_NODE for an unknown node, and for the host node of host mode, which is the
+ * root netns and has no such path.
+ */
+export function nodeNetnsPath(node: string, opts: SimQueryOptions = {}): string {
+  const n = getNode(node, opts);
+  if (!n.netnsPath) throw new NodemeshError('NM_ERR_SIM_NODE', `node ${node} is the host itself (host mode): it has no netns of its own`);
+  return n.netnsPath;
 }
 
 /** Finds a pod by `namespace/name` (or `name` in namespace default). */

@@ -8,13 +8,13 @@ import type { SimPaths } from './paths.js';
 export const STATE_VERSION = 1;
 
 /**
- * A node of the simulated cluster. Today there is one, wired in the host netns; the fields
- * are what a later multi-node simulator needs per node (each node its own netns, bridge,
- * subnet and CNI config dir).
+ * A node of the simulated cluster. In host mode there is one, the host itself (root netns,
+ * bridge nm-br0). In multi-node mode each node is a netns of its own with its own pod bridge,
+ * subnet, cgroup parent and CNI config dir, joined to the others by the cluster network.
  */
 export interface SimNode {
   name: string;
-  /** Bridge the CNI `bridge` plugin attaches this node's pods to. */
+  /** Bridge the CNI `bridge` plugin attaches this node's pods to (inside the node netns in multi-node mode). */
   bridge: string;
   subnet: string;
   /** The node's CNI config dir (its /etc/cni/net.d). */
@@ -23,8 +23,21 @@ export interface SimNode {
   ipamDir: string;
   /** CNI_PATH, as a list. */
   cniPath: string[];
-  /** The bridge did not exist before this simulator's first ADD: `sim down` may delete it. */
+  /** The bridge did not exist before this simulator's first ADD: `sim down` may delete it (host mode). */
   bridgeCreated?: boolean;
+  /** Multi-node mode only: the node's slot, which fixes its subnet, IP and cluster link. */
+  index?: number;
+  /** Multi-node mode only: the node's netns name (`nm-node.<name>`); absent for the host. */
+  netns?: string;
+  netnsPath?: string;
+  /** Multi-node mode only: the node's address on the cluster network (10.240.0.<index+1>). */
+  ip?: string;
+  /** Multi-node mode only: the veth end in the cluster netns. */
+  clusterLink?: string;
+  /** Parent of the node's pod cgroups: `<root>/nodemesh-sim` (host) or `<root>/nodemesh-sim/<node>`. */
+  cgroupParent?: string;
+  /** Multi-node mode only: 'Creating' until its netns, links and routes exist. */
+  phase?: 'Creating' | 'Ready';
 }
 
 export interface SimContainer {
@@ -71,6 +84,8 @@ export interface SimPod {
   createdAt: string;
 }
 
+export type SimMode = 'host' | 'nodes';
+
 export interface SimState {
   version: number;
   createdAt: string;
@@ -80,6 +95,10 @@ export interface SimState {
   cgroupRoot: string;
   /** `<cgroupRoot>/nodemesh-sim`. */
   cgroupParent: string;
+  /** 'host' (absent in older state files): one node, the host. 'nodes': every node a netns. */
+  mode?: SimMode;
+  /** Multi-node mode: the cluster network's netns, recorded before it is created. */
+  clusterNetns?: string;
   nodes: SimNode[];
   pods: SimPod[];
 }
@@ -107,6 +126,11 @@ export function readSimState(paths: SimPaths): SimState | undefined {
     throw new NodemeshError('NM_ERR_SIM_STATE', `the simulator state has an unknown shape (want version ${STATE_VERSION} with nodes and pods)`, { where: paths.stateFile });
   }
   return st as SimState;
+}
+
+/** The mode of a state: state files written before multi-node mode are host mode. */
+export function stateMode(state: SimState | undefined): SimMode | undefined {
+  return state ? (state.mode ?? 'host') : undefined;
 }
 
 /** Writes state.json atomically: a temp file in the same dir, fsync, rename. */

@@ -3,6 +3,7 @@
 // (bin/nodemesh, so `make ts` first) and the library. Ends by checking the host is exactly
 // as before. The chained run uses a fake agent (test/helpers/fake-cni-agent.ts) because the
 // real agent is tested on its own.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -215,9 +216,12 @@ describePrivileged('node simulator', () => {
     expect(pods().map((p) => p.name)).toContain('extra');
   });
 
-  it('records spec.nodeName as the pod\'s node', async () => {
-    const r = await simUp(mkdir({ 'n.yaml': podYaml('elsewhere').replace('spec:\n', 'spec:\n  nodeName: node-b\n') }), { stateDir });
-    expect(r.created.map((p) => [p.name, p.node])).toEqual([['elsewhere', 'node-b']]);
+  it('refuses a pod that names a node while the simulator runs in host mode, creating nothing', async () => {
+    const before = pods().map((p) => p.name);
+    const err = await simUp(mkdir({ 'n.yaml': podYaml('elsewhere').replace('spec:\n', 'spec:\n  nodeName: node-b\n') }), { stateDir }).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('NM_ERR_CONFIG_CONFLICT');
+    expect(pods().map((p) => p.name)).toEqual(before);
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/nm-node\./);
   });
 
   it('restarts the containers of a pod whose processes died, keeping its netns and IP', async () => {
