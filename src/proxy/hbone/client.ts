@@ -8,14 +8,15 @@ import { log as rootLog, type Logger } from '../../log.js';
 import type { SocketAddress } from '../types.js';
 import { connectFd } from '../upstream.js';
 import { HboneResetError, HboneStatusError, h2CodeName } from './errors.js';
-import { formatAuthority, formatForwarded, isValidTraceparent, newTraceparent } from './headers.js';
+import { DENY_POLICY_HEADER, formatAuthority, formatForwarded, isValidTraceparent, newTraceparent } from './headers.js';
 import { verifyServerIdentity } from './identity.js';
-import { DENY_POLICY_HEADER } from './server.js';
 import { HboneStream } from './stream.js';
 import { ALPN_H2, ContextCache, type HboneCredentials } from './tls.js';
 import { applyConnectionWindow, localSettings, resolveTuning, type HboneTuning } from './tuning.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = constants;
+
+const CHAIN_ERRORS = /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED|CERT_|INVALID_CA|PATH_LENGTH_EXCEEDED)/;
 
 /** The workload a tunnel is opened for: its identity and current certificate. */
 export interface HboneSource extends HboneCredentials {
@@ -317,8 +318,13 @@ export class HbonePool {
       }, this.#timeoutMs);
 
       const onTlsError = (e: Error & { code?: string }): void => {
-        if (isNodemeshError(e)) fail(e);
-        else fail(new NodemeshError('NM_ERR_HBONE_TLS', `TLS handshake with the HBONE server at ${where} (${s.destIdentity}) failed: ${e.message}`, { cause: e, tlsCode: e.code }));
+        if (isNodemeshError(e)) {
+          fail(e);
+          return;
+        }
+        // OpenSSL's verification codes; Node's text for them suggests system CAs, which is wrong here.
+        const why = e.code && CHAIN_ERRORS.test(e.code) ? `its certificate does not verify against the mesh roots (${e.code}); it may belong to another mesh or hold an expired certificate` : e.message;
+        fail(new NodemeshError('NM_ERR_HBONE_TLS', `TLS handshake with the HBONE server at ${where} (${s.destIdentity}) failed: ${why}`, { cause: e, tlsCode: e.code }));
       };
 
       const startTls = (sock: Socket): void => {

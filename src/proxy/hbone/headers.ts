@@ -4,6 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { SocketAddress } from '../types.js';
 
+/** The response header naming the policy that denied a CONNECT (401 only; nodemesh's own). */
+export const DENY_POLICY_HEADER = 'x-nodemesh-deny-policy';
+
 /**
  * Parses `:authority` as an address literal and port: `10.0.0.5:8080` or `[fd00::5]:8080`.
  * Returns undefined for anything else (host names, a missing or out-of-range port), since an

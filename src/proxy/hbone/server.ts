@@ -7,14 +7,11 @@ import { NodemeshError } from '../../errors.js';
 import { log as rootLog, type Logger } from '../../log.js';
 import { relay, type RelayProgress, type RelayResult } from '../relay.js';
 import { MESH_PORTS, type SocketAddress } from '../types.js';
-import { formatAuthority, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from './headers.js';
+import { DENY_POLICY_HEADER, formatAuthority, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from './headers.js';
 import { verifyClientIdentity } from './identity.js';
 import { HboneStream } from './stream.js';
 import { ALPN_H2, contextOptions, sameCredentials, type HboneCredentials } from './tls.js';
 import { applyConnectionWindow, localSettings, resolveTuning, type HboneTuning } from './tuning.js';
-
-/** The response header naming the policy that denied a request (on 401 only). */
-export const DENY_POLICY_HEADER = 'x-nodemesh-deny-policy';
 
 /** One CONNECT request that passed the request checks, as authorization and telemetry see it. */
 export interface InboundRequest {

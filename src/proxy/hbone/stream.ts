@@ -8,6 +8,23 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR } = constants;
 
 type Callback = (err?: Error | null) => void;
 
+const EMPTY = Buffer.alloc(0);
+
+function noError(code: number | undefined): boolean {
+  return code === undefined || code === NGHTTP2_NO_ERROR;
+}
+
+/**
+ * Sends RST_STREAM without a clean END_STREAM ahead of it. Http2Stream.close() ends the
+ * writable side first, and when nothing is being written that puts END_STREAM on the wire
+ * before the RST_STREAM, so the peer would see a FIN, then the reset. With a write in flight
+ * Node defers the END_STREAM until after the reset, when the stream is gone and it is dropped.
+ */
+function rstStream(h2: Http2Stream, code: number): void {
+  if (!h2.writableEnded) h2.write(EMPTY);
+  h2.close(code);
+}
+
 /**
  * Wraps the HTTP/2 stream of an established CONNECT tunnel (after the 200).
  *
@@ -46,8 +63,16 @@ export class HboneStream extends Duplex {
       if (!this.push(chunk)) h2.pause();
     });
     h2.on('end', () => {
+      // Node also ends a stream's readable side when the stream is reset or its session dies;
+      // only an END_STREAM that arrived while the stream was healthy is a FIN.
+      if (h2.destroyed || !noError(h2.rstCode)) return;
       this.#gotEnd = true;
-      this.push(null);
+      // Node emits 'end' between the callbacks for the frames of one read, so a RST_STREAM
+      // right behind the END_STREAM is only seen after it. Wait for the rest of the read
+      // before reporting a clean end; if it was a reset, #onClose fails the stream instead.
+      setImmediate(() => {
+        if (!this.destroyed && noError(h2.rstCode)) this.push(null);
+      });
     });
     h2.on('drain', () => {
       const cb = this.#writeCb;
@@ -127,7 +152,7 @@ export class HboneStream extends Duplex {
     const h2 = this.#h2;
     if (!h2.destroyed && !h2.closed) {
       const clean = !err && this.#resetCode === undefined && this.#gotEnd && this.#sentEnd;
-      if (!clean) h2.close(this.#resetCode ?? (err ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL));
+      if (!clean) rstStream(h2, this.#resetCode ?? (err ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL));
     }
     cb(err);
   }
@@ -135,7 +160,7 @@ export class HboneStream extends Duplex {
   #onClose(): void {
     if (this.destroyed) return;
     const code = this.#h2.rstCode;
-    if ((code === NGHTTP2_NO_ERROR || code === undefined) && this.#gotEnd) {
+    if (noError(code) && this.#gotEnd) {
       if (this.#sentEnd) return; // both sides finished: a clean close
       // RFC 9113 §8.1: after its END_STREAM a peer may close with NO_ERROR to say it wants no
       // more data. Like a TCP peer that closed: fine unless we still have bytes for it.
