@@ -73,6 +73,15 @@ describePrivileged('control plane to data path', () => {
     }
     throw new Error(`policy ${name} ${present ? 'never arrived' : 'never left'}`);
   };
+  /** Waits until the proxy holds an open connection from this workload to this port. */
+  const waitOpen = async (workload: string, port: number) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 10_000) {
+      if ((await mesh.flows()).some((f) => f.open && f.direction === 'inbound' && f.src.workload === workload && f.dst.port === port)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`no open connection from ${workload} to port ${port}`);
+  };
   const reach = (from: string, port = 8080) => mesh.client(from, ['who', mesh.ip('shop/backend'), String(port)]);
 
   beforeAll(async () => {
@@ -134,7 +143,10 @@ describePrivileged('control plane to data path', () => {
   it('closes an open connection within a second when a new policy denies it', async () => {
     const long = mesh.clientAsync('shop/frontend', ['echoloop', mesh.ip('shop/backend'), '9090', '6']);
     const other = mesh.clientAsync('shop/batch', ['echoloop', mesh.ip('shop/backend'), '9090', '3']);
-    await new Promise((r) => setTimeout(r, 1000));
+    // Starting a client in a pod takes a while on a busy machine: write the policy only once
+    // both connections are open, so that the deny hits an established connection.
+    await waitOpen('frontend', 9090);
+    await waitOpen('batch', 9090);
     const t0 = Date.now();
     writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
     const res = await long;
@@ -152,7 +164,7 @@ describePrivileged('control plane to data path', () => {
   it('keeps existing and new connections working while the control plane is down, and resyncs without an agent restart', async () => {
     const pidBefore = agentPid(mesh.sd);
     const long = mesh.clientAsync('shop/frontend', ['echoloop', mesh.ip('shop/backend'), '9090', '4']);
-    await new Promise((r) => setTimeout(r, 800));
+    await waitOpen('frontend', 9090);
     await mesh.stopControlPlane();
     // New connection with no control plane: the agent's last good state serves it.
     expect(reach('shop/batch').reply).toBeTruthy();
