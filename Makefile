@@ -105,6 +105,7 @@ demo: build
 
 bench: build
 	@node dist/bench/main.js
+	@node dist/bench/controlplane.js
 
 clean:
 	rm -rf dist bpf/build native/build

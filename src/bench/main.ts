@@ -2,12 +2,13 @@
 // direct path (no mesh: neither pod enrolled) and the captured path (both pods enrolled:
 // outbound and inbound through the node's shared proxy), and writes docs/benchmarks.md.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentPid, down, progress, startAgent } from '../cli/up.js';
 import { cliPath, packageRoot } from '../cli/paths.js';
 import { listPods, simUp } from '../sim/index.js';
+import { replaceSection } from './sections.js';
 
 const RUNS = Number(process.env.NODEMESH_BENCH_RUNS ?? 3);
 const SECONDS = Number(process.env.NODEMESH_BENCH_SECONDS ?? 5);
@@ -151,7 +152,7 @@ Not yet measured here: sidecar mode (one proxy per pod) — the sidecar harness 
 HBONE work; until then the ratio against sidecar mode is not reported.
 `;
     const file = join(packageRoot, 'docs', 'benchmarks.md');
-    writeFileSync(file, `# Benchmarks\n\nFigures are medians of ${RUNS} runs on a shared, noisy machine: read them as orders of magnitude.\n\n${section}`);
+    writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, 'l4', `Figures are medians of ${RUNS} runs on a shared, noisy machine: read them as orders of magnitude.\n\n${section}`));
     process.stdout.write(`\n${table}\n\nagent RSS ${f(idleRss)} MB idle, ${f(peakRss)} MB peak\nwritten to ${file}\n`);
     return 0;
   } finally {
