@@ -103,6 +103,9 @@ export class Agent {
       telemetry: { metrics: this.metrics, flows: this.flows, log: this.#o.log },
       onInboundListener: (pod, fd, kind) => redirect.registerInboundListener(pod.ip, kind, fd),
       ...(cp ? { router: cp } : {}),
+      // With a control plane every enrolled pod has a certificate: traffic between nodes goes
+      // over HBONE (mTLS on 15008). Local mode has no CA, so it stays plain TCP.
+      ...(cp ? { hbone: { credentials: cp.secrets, trustDomain: this.#o.trustDomain ?? 'cluster.local' } } : {}),
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
     });
     this.#proxy = proxy;
@@ -247,6 +250,7 @@ export class Agent {
         enrolledAt: p.enrolledAt,
       })) ?? [],
       listeners: this.#proxy?.listeners() ?? [],
+      hbonePool: this.#proxy?.hboneSessions() ?? [],
       workloads: this.#cp ? [...this.#cp.state.workloads()] : this.workloads.all(),
       connections: this.flows.open(),
     };

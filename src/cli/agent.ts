@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { readTokenFile, type ControlPlaneConnection } from '../xds/index.js';
 import { Agent, ConfigDirPodSource, DEFAULT_PIN_ROOT, parseEndpoint, stateDir } from '../agent/index.js';
 import { log } from '../log.js';
-import { installChainedPlugin } from '../sim/index.js';
+import { installChainedPlugin, SIM_STATE_DIR_ENV } from '../sim/index.js';
 import { parse, usageError, type Command } from './command.js';
 
 const help = `Usage: nodemesh agent --control-plane <addr> --token-file <f> --root-cert <f> [options]
@@ -91,7 +91,12 @@ export const agentCommand: Command = {
       log,
       onCniReady: values['no-install-cni']
         ? undefined
-        : (socket) => installChainedPlugin(sd, { type: 'nodemesh-cni', agentSocket: socket }),
+        : // Under `sim agent` the simulator's state dir comes in the environment, and the node
+          // names which of its CNI configs to chain into; otherwise the agent's own state dir.
+          (socket) => {
+            const simSd = process.env[SIM_STATE_DIR_ENV];
+            installChainedPlugin(simSd ?? sd, { type: 'nodemesh-cni', agentSocket: socket }, simSd ? (values.node ?? hostname()) : undefined);
+          },
     });
     const stopped = new Promise<void>((res) => {
       const stop = () => {

@@ -1,15 +1,15 @@
 // `nodemesh up` and `nodemesh down`: the whole embedded setup (simulated pods + agent) in
 // the background, and its complete removal.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { agentPaths, DEFAULT_PIN_ROOT, stateDir } from '../agent/index.js';
-import { NodemeshError } from '../errors.js';
 import { Redirector } from '../redirect/index.js';
 import { listPods, simDown, simUp, uninstallChainedPlugin } from '../sim/index.js';
+import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './cluster.js';
 import { parse, usageError, type Command } from './command.js';
-import { packageRoot } from './paths.js';
+import { controlPlaneDir, getJson, httpReady, pidIn, startDaemon, stopPid } from './daemon.js';
+
+export { controlPlaneDir, getJson, httpGet } from './daemon.js';
 
 export const ADMIN = 'http://127.0.0.1:15000';
 
@@ -17,101 +17,12 @@ export function progress(msg: string): void {
   process.stderr.write(`==> ${msg}\n`);
 }
 
-export function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {
-  return new Promise((res, rej) => {
-    const req = get(url, { timeout: timeoutMs }, (r) => {
-      let body = '';
-      r.setEncoding('utf8');
-      r.on('data', (d: string) => (body += d));
-      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
-    req.on('error', rej);
-  });
-}
-
-export async function getJson<T>(url: string): Promise<T> {
-  const r = await httpGet(url);
-  if (r.status !== 200) throw new Error(`GET ${url}: HTTP ${r.status}: ${r.body.trim()}`);
-  return JSON.parse(r.body) as T;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export function agentPid(sd: string): number | undefined {
   return pidIn(agentPaths(sd).pidFile);
 }
 
-function tail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
 export const CP_ADMIN = 'http://127.0.0.1:15014';
 export const CP_ADDRESS = '127.0.0.1:15012';
-
-/** Where `nodemesh up` keeps the embedded control plane's state (token, root, log). */
-export function controlPlaneDir(sd: string): string {
-  return join(sd, 'control-plane');
-}
-
-function pidIn(file: string): number | undefined {
-  try {
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    return pid > 0 && alive(pid) ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Starts a nodemesh process in the background and waits for its readiness URL. */
-async function startDaemon(what: string, args: string[], logFile: string, pidFile: string, readyUrl: string): Promise<number> {
-  const existing = pidIn(pidFile);
-  if (existing) return existing;
-  const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [join(packageRoot, 'dist', 'cli', 'main.js'), ...args], {
-    detached: true,
-    stdio: ['ignore', out, out],
-    env: { ...process.env, NODEMESH_LOG_LEVEL: process.env.NODEMESH_LOG_LEVEL ?? 'info' },
-  });
-  child.unref();
-  const pid = child.pid!;
-  writeFileSync(pidFile, `${pid}\n`);
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (!alive(pid)) {
-      rmSync(pidFile, { force: true });
-      throw new NodemeshError('NM_ERR_AGENT_UNAVAILABLE', `the ${what} exited during start; last lines of ${logFile}:\n${tail(logFile)}`);
-    }
-    try {
-      if ((await httpGet(readyUrl, 500)).status === 200) return pid;
-    } catch {
-      /* not listening yet */
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  process.kill(pid, 'SIGTERM');
-  throw new NodemeshError('NM_ERR_TIMEOUT', `the ${what} did not become ready in 30 s; see ${logFile}:\n${tail(logFile)}`);
-}
-
-async function stopPid(pid: number | undefined): Promise<boolean> {
-  if (!pid) return false;
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + 10_000;
-  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
-  return true;
-}
 
 /** Starts the agent in local mode (pod metadata from `dir`, no control plane). */
 export async function startAgent(dir: string, sd: string, extra: string[] = []): Promise<number> {
@@ -127,7 +38,7 @@ export async function startAgentWithControlPlane(sd: string, extra: string[] = [
 async function startAgentWith(sd: string, args: string[]): Promise<number> {
   const paths = agentPaths(sd);
   mkdirSync(paths.dir, { recursive: true });
-  return startDaemon('agent', ['agent', '--state-dir', sd, ...args], paths.logFile, paths.pidFile, `${ADMIN}/healthz/ready`);
+  return startDaemon({ what: 'agent', args: ['agent', '--state-dir', sd, ...args], logFile: paths.logFile, pidFile: paths.pidFile, ready: httpReady(`${ADMIN}/healthz/ready`) });
 }
 
 export async function stopAgent(sd: string): Promise<boolean> {
@@ -137,7 +48,7 @@ export async function stopAgent(sd: string): Promise<boolean> {
 export async function startControlPlane(dir: string, sd: string): Promise<number> {
   const cp = controlPlaneDir(sd);
   mkdirSync(cp, { recursive: true });
-  return startDaemon('control plane', ['control-plane', '--config', dir, '--state-dir', cp], join(cp, 'control-plane.log'), join(cp, 'control-plane.pid'), `${CP_ADMIN}/healthz/ready`);
+  return startDaemon({ what: 'control plane', args: ['control-plane', '--config', dir, '--state-dir', cp], logFile: join(cp, 'control-plane.log'), pidFile: join(cp, 'control-plane.pid'), ready: httpReady(`${CP_ADMIN}/healthz/ready`) });
 }
 
 export async function stopControlPlane(sd: string): Promise<boolean> {
@@ -157,6 +68,9 @@ interface DumpPod {
 export async function up(dirArg: string, sd: string, opts: { local?: boolean } = {}): Promise<void> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw usageError(`config directory ${dir} does not exist`);
+  // Nodes first (none in host mode): each node's agent must run before its pods are created.
+  const nodes = await simUp(dir, { stateDir: sd, nodesOnly: true, onProgress: (l) => progress(l) });
+  if (nodes.mode === 'nodes') return upNodes(dir, sd, opts);
   if (opts.local) {
     progress(`starting the node agent in local mode (log: ${agentPaths(sd).logFile})`);
     await startAgent(dir, sd);
@@ -176,7 +90,34 @@ export async function up(dirArg: string, sd: string, opts: { local?: boolean } =
   process.stdout.write(`\nagent admin: ${ADMIN}/config_dump   metrics: http://127.0.0.1:15020/metrics\n${opts.local ? '' : `control plane: ${CP_ADDRESS} (xDS, CA), admin ${CP_ADMIN}/debug/config-errors\n`}state and logs: ${sd}\n`);
 }
 
+/** Multi-node: the control plane on the cluster network, one agent per node netns, then the pods. */
+async function upNodes(dir: string, sd: string, opts: { local?: boolean }): Promise<void> {
+  const nodes = multiNodeNodes(sd);
+  if (!opts.local) {
+    progress(`starting the control plane on the cluster network, ${CLUSTER_CP_ADDRESS} (log: ${join(controlPlaneDir(sd), 'control-plane.log')})`);
+    await startClusterControlPlane(dir, sd);
+  }
+  for (const n of nodes) {
+    progress(`starting the agent of node ${n.name} in netns ${n.netns} (log: ${join(n.agentStateDir, 'agent', 'agent.log')})`);
+    await startNodeAgent(n, sd, dir, { local: opts.local ?? false });
+  }
+  progress('creating pods (CNI bridge + host-local + nodemesh-cni, in each node)');
+  await simUp(dir, { stateDir: sd, onProgress: (l) => progress(l) });
+  const enrolled = new Set<string>();
+  for (const n of nodes) for (const p of (await nodeDump<{ pods: DumpPod[] }>(n)).pods) enrolled.add(`${p.namespace}/${p.name}`);
+  const pods = await listPods({ stateDir: sd });
+  printTable(['POD', 'IP', 'NODE', 'MESH'], pods.map((p) => [`${p.namespace}/${p.name}`, p.ip, p.node, enrolled.has(`${p.namespace}/${p.name}`) ? 'captured' : 'not enrolled']));
+  process.stdout.write(
+    `\nnodes: ${nodes.map((n) => `${n.name} (netns ${n.netns}, ${n.ip})`).join(', ')}\n` +
+      `agent admin in a node: ip netns exec <netns> curl -s 127.0.0.1:15000/config_dump   metrics: 127.0.0.1:15020/metrics\n` +
+      (opts.local ? '' : `control plane: ${CLUSTER_CP_ADDRESS} in netns nm-cluster (admin: ip netns exec nm-cluster curl -s 127.0.0.1:15014/debug/config-errors)\n`) +
+      `state and logs: ${sd}\n`,
+  );
+}
+
 export async function down(sd: string, pinRoot = DEFAULT_PIN_ROOT): Promise<void> {
+  // Known before the simulator forgets them: each node's agent has its own pins and files.
+  const nodes = multiNodeNodes(sd);
   progress('removing pods');
   await simDown({ stateDir: sd, onProgress: (l) => progress(l) });
   progress('stopping the agent');
@@ -184,8 +125,10 @@ export async function down(sd: string, pinRoot = DEFAULT_PIN_ROOT): Promise<void
   if (await stopControlPlane(sd)) progress('stopped the control plane');
   rmSync(controlPlaneDir(sd), { recursive: true, force: true });
   uninstallChainedPlugin(sd);
-  progress(`removing pinned programs under ${pinRoot}`);
+  progress(`removing pinned programs under ${[pinRoot, ...nodes.map((n) => n.pinRoot)].join(', ')}`);
   await Redirector.destroyAll(pinRoot);
+  await removeNodePins(nodes);
+  removeNodeAgentDirs(nodes);
   rmSync(agentPaths(sd).dir, { recursive: true, force: true });
 }
 

@@ -1,8 +1,8 @@
 // One proxied connection from accept to close: upstream connect, relay, telemetry for each
 // reporter that sees it, and a reset to the client whenever the upstream cannot be had.
 import type { Logger } from '../log.js';
-import { tcpLabels, type FlowLog, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
-import { relay, type RelayEnd, type RelayProgress } from './relay.js';
+import { tcpLabels, type FlowLog, type HboneInfo, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
+import { relay, type RelayEnd, type RelayProgress, type RelayResult } from './relay.js';
 import type { AuthorizeInput, LocalPod } from './types.js';
 
 export interface Telemetry {
@@ -25,6 +25,8 @@ export interface ConnectionView {
   service?: { hostname: string; name: string; namespace: string };
   /** The authorization decision taken for this connection, if one was. */
   policy?: { allowed: boolean; name?: string };
+  /** The HBONE tunnel carrying the connection, when it crossed nodes. */
+  hbone?: HboneInfo;
 }
 
 /** What it takes to authorize a connection again when policy changes. */
@@ -112,23 +114,53 @@ export class ConnectionTracker {
       originalDst: v.originalDst,
       upstream: v.upstreamLabel,
       ...(v.policy ? { policy: v.policy } : {}),
+      ...(v.hbone ? { hbone: v.hbone } : {}),
     });
   }
 
   /** Refuses a connection that authorization denied: reset, recorded and counted as DENY. */
   deny(client: RelayEnd, views: ConnectionView[], policy: { name?: string; reason: string }): void {
-    const t0 = performance.now();
     client.on('error', () => {});
+    this.refused(views, { flags: 'DENY', error: `denied: ${policy.reason}${policy.name ? ` by ${policy.name}` : ''}`, policy: { allowed: false, ...(policy.name ? { name: policy.name } : {}) } });
+    client.resetAndDestroy();
+  }
+
+  /**
+   * Records a connection that was refused before any byte was relayed (a denied or failed
+   * HBONE CONNECT, a denied plaintext connection): one closed record and metric per view.
+   */
+  refused(views: ConnectionView[], r: { flags: string; error: string; policy?: { allowed: boolean; name?: string } }): void {
+    const t0 = performance.now();
     for (const v of views) {
-      const record = this.#start({ ...v, policy: { allowed: false, ...(policy.name ? { name: policy.name } : {}) } });
-      record.responseFlags = 'DENY';
-      record.error = `denied: ${policy.reason}${policy.name ? ` by ${policy.name}` : ''}`;
-      const labels = labelsOf(v, 'DENY');
+      const record = this.#start({ ...v, ...(r.policy ? { policy: r.policy } : {}) });
+      record.responseFlags = r.flags;
+      record.error = r.error;
+      const labels = labelsOf(v, r.flags);
       this.#t.metrics.connectionOpened(labels);
       this.#t.metrics.connectionClosed(labels);
       this.#t.flows.finish(record, t0);
     }
-    client.resetAndDestroy();
+  }
+
+  /**
+   * Tracks a connection whose relay runs elsewhere (the HBONE server relays its own tunnels):
+   * records, metrics and byte flushes as for run(), and revocation on policy change.
+   */
+  async observe(client: RelayEnd, upstream: RelayEnd, r: { done: Promise<RelayResult>; progress: RelayProgress }, plan: ConnectionView & { authz?: AuthzContext }): Promise<void> {
+    const t0 = performance.now();
+    const conn: ActiveConnection = {
+      records: [this.#start(plan)],
+      labels: [labelsOf(plan)],
+      reported: { sent: 0, received: 0 },
+      client,
+      upstream,
+      progress: r.progress,
+      ...(plan.authz ? { authz: plan.authz } : {}),
+    };
+    this.active.add(conn);
+    this.#t.metrics.activeConnections.inc({ direction: plan.direction });
+    for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
+    this.#finish(conn, plan, t0, await r.done);
   }
 
   /** Runs one connection to completion. Never throws: failures reset the client. */
@@ -185,8 +217,13 @@ export class ConnectionTracker {
     }
     const r = relay(client, upstream);
     conn.progress = r.progress;
-    const res = await r.done;
+    this.#finish(conn, plan, t0, await r.done);
+  }
+
+  /** Books the outcome of a finished relay: last byte counts, error flags, closed metrics. */
+  #finish(conn: ActiveConnection, plan: Pick<ConnectionPlan, 'direction' | 'onEnd'>, t0: number, res: RelayResult): void {
     this.#report(conn);
+    const { metrics } = this.#t;
     for (const rec of conn.records) {
       rec.bytesSent = res.sent;
       rec.bytesReceived = res.received;
@@ -210,7 +247,7 @@ export class ConnectionTracker {
     c.upstream?.resetAndDestroy();
   }
 
-  #end(conn: ActiveConnection, plan: ConnectionPlan, t0: number): void {
+  #end(conn: ActiveConnection, plan: Pick<ConnectionPlan, 'direction' | 'onEnd'>, t0: number): void {
     this.active.delete(conn);
     this.#t.metrics.activeConnections.dec({ direction: plan.direction });
     for (const r of conn.records) this.#t.flows.finish(r, t0);

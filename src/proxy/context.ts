@@ -6,7 +6,7 @@ import type { Authorizer, LocalPod, MeshRouter, OriginalDstResolver, RouteTarget
 
 /** Opens HBONE tunnels to other nodes (mTLS + HTTP/2 CONNECT to the destination's 15008). */
 export interface HboneDialer {
-  dial(src: LocalPod, target: RouteTarget & { identity: string }, forwardedFor: string): Promise<RelayEnd>;
+  dial(src: LocalPod, target: RouteTarget & { identity: string }, forwardedFor: string, traceparent: string): Promise<RelayEnd>;
 }
 
 export interface ProxyContext {

@@ -6,8 +6,9 @@
 import type { Socket } from 'node:net';
 import type { ConnectionView } from './connection.js';
 import { podName, type ProxyContext } from './context.js';
+import { newTraceparent } from './hbone/index.js';
 import { deliver } from './inbound.js';
-import { peerOf, type LocalPod, type RouteTarget } from './types.js';
+import { HBONE_PORT, peerOf, type LocalPod, type RouteTarget } from './types.js';
 
 /** Node's private handle fd; present on Linux for TCP sockets. */
 function fdOf(sock: Socket): number {
@@ -58,11 +59,13 @@ export function handleOutbound(ctx: ProxyContext, pod: LocalPod, client: Socket)
   if (route.hbone && route.identity && ctx.hbone) {
     const dialer = ctx.hbone;
     const withId = { ...route, identity: route.identity };
+    const traceparent = newTraceparent();
     void ctx.tracker.run(client, {
       ...base,
       securityPolicy: 'mutual_tls',
-      upstreamLabel: `${target} via HBONE ${route.addr.ip}:15008`,
-      open: () => dialer.dial(pod, withId, pod.ip),
+      upstreamLabel: `${target} via HBONE ${route.addr.ip}:${HBONE_PORT}`,
+      hbone: { peer: `${route.addr.ip}:${HBONE_PORT}`, traceparent },
+      open: () => dialer.dial(pod, withId, pod.ip, traceparent),
       ...(route.release ? { onEnd: route.release } : {}),
     });
     return;

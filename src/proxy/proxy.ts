@@ -5,22 +5,29 @@ import { closeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { ConnectionTracker, type Telemetry } from './connection.js';
-import { podName, type HboneDialer, type ProxyContext } from './context.js';
+import { podName, type ProxyContext } from './context.js';
+import type { HboneSessionInfo, HboneTuning } from './hbone/index.js';
 import { handleInbound } from './inbound.js';
+import { serveHbone } from './inbound-hbone.js';
 import { handleOutbound } from './outbound.js';
+import { HboneOutbound } from './outbound-hbone.js';
 import type { RelayEnd } from './relay.js';
-import type { Authorizer, LocalPod, MeshRouter, OriginalDstResolver, UpstreamConnector, WorkloadIndex } from './types.js';
+import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex } from './types.js';
 
-export const OUTBOUND_PORT = 15001;
-export const INBOUND_PORT = 15006;
-export const HBONE_PORT = 15008;
+export { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT };
 
 /** Opens a listening socket inside a namespace and returns its fd. */
 export type NetnsListen = (netnsPath: string, opts: { host: string; port: number; backlog?: number }) => Promise<number>;
 
-/** Serves HBONE for one pod on a listening fd made in its netns. */
-export interface HboneInbound {
-  serve(pod: LocalPod, fd: number): Promise<{ close(): Promise<void> }>;
+/** HBONE settings: where pod certificates come from, the trust domain, pool and window tuning. */
+export interface HboneOptions {
+  credentials: WorkloadCredentials;
+  trustDomain: string;
+  /** Streams per pooled session before another is opened (default 100). */
+  maxStreamsPerSession?: number;
+  /** Idle pooled sessions are closed after this long (default 60 s). */
+  idleTimeoutMs?: number;
+  tuning?: Partial<HboneTuning>;
 }
 
 export interface ProxyOptions {
@@ -37,7 +44,7 @@ export interface ProxyOptions {
   /** Decides every inbound connection; absent means allow all (local mode without policy). */
   authorize?: Authorizer;
   /** HBONE to and from other nodes; absent means no 15008 listener and no tunnels. */
-  hbone?: { dialer: HboneDialer; inbound: HboneInbound };
+  hbone?: HboneOptions;
   /** Hand same-node connections from outbound to inbound in process (default true). */
   fastPath?: boolean;
 }
@@ -75,6 +82,7 @@ export class NodeProxy {
   readonly #byIp = new Map<string, LocalPod>();
   readonly #log: Logger;
   readonly #ctx: ProxyContext;
+  readonly #hbone: HboneOutbound | undefined;
   /**
    * Upstream sockets this proxy opened for its own pods, by local `ip:port`. A connection
    * arriving inbound from one of them comes from that pod for certain (the socket is ours),
@@ -86,6 +94,20 @@ export class NodeProxy {
     this.#o = o;
     this.#log = o.telemetry.log.child({ component: 'proxy' });
     this.tracker = new ConnectionTracker(o.telemetry);
+    const timeoutMs = o.connectTimeoutMs ?? 5000;
+    this.#hbone = o.hbone
+      ? new HboneOutbound({
+          credentials: o.hbone.credentials,
+          upstream: o.upstream,
+          localPod: (ip) => this.#byIp.get(ip),
+          hbonePort: HBONE_PORT,
+          connectTimeoutMs: timeoutMs,
+          ...(o.hbone.maxStreamsPerSession ? { maxStreamsPerSession: o.hbone.maxStreamsPerSession } : {}),
+          ...(o.hbone.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.hbone.idleTimeoutMs } : {}),
+          ...(o.hbone.tuning ? { tuning: o.hbone.tuning } : {}),
+          log: o.telemetry.log,
+        })
+      : undefined;
     this.#ctx = {
       log: this.#log,
       tracker: this.tracker,
@@ -94,9 +116,9 @@ export class NodeProxy {
       workloads: o.workloads,
       ...(o.router ? { router: o.router } : {}),
       ...(o.authorize ? { authorize: o.authorize } : {}),
-      ...(o.hbone ? { hbone: o.hbone.dialer } : {}),
+      ...(this.#hbone ? { hbone: this.#hbone } : {}),
       fastPath: o.fastPath ?? true,
-      timeoutMs: o.connectTimeoutMs ?? 5000,
+      timeoutMs,
       localPod: (ip) => this.#byIp.get(ip),
       registerOrigin: (sock, pod) => this.#registerOrigin(sock, pod),
       originOf: (ip, port, local) => this.#originOf(ip, port, local),
@@ -143,7 +165,7 @@ export class NodeProxy {
       if (this.#o.hbone) {
         const hb = await open('hbone', '0.0.0.0', HBONE_PORT);
         this.#o.onInboundListener?.(pod, hb, 'hbone');
-        l.hbone = await this.#o.hbone.inbound.serve(pod, hb);
+        l.hbone = serveHbone(this.#ctx, pod, hb, { credentials: this.#o.hbone.credentials, trustDomain: this.#o.hbone.trustDomain, ...(this.#o.hbone.tuning ? { tuning: this.#o.hbone.tuning } : {}) });
         owned.add(hb);
       }
     } catch (err) {
@@ -206,8 +228,14 @@ export class NodeProxy {
     }));
   }
 
+  /** The pooled outbound HBONE sessions, for /config_dump. */
+  hboneSessions(): HboneSessionInfo[] {
+    return this.#hbone?.pool.stats().sessions ?? [];
+  }
+
   async close(): Promise<void> {
     this.tracker.stop();
     await Promise.all([...this.#pods.keys()].map((uid) => this.removePod(uid)));
+    await this.#hbone?.close();
   }
 }

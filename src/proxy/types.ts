@@ -47,8 +47,13 @@ export function peerOf(pod: LocalPod): PeerInfo {
   };
 }
 
+/** Istio ambient's ports inside each enrolled pod's netns (DESIGN.md, Ports). */
+export const OUTBOUND_PORT = 15001;
+export const INBOUND_PORT = 15006;
+export const HBONE_PORT = 15008;
+
 /** Ports the mesh owns inside every pod; traffic addressed to them is never relayed. */
-export const MESH_PORTS = new Set([15000, 15001, 15006, 15008, 15020, 15021]);
+export const MESH_PORTS = new Set([15000, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, 15020, 15021]);
 
 /** The authorization question the proxy asks for every inbound connection. */
 export interface AuthorizeInput {
@@ -87,4 +92,22 @@ export interface RouteTarget {
 export interface MeshRouter {
   /** Resolves an original destination; `undefined` means outside the mesh (pass through). */
   route(dst: SocketAddress): RouteTarget | undefined;
+}
+
+/** A pod's SPIFFE identity: `spiffe://<td>/ns/<ns>/sa/<sa>`. */
+export function podIdentity(pod: LocalPod): string {
+  return `spiffe://${pod.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+}
+
+/** Certificate, key and mesh roots of a workload, all PEM (what HBONE presents and trusts). */
+export interface WorkloadCertificate {
+  certChainPem: string;
+  keyPem: string;
+  rootsPem: string;
+}
+
+/** Where the proxy gets the certificates its pods present on HBONE. */
+export interface WorkloadCredentials {
+  /** The pod identity's current certificate; fetches it on first use. */
+  get(identity: string): Promise<WorkloadCertificate>;
 }

@@ -7,6 +7,7 @@ export type { SimDownOptions, SimDownResult } from './down.js';
 export { execInPod, getNode, getPod, listNodes, listPods, nodeNetnsPath, readState, spawnInPod, toPodInfo } from './query.js';
 export type { SimNodeInfo, SimPodInfo, SimPodStatus, SimQueryOptions } from './query.js';
 export type { SpawnInPodOptions } from './process.js';
+export { nsenter } from './process.js';
 export { nodeAgentCommand, runAgentInNode, SIM_STATE_DIR_ENV, spawnAgentInNode, spawnInNode } from './agent.js';
 export type { InNodeOptions, NodeAgentCommand, NodeAgentOptions } from './agent.js';
 export { readSimState, stateMode } from './state.js';

@@ -5,6 +5,16 @@ import type { PeerInfo } from './labels.js';
 
 export type Direction = 'outbound' | 'inbound';
 
+/** The HBONE tunnel of a cross-node connection, as each side saw it. */
+export interface HboneInfo {
+  /** Outbound: the destination's HBONE address; inbound: the TCP peer of the tunnel. */
+  peer: string;
+  /** W3C trace context sent (outbound) or received (inbound) with the CONNECT. */
+  traceparent: string;
+  /** Inbound: the client address the source sent in `forwarded: for=`. */
+  forwardedFor?: string;
+}
+
 export interface FlowRecord {
   id: number;
   direction: Direction;
@@ -26,6 +36,7 @@ export interface FlowRecord {
   error?: string;
   /** Authorization decision and policy, when one was taken. */
   policy?: { allowed: boolean; name?: string };
+  hbone?: HboneInfo;
   open: boolean;
 }
 
@@ -64,6 +75,7 @@ export class FlowLog {
         duration_ms: rec.durationMs,
         response_flags: rec.responseFlags,
         policy: rec.policy,
+        ...(rec.hbone ? { hbone: rec.hbone } : {}),
         error: rec.error,
       },
       'connection complete',

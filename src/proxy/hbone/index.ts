@@ -5,4 +5,4 @@ export { HboneStream } from './stream.js';
 export { HboneResetError, HboneStatusError } from './errors.js';
 export type { HboneCredentials } from './tls.js';
 export { DEFAULT_TUNING, NODE_DEFAULT_TUNING, type HboneTuning } from './tuning.js';
-export { DENY_POLICY_HEADER, formatForwarded, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from './headers.js';
+export { DENY_POLICY_HEADER, formatAuthority, formatForwarded, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from './headers.js';

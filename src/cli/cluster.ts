@@ -1,0 +1,99 @@
+// The multi-node embedded setup behind `nodemesh up` when Pods name nodes: the control plane
+// runs on the simulated cluster network (netns nm-cluster, 10.240.0.254), one agent runs in
+// each node's netns (`sim agent`'s command), and everything an operator inspects is reached by
+// entering those namespaces. Nothing is routed from the host into the cluster network.
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_PIN_ROOT } from '../agent/index.js';
+import { Redirector } from '../redirect/index.js';
+import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
+import { controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
+
+/** The control plane's gRPC address on the cluster network. */
+export const CLUSTER_CP_ADDRESS = `${CLUSTER_SERVICE_IP}:15012`;
+export const CLUSTER_NETNS_PATH = `/run/netns/${CLUSTER_NETNS}`;
+
+/** Runs `curl` inside a netns and resolves with its status and body (never rejects). */
+export function curlIn(netnsPath: string, url: string, timeoutS = 2): Promise<{ code: number; body: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(nsenter(), [`--net=${netnsPath}`, '--', 'curl', '-sS', '-f', '-m', String(timeoutS), url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let body = '';
+    child.stdout.on('data', (d: Buffer) => (body += d));
+    child.on('error', () => resolve({ code: -1, body: '' }));
+    child.on('close', (code) => resolve({ code: code ?? -1, body }));
+  });
+}
+
+export async function curlJsonIn<T>(netnsPath: string, url: string): Promise<T> {
+  const r = await curlIn(netnsPath, url);
+  if (r.code !== 0) throw new Error(`GET ${url} in ${netnsPath}: curl exited ${r.code}`);
+  return JSON.parse(r.body) as T;
+}
+
+/** Starts the control plane inside the cluster network's netns, serving the nodes on 10.240.0.254:15012. */
+export function startClusterControlPlane(dir: string, sd: string): Promise<number> {
+  const cp = controlPlaneDir(sd);
+  mkdirSync(cp, { recursive: true });
+  return startDaemon({
+    what: 'control plane',
+    args: ['control-plane', '--config', dir, '--state-dir', cp, '--listen', CLUSTER_CP_ADDRESS],
+    logFile: join(cp, 'control-plane.log'),
+    pidFile: join(cp, 'control-plane.pid'),
+    netnsPath: CLUSTER_NETNS_PATH,
+    ready: async () => (await curlIn(CLUSTER_NETNS_PATH, 'http://127.0.0.1:15014/healthz/ready', 1)).code === 0,
+  });
+}
+
+function nodeAgentPaths(node: SimNodeInfo): { logFile: string; pidFile: string } {
+  const dir = join(node.agentStateDir, 'agent');
+  return { logFile: join(dir, 'agent.log'), pidFile: join(dir, 'agent.pid') };
+}
+
+/**
+ * Starts a node's agent in its netns with `sim agent`'s per-node flags. With `local`, it reads
+ * pod metadata from `dir`; otherwise it takes everything from the cluster's control plane.
+ */
+export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts: { local?: boolean; extra?: string[] } = {}): Promise<number> {
+  const cp = controlPlaneDir(sd);
+  const source = opts.local ? ['--config', dir] : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', join(cp, 'token'), '--root-cert', join(cp, 'root-cert.pem')];
+  const c = nodeAgentCommand(node.name, [...source, ...(opts.extra ?? [])], { stateDir: sd });
+  const { logFile, pidFile } = nodeAgentPaths(node);
+  mkdirSync(join(node.agentStateDir, 'agent'), { recursive: true });
+  // argv[0] is the launcher and argv[1] 'agent': startDaemon runs main.js itself.
+  return startDaemon({
+    what: `agent of node ${node.name}`,
+    args: c.argv.slice(1),
+    logFile,
+    pidFile,
+    netnsPath: node.netnsPath!,
+    env: c.env,
+    ready: async () => (await curlIn(node.netnsPath!, 'http://127.0.0.1:15021/healthz/ready', 1)).code === 0,
+  });
+}
+
+export function nodeAgentPid(node: SimNodeInfo): number | undefined {
+  return pidIn(nodeAgentPaths(node).pidFile);
+}
+
+export function stopNodeAgent(node: SimNodeInfo): Promise<boolean> {
+  return stopPid(nodeAgentPid(node));
+}
+
+/** The agent's /config_dump on a node. */
+export function nodeDump<T = Record<string, unknown>>(node: SimNodeInfo): Promise<T> {
+  return curlJsonIn<T>(node.netnsPath!, 'http://127.0.0.1:15000/config_dump');
+}
+
+/** What `down` must remove per node once the simulator is gone: pinned programs. */
+export async function removeNodePins(nodes: SimNodeInfo[]): Promise<void> {
+  for (const n of nodes) await Redirector.destroyAll(n.pinRoot ?? DEFAULT_PIN_ROOT);
+}
+
+export function multiNodeNodes(sd: string): SimNodeInfo[] {
+  return listNodes({ stateDir: sd }).filter((n) => n.netnsPath !== null);
+}
+
+export function removeNodeAgentDirs(nodes: SimNodeInfo[]): void {
+  for (const n of nodes) rmSync(join(n.agentStateDir, 'agent'), { recursive: true, force: true });
+}

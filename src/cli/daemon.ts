@@ -1,0 +1,122 @@
+// Background daemons of the embedded setup (control plane, agents): start one detached,
+// optionally inside a network namespace, wait for its readiness, stop it by its pid file.
+import { spawn } from 'node:child_process';
+import { openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { join } from 'node:path';
+import { NodemeshError } from '../errors.js';
+import { nsenter } from '../sim/index.js';
+import { packageRoot } from './paths.js';
+
+export function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {
+  return new Promise((res, rej) => {
+    const req = get(url, { timeout: timeoutMs }, (r) => {
+      let body = '';
+      r.setEncoding('utf8');
+      r.on('data', (d: string) => (body += d));
+      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
+    req.on('error', rej);
+  });
+}
+
+export async function getJson<T>(url: string): Promise<T> {
+  const r = await httpGet(url);
+  if (r.status !== 200) throw new Error(`GET ${url}: HTTP ${r.status}: ${r.body.trim()}`);
+  return JSON.parse(r.body) as T;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function tail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export function pidIn(file: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    return pid > 0 && alive(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where `nodemesh up` keeps the embedded control plane's state (token, root, log). */
+export function controlPlaneDir(sd: string): string {
+  return join(sd, 'control-plane');
+}
+
+/** How a daemon is started: the argv after `node dist/cli/main.js`, optionally inside a netns. */
+export interface DaemonSpec {
+  what: string;
+  args: string[];
+  logFile: string;
+  pidFile: string;
+  /** Resolves true once the daemon is ready. */
+  ready: () => Promise<boolean>;
+  /** Run inside this network namespace (nsenter --net; the mount namespace stays the host's). */
+  netnsPath?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Readiness by GET in this process's netns. */
+export function httpReady(url: string): () => Promise<boolean> {
+  return async () => {
+    try {
+      return (await httpGet(url, 500)).status === 200;
+    } catch {
+      return false;
+    }
+  };
+}
+
+/** Starts a nodemesh process in the background and waits until it is ready. */
+export async function startDaemon(d: DaemonSpec): Promise<number> {
+  const existing = pidIn(d.pidFile);
+  if (existing) return existing;
+  const out = openSync(d.logFile, 'a');
+  const argv = [process.execPath, join(packageRoot, 'dist', 'cli', 'main.js'), ...d.args];
+  // nsenter execs the command, so the pid is the daemon's own.
+  const [cmd, args] = d.netnsPath ? [nsenter(), [`--net=${d.netnsPath}`, '--', ...argv]] : [argv[0]!, argv.slice(1)];
+  const child = spawn(cmd, args, {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...(d.env ?? process.env), NODEMESH_LOG_LEVEL: process.env.NODEMESH_LOG_LEVEL ?? 'info' },
+  });
+  child.unref();
+  const pid = child.pid!;
+  writeFileSync(d.pidFile, `${pid}\n`);
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) {
+      rmSync(d.pidFile, { force: true });
+      throw new NodemeshError('NM_ERR_AGENT_UNAVAILABLE', `the ${d.what} exited during start; last lines of ${d.logFile}:\n${tail(d.logFile)}`);
+    }
+    if (await d.ready()) return pid;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  process.kill(pid, 'SIGTERM');
+  throw new NodemeshError('NM_ERR_TIMEOUT', `the ${d.what} did not become ready in 30 s; see ${d.logFile}:\n${tail(d.logFile)}`);
+}
+
+export async function stopPid(pid: number | undefined): Promise<boolean> {
+  if (!pid) return false;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + 10_000;
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  return true;
+}
+

@@ -1,0 +1,131 @@
+// Inbound HBONE: per enrolled pod, the 15008 server inside the pod's netns. It terminates mutual
+// TLS with the pod's certificate, takes the source identity from the verified client
+// certificate, authorizes each CONNECT like plaintext inbound, and relays to the app over the
+// pod's loopback. Telemetry and policy revocation go through the same tracker as every other
+// connection.
+import { closeSync } from 'node:fs';
+import type { ConnectionView } from './connection.js';
+import { podName, type ProxyContext } from './context.js';
+import { formatAuthority, HboneServer, type HboneTuning, type InboundDecision, type InboundRejection, type InboundRequest } from './hbone/index.js';
+import { peerOf, podIdentity, type LocalPod, type WorkloadCertificate, type WorkloadCredentials } from './types.js';
+
+export interface HboneInboundOptions {
+  credentials: WorkloadCredentials;
+  /** Clients must hold a SPIFFE ID of this trust domain. */
+  trustDomain: string;
+  tuning?: Partial<HboneTuning>;
+}
+
+/** Envoy-style response flags for a refused CONNECT. */
+function flagsFor(r: InboundRejection): string {
+  if (r.status === 401) return 'DENY';
+  if (r.status === 400) return 'NR';
+  const code = (r.error as { code?: string } | undefined)?.code;
+  return code === 'ECONNREFUSED' ? 'UF,URX' : code === 'ETIMEDOUT' ? 'UF,UT' : 'UF';
+}
+
+function principalOf(spiffeId: string): string {
+  return spiffeId.replace(/^spiffe:\/\//, '');
+}
+
+/**
+ * Serves HBONE on a listening fd made in the pod's netns. Returns at once: the TLS server starts
+ * when the pod's certificate is at hand. Until then SYNs steered to the fd wait in its backlog,
+ * so a pod enrolled while the CA is slow is not refused, only delayed.
+ */
+export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: HboneInboundOptions): { close(): Promise<void> } {
+  const identity = podIdentity(pod);
+  const log = ctx.log.child({ pod: podName(pod), listener: 'hbone' });
+  let current: WorkloadCertificate | undefined;
+  let server: HboneServer | undefined;
+  let closed = false;
+  const refresh = (): void => {
+    o.credentials.get(identity).then(
+      (c) => (current = c),
+      (err: unknown) => log.warn({ err, identity }, 'cannot get the pod certificate; HBONE keeps serving the previous one'),
+    );
+  };
+
+  const view = (r: InboundRequest): ConnectionView => {
+    const known = ctx.workloads.byIp(r.clientAddr.ip) ?? {};
+    return {
+      reporter: 'destination',
+      direction: 'inbound',
+      pod: podName(pod),
+      // The principal is the verified certificate's, whatever workload owns the source IP.
+      source: { ...known, principal: principalOf(r.peerIdentity), ip: r.clientAddr.ip, port: r.clientAddr.port },
+      destination: { ...peerOf(pod), ip: r.target.ip, port: r.target.port },
+      originalDst: formatAuthority(r.target),
+      securityPolicy: 'mutual_tls',
+      upstreamLabel: `127.0.0.1:${r.target.port}`,
+      hbone: { peer: `${r.clientAddr.ip}:${r.clientAddr.port}`, traceparent: r.traceparent, ...(r.forwardedFor ? { forwardedFor: r.forwardedFor } : {}) },
+    };
+  };
+  const input = (r: InboundRequest) => ({ srcPrincipal: r.peerIdentity, srcIp: r.clientAddr.ip, dstIp: r.target.ip, dstPort: r.target.port });
+
+  const start = (cert: WorkloadCertificate): void => {
+    current = cert;
+    const s = new HboneServer({
+      credentials: () => {
+        refresh();
+        return current ?? cert;
+      },
+      trustDomain: o.trustDomain,
+      localAddresses: [pod.ip],
+      ...(o.tuning ? { tuning: o.tuning } : {}),
+      log: ctx.log,
+      authorize: (r): InboundDecision => {
+        if (!ctx.authorize) return { allow: true };
+        const d = ctx.authorize(input(r));
+        return d.allowed ? { allow: true } : { allow: false, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };
+      },
+      connectUpstream: (r) => ctx.upstream.connect(pod.netnsPath, { ip: '127.0.0.1', port: r.target.port }, ctx.timeoutMs),
+      onStream: (r, stream, upstream, relay) => {
+        const allowed = ctx.authorize ? ctx.authorize(input(r)) : undefined;
+        void ctx.tracker.observe(stream, upstream, relay, {
+          ...view(r),
+          ...(allowed ? { policy: { allowed: true, ...(allowed.policy ? { name: allowed.policy } : {}) } } : {}),
+          authz: { destination: pod, input: input(r) },
+        });
+      },
+      onReject: (r) => {
+        if (!r.request) return; // refused before a request existed (bad method or authority): logged by the server
+        const policy = r.status === 401 ? { allowed: false, ...(r.policy ? { name: r.policy } : {}) } : undefined;
+        ctx.tracker.refused([view(r.request)], { flags: flagsFor(r), error: `HBONE ${r.status}: ${r.reason}`, ...(policy ? { policy } : {}) });
+      },
+    });
+    s.attach(fd).then(
+      () => log.info({ identity }, 'HBONE listener serving'),
+      (err: unknown) => log.error({ err }, 'HBONE listener failed to start'),
+    );
+    server = s;
+  };
+
+  // Retried with backoff: the CA may be slow or briefly away when a pod is enrolled.
+  void (async () => {
+    for (let delay = 500; !closed; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        const cert = await o.credentials.get(identity);
+        if (!closed) start(cert);
+        return;
+      } catch (err) {
+        log.warn({ err, identity, retryMs: delay }, 'no certificate for the pod yet; its HBONE listener waits for one');
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  })();
+  return {
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      if (server) await server.close();
+      else {
+        try {
+          closeSync(fd);
+        } catch {
+          /* already closed */
+        }
+      }
+    },
+  };
+}
