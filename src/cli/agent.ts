@@ -35,6 +35,9 @@ Options:
   --trust-domain <td>   SPIFFE trust domain (default cluster.local)
   --connect-timeout <ms> upstream connect timeout before the client is reset (default 5000)
   --no-install-cni      do not chain nodemesh-cni into the simulator's CNI config
+  --keep-denied-connections
+                        leave open connections running when a policy change denies them
+                        (Istio's behaviour); by default they are reset within a second
   -h, --help            this help
 
 Stops on SIGINT/SIGTERM. Pinned programs stay, so enrolled pods keep failing closed until
@@ -57,6 +60,7 @@ export const agentCommand: Command = {
       'trust-domain': { type: 'string' },
       'connect-timeout': { type: 'string' },
       'no-install-cni': { type: 'boolean' },
+      'keep-denied-connections': { type: 'boolean' },
       'control-plane': { type: 'string' },
       'token-file': { type: 'string' },
       'root-cert': { type: 'string' },
@@ -86,6 +90,7 @@ export const agentCommand: Command = {
       ...(values.metrics ? { metrics: parseEndpoint(values.metrics, '--metrics') } : {}),
       ...(values.ready ? { ready: parseEndpoint(values.ready, '--ready') } : {}),
       ...(timeout ? { connectTimeoutMs: timeout } : {}),
+      closeDeniedConnections: !values['keep-denied-connections'],
       ...(values.config ? { podSource: new ConfigDirPodSource(resolve(values.config), log) } : {}),
       ...(controlPlane ? { controlPlane } : {}),
       log,

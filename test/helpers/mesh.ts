@@ -14,22 +14,57 @@ export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const cli = join(repoRoot, 'bin', 'nodemesh');
 export const fixtureBin = join(repoRoot, 'test', 'fixtures', 'bin');
 
-export interface Mesh {
+export interface Mesh extends PodRunner {
   sd: string;
   pinRoot: string;
   ip(pod: string): string;
-  exec(pod: string, argv: string[], timeoutMs?: number): { code: number; stdout: string; stderr: string };
-  /** Runs test/fixtures/bin/nm_client.py in a pod and parses its JSON line. */
-  client(pod: string, args: string[], timeoutMs?: number): Record<string, unknown>;
   flows(): Promise<FlowRecord[]>;
   dump(): Promise<{ pods: { namespace: string; name: string; ip: string }[] }>;
   startAgent(): Promise<number>;
   stopAgent(): Promise<void>;
   startControlPlane(): Promise<number>;
   stopControlPlane(): Promise<void>;
-  /** Runs a client in a pod in the background; resolves with its JSON line when it exits. */
-  clientAsync(pod: string, args: string[]): Promise<Record<string, unknown>>;
   down(): Promise<void>;
+}
+
+/** Runs commands and the test client (test/fixtures/bin/nm_client.py) in the simulator's pods. */
+export interface PodRunner {
+  exec(pod: string, argv: string[], timeoutMs?: number): { code: number; stdout: string; stderr: string };
+  client(pod: string, args: string[], timeoutMs?: number): Record<string, unknown>;
+  clientAsync(pod: string, args: string[]): Promise<Record<string, unknown>>;
+}
+
+export function podRunner(sd: string): PodRunner {
+  const exec: PodRunner['exec'] = (pod, argv, timeoutMs = 60_000) => {
+    const r = spawnSync(cli, ['sim', 'exec', '--state-dir', sd, pod, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+    return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  };
+  return {
+    exec,
+    client: (pod, args, timeoutMs) => {
+      const r = exec(pod, ['python3', join(fixtureBin, 'nm_client.py'), ...args], timeoutMs);
+      const line = r.stdout.trim().split('\n').at(-1) ?? '';
+      try {
+        return JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        throw new Error(`client in ${pod} printed no result (exit ${r.code}): ${r.stdout}${r.stderr}`);
+      }
+    },
+    clientAsync: (pod, args) =>
+      new Promise((resolve, reject) => {
+        const child = spawn(cli, ['sim', 'exec', '--state-dir', sd, pod, '--', 'python3', join(fixtureBin, 'nm_client.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => (out += d));
+        child.on('error', reject);
+        child.on('exit', () => {
+          try {
+            resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '') as Record<string, unknown>);
+          } catch {
+            reject(new Error(`client in ${pod} printed no result: ${out}`));
+          }
+        });
+      }),
+  };
 }
 
 /** Writes a config directory of YAML documents into a fresh temp dir. */
@@ -53,10 +88,7 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
   await simUp(configDir, { stateDir: sd });
   const pods = await listPods({ stateDir: sd });
   const ips = new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p.ip]));
-  const exec: Mesh['exec'] = (pod, argv, timeoutMs = 60_000) => {
-    const r = spawnSync(cli, ['sim', 'exec', '--state-dir', sd, pod, '--', ...argv], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
-    return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-  };
+  const run = podRunner(sd);
   return {
     sd,
     pinRoot,
@@ -65,16 +97,7 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
       if (!ip) throw new Error(`no pod ${pod}; have ${[...ips.keys()].join(', ')}`);
       return ip;
     },
-    exec,
-    client: (pod, args, timeoutMs) => {
-      const r = exec(pod, ['python3', join(fixtureBin, 'nm_client.py'), ...args], timeoutMs);
-      const line = r.stdout.trim().split('\n').at(-1) ?? '';
-      try {
-        return JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        throw new Error(`client in ${pod} printed no result (exit ${r.code}): ${r.stdout}${r.stderr}`);
-      }
-    },
+    ...run,
     flows: () => getJson<FlowRecord[]>(`${ADMIN}/debug/flows`),
     dump: () => getJson(`${ADMIN}/config_dump`),
     startAgent: agent,
@@ -82,20 +105,6 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
     stopControlPlane: async () => {
       await stopControlPlane(sd);
     },
-    clientAsync: (pod, args) =>
-      new Promise((resolve, reject) => {
-        const child = spawn(cli, ['sim', 'exec', '--state-dir', sd, pod, '--', 'python3', join(fixtureBin, 'nm_client.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        child.stdout.on('data', (d: Buffer) => (out += d));
-        child.on('error', reject);
-        child.on('exit', () => {
-          try {
-            resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '') as Record<string, unknown>);
-          } catch {
-            reject(new Error(`client in ${pod} printed no result: ${out}`));
-          }
-        });
-      }),
     stopAgent: async () => {
       await stopAgent(sd);
     },
@@ -110,11 +119,11 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
 }
 
 /** Everything a test run could leave behind on the host; empty when clean. */
-export function leftovers(pinRoot: string): string[] {
+export function leftovers(...pinRoots: string[]): string[] {
   const out: string[] = [];
   const ns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => /^nm-/.test(l));
   if (ns.length) out.push(`netns: ${ns.join(', ')}`);
-  if (existsSync(pinRoot)) out.push(`bpffs: ${pinRoot}`);
+  for (const pinRoot of pinRoots) if (existsSync(pinRoot)) out.push(`bpffs: ${pinRoot}`);
   const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => /nm-br/.test(l));
   if (links.length) out.push(`links: ${links.join('; ')}`);
   for (const root of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
