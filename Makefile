@@ -102,6 +102,8 @@ test-privileged: build
 
 demo: build
 	@node dist/cli/main.js demo examples/demo
+	@echo
+	@node dist/cli/main.js demo examples/multinode
 
 bench: build
 	@node dist/bench/main.js

@@ -9,6 +9,7 @@ import { loadConfigDirStrict, type Pod } from '../k8s/index.js';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 import { parse, usageError, type Command } from './command.js';
+import { demoMultiNode } from './demo-multinode.js';
 import { cliPath } from './paths.js';
 import { ADMIN, down, getJson, httpGet, printTable, up } from './up.js';
 
@@ -114,6 +115,7 @@ async function policyChange(dir: string, sd: string, ipOf: Map<string, string>):
 }
 
 export async function demo(dirArg: string, sd: string): Promise<number> {
+  if (loadConfigDirStrict(resolve(dirArg)).pods.some((p) => p.spec.nodeName !== undefined)) return demoMultiNode(dirArg, sd);
   // The control plane watches the directory and the demo edits it: work on a copy.
   const dir = mkdtempSync(join(tmpdir(), 'nodemesh-demo-'));
   cpSync(resolve(dirArg), dir, { recursive: true });
@@ -183,6 +185,11 @@ redis*) from every pod labelled ${DEMO_ROLE_LABEL}=client, prints which connecti
 captured with their bytes, shows the workloads, services and certificates the agent got from
 the control plane, adds an AuthorizationPolicy that denies demo/client on demo/web and shows
 it enforced (and lifted when removed), then removes everything. Needs root.
+
+When the Pods of <dir> name nodes (examples/multinode), the demo runs two simulated nodes
+instead, each with its own agent and the control plane on the cluster network, drives curl
+and redis-cli across nodes and through a Service VIP, captures the cluster network to show
+the traffic is HBONE (TLS on 15008) with no plaintext, and prints what each agent recorded.
 `,
   async run(argv) {
     const { values, positionals } = parse(argv, { 'state-dir': { type: 'string' } });
