@@ -106,7 +106,7 @@ demo: build
 	@node dist/cli/main.js demo examples/multinode
 
 bench: build
-	@node dist/bench/main.js
+	@node dist/bench/mesh.js
 	@node dist/bench/controlplane.js
 
 clean:

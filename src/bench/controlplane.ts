@@ -13,6 +13,7 @@ import { ControlPlane } from '../controlplane/index.js';
 import { TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../xds/index.js';
 import { memoryReport, nowMs, readChars, type AgentCommand, type AgentReport, type MemoryReport, type ResponseSize } from './xds-agent.js';
 import { replaceSection, sectionMarkers } from './sections.js';
+import { median } from './tools.js';
 
 // ---- the generated mesh ---------------------------------------------------------------------
 
@@ -366,12 +367,6 @@ interface Stoppable {
 type CpChild = Child<CpReport>;
 type AgentChild = Child<AgentReport>;
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 const max = (xs: number[]): number => (xs.length ? Math.max(...xs) : NaN);
 const min = (xs: number[]): number => (xs.length ? Math.min(...xs) : NaN);
 

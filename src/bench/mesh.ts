@@ -1,0 +1,325 @@
+// `make bench` (mesh): the data path's cost, in one run, on simulated nodes with real load
+// generators run inside pods. Five paths between a client pod and a server pod:
+//   direct, same node        neither pod in the mesh, one node
+//   direct, cross node       neither pod in the mesh, two nodes
+//   ambient, same node       both in the mesh on one node: one shared proxy, in-process fast path
+//   ambient, cross node      both in the mesh on two nodes: two shared proxies, HBONE (mTLS)
+//   sidecar                  one proxy per pod: each pod alone on its node with its own agent,
+//                            so every connection crosses two proxies and mTLS, as with sidecars
+// For each: iperf3 throughput (1 stream), sockperf latency at 1,000 msg/s of 1 KB over 4 and 16
+// connections, wrk connections per second (Connection: close) and requests per second
+// (keep-alive), proxy CPU per 1,000 requests, and proxy memory. Writes its section of
+// docs/benchmarks.md.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { multiNodeNodes, nodeAgentPid } from '../cli/cluster.js';
+import { cliPath, packageRoot } from '../cli/paths.js';
+import { down, progress, up } from '../cli/up.js';
+import { listPods } from '../sim/index.js';
+import { replaceSection } from './sections.js';
+import { cpuSeconds, median, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';
+
+const RUNS = Number(process.env.NODEMESH_BENCH_RUNS ?? 3);
+const SECONDS = Number(process.env.NODEMESH_BENCH_SECONDS ?? 5);
+const RATE = 1000;
+const CONNS = [4, 16] as const;
+const SOCKPERF_BASE = 11111;
+const SECTION = 'mesh';
+
+type PathName = 'direct-same' | 'direct-cross' | 'ambient-same' | 'ambient-cross' | 'sidecar';
+
+interface PathDef {
+  name: PathName;
+  label: string;
+  client: string;
+  server: string;
+  /** Nodes whose agents carry this path's traffic (CPU is summed over them). */
+  proxies: string[];
+}
+
+const PATHS: PathDef[] = [
+  { name: 'direct-same', label: 'no mesh, same node', client: 'plain/client', server: 'plain/local', proxies: [] },
+  { name: 'direct-cross', label: 'no mesh, cross node', client: 'plain/client', server: 'plain/remote', proxies: [] },
+  { name: 'ambient-same', label: 'ambient, same node (fast path)', client: 'mesh/client', server: 'mesh/local', proxies: ['node-a'] },
+  { name: 'ambient-cross', label: 'ambient, cross node (HBONE)', client: 'mesh/client', server: 'mesh/remote', proxies: ['node-a', 'node-b'] },
+  { name: 'sidecar', label: 'sidecar (proxy per pod, HBONE)', client: 'sidecar/client', server: 'sidecar/server', proxies: ['node-c', 'node-d'] },
+];
+
+const BODY = 'x'.repeat(1024);
+
+function nginxConf(dir: string, name: string): string {
+  const t = join(dir, `nginx-${name}`);
+  return `worker_processes 1;
+pid ${t}.pid;
+error_log stderr;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${t}-body;
+  proxy_temp_path ${t}-proxy;
+  fastcgi_temp_path ${t}-fastcgi;
+  uwsgi_temp_path ${t}-uwsgi;
+  scgi_temp_path ${t}-scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 8080 reuseport;
+    location / { default_type text/plain; return 200 "${BODY}"; }
+  }
+}
+`;
+}
+
+function serverPod(dir: string, ns: string, name: string, node: string): string {
+  writeFileSync(join(dir, `nginx-${ns}-${name}.conf`), nginxConf(dir, `${ns}-${name}`));
+  return `---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${name} } }
+spec:
+  nodeName: ${node}
+  containers:
+  - { name: iperf3, command: [iperf3, -s, -p, "5201"], ports: [{ containerPort: 5201 }] }
+  - { name: sockperf, command: [sockperf, sr, -f, sockperf-server.feed, -F, e], ports: [{ containerPort: ${SOCKPERF_BASE} }] }
+  - { name: nginx, command: [nginx, -p, ., -c, nginx-${ns}-${name}.conf, -e, stderr, -g, "daemon off;"], ports: [{ containerPort: 8080 }] }
+`;
+}
+
+function clientPod(ns: string, name: string, node: string): string {
+  return `---
+apiVersion: v1
+kind: Pod
+metadata: { name: ${name}, namespace: ${ns} }
+spec:
+  nodeName: ${node}
+  containers:
+  - { name: idle, command: [sleep, infinity] }
+`;
+}
+
+function writeConfig(dir: string): void {
+  const max = Math.max(...CONNS);
+  writeFileSync(join(dir, 'sockperf-server.feed'), Array.from({ length: max }, (_, i) => `T:0.0.0.0:${SOCKPERF_BASE + i}`).join('\n') + '\n');
+  const ns = (name: string, ambient: boolean) => `---
+apiVersion: v1
+kind: Namespace
+metadata: { name: ${name}${ambient ? ', labels: { nodemesh.io/dataplane-mode: ambient }' : ''} }
+`;
+  const yaml = [
+    ns('plain', false),
+    ns('mesh', true),
+    ns('sidecar', true),
+    clientPod('plain', 'client', 'node-a'),
+    serverPod(dir, 'plain', 'local', 'node-a'),
+    serverPod(dir, 'plain', 'remote', 'node-b'),
+    clientPod('mesh', 'client', 'node-a'),
+    serverPod(dir, 'mesh', 'local', 'node-a'),
+    serverPod(dir, 'mesh', 'remote', 'node-b'),
+    // Sidecar mode: each pod alone on a node, so each has a proxy of its own.
+    clientPod('sidecar', 'client', 'node-c'),
+    serverPod(dir, 'sidecar', 'server', 'node-d'),
+  ].join('');
+  writeFileSync(join(dir, 'pods.yaml'), yaml);
+}
+
+interface Sample {
+  gbps: number;
+  lat: Record<number, SockperfResult>;
+  connsPerSec: number;
+  reqsPerSec: number;
+  errors: number;
+  /** Proxy CPU seconds per 1,000 messages of the 16-connection latency run. */
+  cpuPer1k: number;
+}
+
+class Bench {
+  readonly ips = new Map<string, string>();
+  constructor(readonly sd: string, readonly dir: string) {}
+
+  exec(pod: string, argv: string[], extraSeconds = 30): string {
+    const r = spawnSync(cliPath, ['sim', 'exec', '--state-dir', this.sd, pod, '--', ...argv], { encoding: 'utf8', timeout: (SECONDS + extraSeconds) * 1000, maxBuffer: 64 << 20 });
+    if (r.status !== 0) throw new Error(`${argv.join(' ')} in ${pod} failed (exit ${r.status}): ${r.stderr}${r.stdout}`.slice(0, 2000));
+    return `${r.stdout}${r.stderr}`;
+  }
+
+  ip(pod: string): string {
+    const ip = this.ips.get(pod);
+    if (!ip) throw new Error(`no pod ${pod}`);
+    return ip;
+  }
+
+  pids(p: PathDef): number[] {
+    const nodes = multiNodeNodes(this.sd);
+    return p.proxies.map((n) => {
+      const pid = nodeAgentPid(nodes.find((x) => x.name === n)!);
+      if (!pid) throw new Error(`the agent of ${n} is not running`);
+      return pid;
+    });
+  }
+
+  sample(p: PathDef): Sample {
+    const ip = this.ip(p.server);
+    const gbps = parseIperf(this.exec(p.client, ['iperf3', '-c', ip, '-p', '5201', '-t', String(SECONDS), '-J']));
+    const lat: Record<number, SockperfResult> = {};
+    let cpuPer1k = NaN;
+    for (const n of CONNS) {
+      const feed = join(this.dir, `feed-${p.name}-${n}`);
+      writeFileSync(feed, Array.from({ length: n }, (_, i) => `T:${ip}:${SOCKPERF_BASE + i}`).join('\n') + '\n');
+      const pids = this.pids(p);
+      const c0 = pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
+      lat[n] = parseSockperf(this.exec(p.client, ['sockperf', 'ul', '-f', feed, '-F', 'e', '-m', '1024', '--mps', String(RATE), '--reply-every', '1', '-t', String(SECONDS), '--full-rtt']));
+      if (pids.length) cpuPer1k = (pids.reduce((a, pid) => a + cpuSeconds(pid), 0) - c0) / (lat[n]!.sent / 1000);
+      else cpuPer1k = 0;
+    }
+    const close = parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', '4', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${ip}:8080/`]));
+    const keep = parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', '16', '-d', `${SECONDS}s`, `http://${ip}:8080/`]));
+    return { gbps, lat, connsPerSec: close.requestsPerSec, reqsPerSec: keep.requestsPerSec, errors: close.errors + keep.errors, cpuPer1k };
+  }
+}
+
+const f = (x: number, n = 1): string => (Number.isFinite(x) ? x.toFixed(n) : '–');
+const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
+
+async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
+    return 1;
+  }
+  const sd = mkdtempSync(join(tmpdir(), 'nm-bench-mesh-'));
+  const dir = mkdtempSync(join(tmpdir(), 'nm-bench-mesh-cfg-'));
+  writeConfig(dir);
+  const t0 = Date.now();
+  progress(`mesh benchmark: ${PATHS.length} paths × ${RUNS} runs, ${SECONDS} s per measurement (NODEMESH_BENCH_RUNS, NODEMESH_BENCH_SECONDS)`);
+  const stop = () => {
+    process.stderr.write('\nbench: interrupted; tearing down\n');
+    void down(sd).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    await up(dir, sd);
+    const b = new Bench(sd, dir);
+    for (const p of await listPods({ stateDir: sd })) b.ips.set(`${p.namespace}/${p.name}`, p.ip);
+    const nodes = multiNodeNodes(sd);
+    const agentPid = (n: string) => nodeAgentPid(nodes.find((x) => x.name === n)!)!;
+    const idle = Object.fromEntries(['node-a', 'node-b', 'node-c', 'node-d'].map((n) => [n, rssMb(agentPid(n))]));
+    const peak = { ...idle };
+    const samples = new Map<PathName, Sample[]>(PATHS.map((p) => [p.name, []]));
+    for (let run = 1; run <= RUNS; run++) {
+      // Rotate the order so no path always runs first (on a cooler or warmer machine).
+      const order = PATHS.map((_, i) => PATHS[(i + run - 1) % PATHS.length]!);
+      for (const p of order) {
+        progress(`run ${run}/${RUNS}: ${p.label}: iperf3, sockperf ×${CONNS.length}, wrk ×2`);
+        samples.get(p.name)!.push(b.sample(p));
+        for (const n of Object.keys(peak)) peak[n] = Math.max(peak[n]!, rssMb(agentPid(n)));
+      }
+    }
+    const med = (name: PathName, fn: (s: Sample) => number) => median(samples.get(name)!.map(fn));
+    const row = (p: PathDef) => {
+      const m = (fn: (s: Sample) => number) => med(p.name, fn);
+      return {
+        gbps: m((s) => s.gbps),
+        l4: { p50: m((s) => s.lat[4]!.p50), p90: m((s) => s.lat[4]!.p90), p99: m((s) => s.lat[4]!.p99) },
+        l16: { p50: m((s) => s.lat[16]!.p50), p90: m((s) => s.lat[16]!.p90), p99: m((s) => s.lat[16]!.p99) },
+        cps: m((s) => s.connsPerSec),
+        rps: m((s) => s.reqsPerSec),
+        cpu: m((s) => s.cpuPer1k),
+        errors: samples.get(p.name)!.reduce((a, s) => a + s.errors, 0),
+      };
+    };
+    const R = Object.fromEntries(PATHS.map((p) => [p.name, row(p)])) as Record<PathName, ReturnType<typeof row>>;
+    const section = report(R, idle, peak, (Date.now() - t0) / 1000, samples);
+    const file = join(packageRoot, 'docs', 'benchmarks.md');
+    writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, SECTION, section));
+    process.stdout.write(`\n${section}\nwritten to ${file}\n`);
+    return 0;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    await down(sd);
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(sd, { recursive: true, force: true });
+  }
+}
+
+function report(R: Record<PathName, { gbps: number; l4: { p50: number; p90: number; p99: number }; l16: { p50: number; p90: number; p99: number }; cps: number; rps: number; cpu: number; errors: number }>, idle: Record<string, number>, peak: Record<string, number>, seconds: number, samples: Map<PathName, Sample[]>): string {
+  const kernel = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
+  const lines = PATHS.map((p) => {
+    const r = R[p.name];
+    return `| ${p.label} | ${f(r.gbps, 2)} | ${f(r.l4.p50)} / ${f(r.l4.p90)} / ${f(r.l4.p99)} | ${f(r.l16.p50)} / ${f(r.l16.p90)} / ${f(r.l16.p99)} | ${f(r.cps, 0)} | ${f(r.rps, 0)} | ${p.proxies.length ? f(r.cpu, 3) : '–'} |`;
+  });
+  const add = (a: number, b: number) => `+${f(a - b, 0)}`;
+  const vs = (name: string, a: PathName, b: PathName) => {
+    const x = R[a];
+    const y = R[b];
+    return `| ${name} | ${ratio(x.gbps, y.gbps)} | ${ratio(x.l16.p50, y.l16.p50)} (${add(x.l16.p50, y.l16.p50)} µs) | ${ratio(x.l16.p90, y.l16.p90)} (${add(x.l16.p90, y.l16.p90)} µs) | ${ratio(x.l16.p99, y.l16.p99)} (${add(x.l16.p99, y.l16.p99)} µs) | ${ratio(x.cps, y.cps)} | ${ratio(x.rps, y.rps)} |`;
+  };
+  const raw = PATHS.map((p) => {
+    const s = samples.get(p.name)!;
+    return `- ${p.label}: Gbit/s ${s.map((x) => f(x.gbps, 2)).join(', ')}; p99 µs @16 ${s.map((x) => f(x.lat[16]!.p99)).join(', ')}; conn/s ${s.map((x) => f(x.connsPerSec, 0)).join(', ')}; req/s ${s.map((x) => f(x.reqsPerSec, 0)).join(', ')}; errors ${s.reduce((a, x) => a + x.errors, 0)}`;
+  });
+  const errs = PATHS.filter((p) => R[p.name].errors > 0).map((p) => `${p.label}: ${R[p.name].errors}`);
+  return `## The mesh data path: no mesh, ambient (same node, cross node) and sidecar mode
+
+Command: \`make bench\` (\`node dist/bench/mesh.js\`; ${RUNS} runs × ${SECONDS} s per measurement, medians; the run took ${f(seconds / 60, 1)} min).
+Machine: ${cpus().length} vCPU (${cpus()[0]?.model ?? '?'}), shared and noisy, kernel ${kernel}, Node ${process.versions.node}. Measured ${new Date().toISOString().slice(0, 10)}.
+
+**Setup.** \`nodemesh up\` on four simulated nodes (network namespaces joined by the cluster
+network), the control plane on the cluster network, one agent per node. Clients and servers
+are pods; the load generators run inside the client pods. Servers run \`iperf3 -s\`,
+\`sockperf sr\` on ${Math.max(...CONNS)} ports and nginx answering 1 KiB.
+*No mesh*: pods in a namespace without the ambient label. *Ambient, same node*: one shared
+proxy, the in-process hand-off (no TLS). *Ambient, cross node*: the source node's proxy, HBONE
+(mTLS 1.3, HTTP/2 CONNECT) to the destination node's proxy. *Sidecar*: one proxy per pod,
+modelled by putting each pod alone on a node with its own agent, so every connection crosses
+two proxies and mTLS, as with Envoy sidecars, whichever node the pods are on.
+
+| path | iperf3 Gbit/s (1 stream) | RTT µs p50 / p90 / p99, 4 conns | RTT µs p50 / p90 / p99, 16 conns | conn/s (wrk -c4, Connection: close) | req/s (wrk -c16, keep-alive) | proxy CPU s per 1,000 req |
+|---|---|---|---|---|---|---|
+${lines.join('\n')}
+
+Latency: \`sockperf ul -m 1024 --mps ${RATE} --reply-every 1 --full-rtt\` over 4 and over 16
+connections (one per server port, so every reply is observed): 1 KiB request/response at
+${RATE} per second in all, Istio's published conditions; round-trip times. CPU: the proxies'
+utime+stime during the 16-connection run, per 1,000 request/responses (both proxies for the
+cross-node and sidecar paths).
+
+**Ratios** (16 connections for latency):
+
+| comparison | throughput | p50 | p90 | p99 | conn/s | req/s |
+|---|---|---|---|---|---|---|
+${vs('ambient same node / no mesh same node', 'ambient-same', 'direct-same')}
+${vs('ambient cross node / no mesh cross node', 'ambient-cross', 'direct-cross')}
+${vs('sidecar / no mesh cross node', 'sidecar', 'direct-cross')}
+${vs('ambient same node / sidecar', 'ambient-same', 'sidecar')}
+${vs('ambient cross node / sidecar', 'ambient-cross', 'sidecar')}
+
+For reference, Istio reports that two ztunnels add about 170 µs at p90 and 200 µs at p99 at
+1,000 rps; here two nodemesh proxies (ambient cross node) add ${f(R['ambient-cross'].l16.p90 - R['direct-cross'].l16.p90, 0)} µs at p90 and
+${f(R['ambient-cross'].l16.p99 - R['direct-cross'].l16.p99, 0)} µs at p99 over the same path without a mesh.
+
+**Proxy memory** (RSS, MB; idle after start-up and sync / peak during the runs):
+
+| proxy | pods it serves | idle | peak |
+|---|---|---|---|
+| ambient, node-a's agent | 2 mesh pods (and 2 outside the mesh) | ${f(idle['node-a']!)} | ${f(peak['node-a']!)} |
+| ambient, node-b's agent | 1 mesh pod (and 1 outside) | ${f(idle['node-b']!)} | ${f(peak['node-b']!)} |
+| sidecar, client's proxy | 1 | ${f(idle['node-c']!)} | ${f(peak['node-c']!)} |
+| sidecar, server's proxy | 1 | ${f(idle['node-d']!)} | ${f(peak['node-d']!)} |
+
+In sidecar mode every pod pays a proxy: a node with *P* mesh pods holds about
+*P* × ${f(median([idle['node-c']!, idle['node-d']!]))} MB of proxies idle; ambient holds one agent whatever *P*.
+${errs.length ? `\nErrors reported by wrk (connect/read/write/timeout or non-2xx): ${errs.join('; ')}.\n` : '\nwrk reported no socket errors and no non-2xx responses.\n'}
+Raw runs:
+${raw.join('\n')}
+`;
+}
+
+main().then(
+  (c) => (process.exitCode = c),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);
