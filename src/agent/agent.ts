@@ -6,7 +6,7 @@ import type { Server } from 'node:http';
 import { NodemeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NetnsConnector, NodeProxy } from '../proxy/index.js';
-import { Redirector, findCgroup2Root, listenInNetns, socketInNetns } from '../redirect/index.js';
+import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
 import { FlowLog, MeshMetrics } from '../telemetry/index.js';
 import { serveRoutes, type Endpoint } from './admin.js';
 import { CniError, CniServer, podAddressOf, type CniRequest } from './cni-server.js';
@@ -96,7 +96,7 @@ export class Agent {
     this.#redirect = redirect;
     const proxy = new NodeProxy({
       listen: (ns, opts) => listenInNetns(ns, opts),
-      upstream: new NetnsConnector((ns) => socketInNetns(ns, {})),
+      upstream: new NetnsConnector((ns, n) => socketsInNetns(ns, n)),
       originalDst: redirect,
       workloads: cp ?? this.workloads,
       ...(cp ? { authorize: (i) => cp.authorize(i) } : {}),

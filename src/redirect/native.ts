@@ -107,6 +107,8 @@ export interface NativeBinding {
   listenInNetns(netnsPath: string, host: string, port: number, backlog: number, reusePort: boolean): Promise<number>;
   /** A non-blocking, unconnected TCP socket created inside the netns at netnsPath. */
   socketInNetns(netnsPath: string, bindIp: string | null, family: 4 | 6): Promise<number>;
+  /** `count` such sockets, made in one visit to the netns. */
+  socketsInNetns(netnsPath: string, bindIp: string | null, family: 4 | 6, count: number): Promise<number[]>;
   /** getsockopt(SO_NETNS_COOKIE) */
   netnsCookie(fd: number): bigint;
   netnsCookieOfPath(netnsPath: string): Promise<bigint>;

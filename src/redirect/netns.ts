@@ -43,6 +43,23 @@ export async function socketInNetns(netnsPath: string, options: NetnsSocketOptio
   }
 }
 
+/**
+ * `count` sockets like socketInNetns's, made in one visit to the netns: the thread and the two
+ * setns calls cost far more than a socket, so a connection pool refills in batches.
+ */
+export async function socketsInNetns(netnsPath: string, count: number, options: NetnsSocketOptions = {}): Promise<number[]> {
+  assertAbsolutePath(netnsPath, 'netnsPath');
+  assertInteger(count, 'count', 1, 1024);
+  if (options.bindIp !== undefined) assertIP(options.bindIp, 'options.bindIp');
+  const family = options.family ?? 4;
+  if (family !== 4 && family !== 6) throw new TypeError(`options.family must be 4 or 6, got ${String(family)}`);
+  try {
+    return await native().socketsInNetns(netnsPath, options.bindIp ?? null, family, count);
+  } catch (err) {
+    throw nativeFailure('NM_ERR_NATIVE', `creating ${count} sockets in ${netnsPath}`, err);
+  }
+}
+
 /** The cookie of the netns a socket lives in (SO_NETNS_COOKIE). */
 export function netnsCookie(fd: number): bigint {
   assertFd(fd);

@@ -8,7 +8,7 @@ import { createServer, Socket, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { POD_LINK_NAMES, Redirector, findCgroup2Root, listenInNetns, netnsCookie, netnsCookieOfPath, socketInNetns } from '../../src/redirect/index.js';
+import { POD_LINK_NAMES, Redirector, findCgroup2Root, listenInNetns, netnsCookie, netnsCookieOfPath, socketInNetns, socketsInNetns } from '../../src/redirect/index.js';
 import type { SocketAddress } from '../../src/redirect/index.js';
 
 const PID = process.pid;
@@ -210,6 +210,17 @@ describePrivileged('in-pod redirection between two network namespaces', () => {
       expect(netnsCookie(fd)).not.toBe(await netnsCookieOfPath(NETNS_B));
     } finally {
       closeSync(fd);
+    }
+  });
+
+  it('makes a batch of sockets in one visit, every one of them in the pod netns', async () => {
+    const fds = await socketsInNetns(NETNS_A, 16);
+    try {
+      expect(new Set(fds).size).toBe(16);
+      const cookie = await netnsCookieOfPath(NETNS_A);
+      for (const fd of fds) expect(netnsCookie(fd)).toBe(cookie);
+    } finally {
+      for (const fd of fds) closeSync(fd);
     }
   });
 

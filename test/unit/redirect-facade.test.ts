@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isNodemeshError } from '../../src/errors.js';
-import { Redirector, listenInNetns, netnsCookie, socketInNetns } from '../../src/redirect/index.js';
+import { Redirector, listenInNetns, netnsCookie, socketInNetns, socketsInNetns } from '../../src/redirect/index.js';
 import { defaultAddonDir, loadNative } from '../../src/redirect/native.js';
 import { checkPodSpec, parseCidr4 } from '../../src/redirect/validate.js';
 
@@ -80,6 +80,12 @@ describe('namespace socket and open() argument checks', () => {
     await expect(socketInNetns('/run/netns/x', { bindIp: '10.0.0.256' })).rejects.toThrow(/options\.bindIp/);
     await expect(socketInNetns('/run/netns/x', { family: 5 as 4 })).rejects.toThrow(/options\.family must be 4 or 6/);
     expect(() => netnsCookie(-1)).toThrow(RangeError);
+  });
+
+  it('rejects a batch of sockets of a bad size', async () => {
+    await expect(socketsInNetns('/run/netns/x', 0)).rejects.toThrow(RangeError);
+    await expect(socketsInNetns('/run/netns/x', 1025)).rejects.toThrow(RangeError);
+    await expect(socketsInNetns('/run/netns/x', 1.5)).rejects.toThrow(TypeError);
   });
 
   it('rejects a relative pin root and a bad outbound port before needing root', async () => {
