@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import { NodemeshError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { NetnsConnector, NodeProxy } from '../proxy/index.js';
+import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
 import { FlowLog, MeshMetrics } from '../telemetry/index.js';
 import { serveRoutes, type Endpoint } from './admin.js';
@@ -26,6 +26,8 @@ export interface AgentOptions {
   podSource?: PodSource;
   /** Control-plane mode: workloads, policy and certificates over xDS and the CA. */
   controlPlane?: ControlPlaneConnection;
+  /** How a Service VIP picks an endpoint (default round-robin). */
+  lb?: LbPolicy;
   /** Close open connections that a policy change denies (default true). */
   closeDeniedConnections?: boolean;
   /** How long a CNI ADD waits for the control plane to publish the new pod (default 10 s). */
@@ -78,7 +80,7 @@ export class Agent {
     }
     mkdirSync(this.paths.dir, { recursive: true });
     if (this.#o.controlPlane) {
-      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log);
+      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin');
       this.#cp.start(() => this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })));
       this.#cp.xds.once('ready', () => this.#log.info('first xDS sync complete'));
       // Open connections that a policy change now denies are closed, not left running.

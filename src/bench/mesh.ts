@@ -249,7 +249,7 @@ function report(R: Record<PathName, { gbps: number; l4: { p50: number; p90: numb
     const r = R[p.name];
     return `| ${p.label} | ${f(r.gbps, 2)} | ${f(r.l4.p50)} / ${f(r.l4.p90)} / ${f(r.l4.p99)} | ${f(r.l16.p50)} / ${f(r.l16.p90)} / ${f(r.l16.p99)} | ${f(r.cps, 0)} | ${f(r.rps, 0)} | ${p.proxies.length ? f(r.cpu, 3) : '–'} |`;
   });
-  const add = (a: number, b: number) => `+${f(a - b, 0)}`;
+  const add = (a: number, b: number) => (a >= b ? `+${f(a - b, 0)}` : `−${f(b - a, 0)}`);
   const vs = (name: string, a: PathName, b: PathName) => {
     const x = R[a];
     const y = R[b];

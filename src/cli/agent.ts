@@ -35,6 +35,8 @@ Options:
   --trust-domain <td>   SPIFFE trust domain (default cluster.local)
   --connect-timeout <ms> upstream connect timeout before the client is reset (default 5000)
   --no-install-cni      do not chain nodemesh-cni into the simulator's CNI config
+  --lb <policy>         how a Service VIP picks among ready endpoints: round-robin (default)
+                        or least-conn (fewest open connections)
   --keep-denied-connections
                         leave open connections running when a policy change denies them
                         (Istio's behaviour); by default they are reset within a second
@@ -61,6 +63,7 @@ export const agentCommand: Command = {
       'connect-timeout': { type: 'string' },
       'no-install-cni': { type: 'boolean' },
       'keep-denied-connections': { type: 'boolean' },
+      lb: { type: 'string' },
       'control-plane': { type: 'string' },
       'token-file': { type: 'string' },
       'root-cert': { type: 'string' },
@@ -81,7 +84,10 @@ export const agentCommand: Command = {
     const sd = stateDir(values['state-dir']);
     const timeout = values['connect-timeout'] ? Number(values['connect-timeout']) : undefined;
     if (timeout !== undefined && !(timeout > 0)) throw usageError('--connect-timeout must be a positive number of milliseconds');
+    const lb = values.lb ?? 'round-robin';
+    if (lb !== 'round-robin' && lb !== 'least-conn') throw usageError(`--lb must be round-robin or least-conn, got ${JSON.stringify(lb)}`);
     const agent = new Agent({
+      lb,
       stateDir: sd,
       ...(values['pin-root'] ? { pinRoot: values['pin-root'] } : {}),
       ...(values.node ? { nodeName: values.node } : {}),

@@ -7,6 +7,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HbonePool, HboneServer, type HboneCredentials, type HbonePoolOptions, type HboneStream } from '../../src/proxy/hbone/index.js';
 import type { SocketAddress } from '../../src/proxy/index.js';
 import { connectFd } from '../../src/proxy/upstream.js';
+import { startApp } from '../helpers/app.js';
 import { createTestCa, type TestCa, type TestCert } from '../helpers/certs.js';
 
 const TD = 'cluster.local';
@@ -43,18 +44,9 @@ async function until(cond: () => boolean, what: string, ms = 3000): Promise<void
 
 /** An echo app behind an HBONE server, and a pool with the given options. */
 async function setup(o: HbonePoolOptions = {}) {
-  const conns = new Set<Socket>();
-  const app: Server = createServer({ allowHalfOpen: true }, (s) => {
-    conns.add(s);
-    s.on('error', () => {});
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    for (const s of conns) s.destroy();
-    return new Promise((r) => app.close(r));
-  });
-  const appPort = (app.address() as AddressInfo).port;
+  const app = await startApp((s) => s.pipe(s), { allowHalfOpen: true });
+  cleanups.push(() => app.close());
+  const appPort = app.port;
   const server = new HboneServer({
     credentials: () => serverCert,
     trustDomain: TD,

@@ -1,12 +1,13 @@
 // Who may open an HBONE tunnel: the client accepts only the expected server identity; the
 // server admits only clients whose chain ends in the mesh roots and whose SPIFFE ID is in its
 // trust domain, over TLS 1.3 with h2. A refused client never reaches authorization or the app.
-import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
+import { Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HbonePool, HboneServer, type HboneCredentials } from '../../src/proxy/hbone/index.js';
 import { connectFd } from '../../src/proxy/upstream.js';
+import { startApp } from '../helpers/app.js';
 import { createTestCa, type TestCa, type TestCert } from '../helpers/certs.js';
 
 const TD = 'cluster.local';
@@ -35,19 +36,12 @@ afterEach(async () => {
 async function setup(credentials: () => HboneCredentials = () => serverCert) {
   let accepts = 0;
   let authorized = 0;
-  const conns = new Set<Socket>();
-  const app: Server = createServer((s) => {
+  const app = await startApp((s) => {
     accepts++;
-    conns.add(s);
-    s.on('error', () => {});
     s.end('hello');
   });
-  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    for (const s of conns) s.destroy();
-    return new Promise((r) => app.close(r));
-  });
-  const appPort = (app.address() as AddressInfo).port;
+  cleanups.push(() => app.close());
+  const appPort = app.port;
   const server = new HboneServer({
     credentials,
     trustDomain: TD,
