@@ -65,9 +65,9 @@ describePrivileged('control plane to data path', () => {
   let mesh: Mesh;
   let dir: string;
   const policies = async () => ((await mesh.dump()) as unknown as { policies: { name: string }[] }).policies.map((p) => p.name);
-  const waitPolicy = async (name: string, present: boolean) => {
+  const waitPolicy = async (name: string, present: boolean, timeoutMs = 5000) => {
     const t0 = Date.now();
-    while (Date.now() - t0 < 5000) {
+    while (Date.now() - t0 < timeoutMs) {
       if ((await policies()).includes(name) === present) return Date.now() - t0;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -174,7 +174,9 @@ describePrivileged('control plane to data path', () => {
     // A policy written while the control plane is down takes effect once it is back.
     writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
     await mesh.startControlPlane();
-    await waitPolicy('deny-frontend', true);
+    // The agent retries with exponential backoff (200 ms doubling to 15 s, with jitter), so after
+    // a few seconds of outage its next attempt can be that far off.
+    await waitPolicy('deny-frontend', true, 20_000);
     expect(refused(reach('shop/frontend'))).toBe(true);
     expect(agentPid(mesh.sd)).toBe(pidBefore);
     expect(readFileSync(join(mesh.sd, 'agent', 'agent.log'), 'utf8')).toMatch(/first xDS sync complete/);
