@@ -10,6 +10,7 @@ import type { Pod } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { authorizationFromProto, workloadFromProto, serviceFromProto } from '../xds/convert.js';
 import { formatCidr, isIp } from '../xds/ip.js';
+import { CONTROL_PLANE_DNS_NAME } from '../xds/credentials.js';
 import {
   adsService,
   caService,
@@ -82,7 +83,7 @@ export function parseHostPort(s: string, what: string): { host: string; port: nu
 
 function servingNames(host: string, extra: string[]): { dns: string[]; ips: string[] } {
   const ips = new Set(['127.0.0.1', '::1']);
-  const dns = new Set(['localhost']);
+  const dns = new Set(['localhost', CONTROL_PLANE_DNS_NAME]);
   if (host === '0.0.0.0' || host === '::') {
     for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) ips.add(a.address.replace(/%.*$/, ''));
   } else if (isIp(host)) ips.add(host);

@@ -1,9 +1,17 @@
 // How a node agent reaches the control plane: TLS verified against the mesh root, plus the
 // bootstrap token and the node name in the metadata of every call.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 
 export const NODE_HEADER = 'x-nodemesh-node';
+
+/**
+ * A DNS name every control-plane serving certificate carries. Agents dialing the control plane
+ * by IP verify this name instead: TLS SNI may not carry an IP (RFC 6066 §3), and Node warns
+ * (DEP0123) when asked to send one.
+ */
+export const CONTROL_PLANE_DNS_NAME = 'nodemesh-control-plane.nodemesh-system.svc';
 
 export interface ControlPlaneConnection {
   /** `host:port` of the control plane's gRPC listener, e.g. `127.0.0.1:15012`. */
@@ -27,9 +35,17 @@ export function channelCredentials(c: ControlPlaneConnection): grpc.ChannelCrede
   return grpc.credentials.createSsl(Buffer.from(c.rootCertPem));
 }
 
+/** The name verified against the serving certificate: serverName, or for an IP address the fixed DNS name. */
+function verifiedName(c: ControlPlaneConnection): string | undefined {
+  if (c.serverName) return c.serverName;
+  const host = /^\[(.*)\](?::\d+)?$/.exec(c.address)?.[1] ?? c.address.replace(/:\d+$/, '');
+  return isIP(host) ? CONTROL_PLANE_DNS_NAME : undefined;
+}
+
 export function channelOptions(c: ControlPlaneConnection): grpc.ChannelOptions {
+  const name = verifiedName(c);
   return {
-    ...(c.serverName ? { 'grpc.ssl_target_name_override': c.serverName, 'grpc.default_authority': c.serverName } : {}),
+    ...(name ? { 'grpc.ssl_target_name_override': name, 'grpc.default_authority': name } : {}),
     // Find a dead control plane (or a silently dropped connection) within a minute.
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,

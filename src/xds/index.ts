@@ -4,7 +4,7 @@ export { handleAddresses, handleAuthorizations, XdsClient } from './client.js';
 export type { NackEvent, Rejection, ResourceHandler, ResourceUpdate, XdsClientOptions } from './client.js';
 export { addressFromProto, authorizationFromProto, ResourceError, serviceFromProto, workloadFromProto } from './convert.js';
 export type { AddressResource } from './convert.js';
-export { authMetadata, channelCredentials, channelOptions, controlPlaneClient, NODE_HEADER, readTokenFile } from './credentials.js';
+export { authMetadata, channelCredentials, channelOptions, CONTROL_PLANE_DNS_NAME, controlPlaneClient, NODE_HEADER, readTokenFile } from './credentials.js';
 export type { ControlPlaneConnection } from './credentials.js';
 export { bytesToIp, cidr, cidrContains, formatCidr, ipToBytes, isIp, normalizedIpBytes, parseCidr } from './ip.js';
 export { PodStatusClient } from './podstatus.js';
