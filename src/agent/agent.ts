@@ -56,6 +56,8 @@ export class Agent {
   #servers: Server[] = [];
   #cp?: ControlPlaneSource;
   #ready = false;
+  /** Pods of a previous agent adopted: only from then on does a pod status report tell the truth. */
+  #adopted = false;
   readonly #startedAt = new Date().toISOString();
 
   constructor(o: AgentOptions) {
@@ -81,7 +83,7 @@ export class Agent {
     mkdirSync(this.paths.dir, { recursive: true });
     if (this.#o.controlPlane) {
       this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin');
-      this.#cp.start(() => this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })));
+      this.#cp.start(() => (this.#adopted ? this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })) : undefined));
       this.#cp.xds.once('ready', () => this.#log.info('first xDS sync complete'));
       // Open connections that a policy change now denies are closed, not left running.
       this.#cp.state.on('change', (c) => {
@@ -115,6 +117,7 @@ export class Agent {
 
     const { adopted, removed } = await this.#enroller.adopt();
     for (const p of this.#enroller.pods()) this.#remember(p.uid, p.namespace, p.name, p.ip, true);
+    this.#adopted = true;
     if (adopted.length || removed.length) this.#log.info({ adopted, removed: removed.length }, 'adopted pods enrolled by a previous agent');
     this.metrics.enrolledPods.set(this.#enroller.pods().length);
 
@@ -123,7 +126,7 @@ export class Agent {
     await this.#o.onCniReady?.(this.paths.cniSocket);
     writeFileSync(this.paths.pidFile, `${process.pid}\n`);
     this.#ready = true;
-    if (cp && this.#enroller.pods().length) void cp.reportPods().catch(() => {});
+    if (cp) void cp.reportPods().catch(() => {});
     for (const p of this.#enroller.pods()) this.#requestCert(p.trustDomain, p.namespace, p.serviceAccount);
     this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length }, 'agent ready');
   }

@@ -30,7 +30,7 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
   readonly #log: Logger;
   #reporting: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
-  #pods: () => PodStatus[] = () => [];
+  #pods: () => PodStatus[] | undefined = () => undefined;
 
   constructor(conn: ControlPlaneConnection, log: Logger, lb: LbPolicy = 'round-robin') {
     this.#log = log.child({ component: 'cp-source' });
@@ -40,8 +40,13 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
     this.secrets = new SecretManager({ ca: new CaClient(conn), rootsPem: String(conn.rootCertPem), logger: log });
   }
 
-  /** Starts xDS; `pods` lists this node's pods for every status report. */
-  start(pods: () => PodStatus[]): void {
+  /**
+   * Starts xDS; `pods` lists this node's pods for every status report, or returns undefined
+   * while the agent does not know them yet (before it has adopted the pods a previous agent
+   * enrolled): a report then would tell the control plane the node has no pods, and it would
+   * withdraw them from every other node.
+   */
+  start(pods: () => PodStatus[] | undefined): void {
     this.#pods = pods;
     this.xds.start();
     // Re-report periodically and on every reconnect, so a restarted control plane relearns
@@ -54,8 +59,10 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
   /** Sends this node's full pod list; reports are serialized, the newest list wins. */
   reportPods(): Promise<void> {
     const next = this.#reporting.then(async () => {
+      const pods = this.#pods();
+      if (!pods) return;
       try {
-        await this.#status.report(this.#pods());
+        await this.#status.report(pods);
       } catch (err) {
         this.#log.warn({ err }, 'pod status report failed; will retry');
         throw err;

@@ -7,10 +7,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { CLUSTER_NETNS_PATH } from '../../src/cli/cluster.js';
+import { CLUSTER_NETNS_PATH, nodeAgentPid, startNodeAgent, stopNodeAgent } from '../../src/cli/cluster.js';
 import { controlPlaneDir } from '../../src/cli/daemon.js';
 import { simUp } from '../../src/sim/index.js';
-import { clusterUp, type Cluster } from '../helpers/cluster.js';
+import { clusterUp, controlPlaneLog, type Cluster } from '../helpers/cluster.js';
 import { fixtureBin, leftovers, repoRoot, writeConfig } from '../helpers/mesh.js';
 import { describePrivileged } from '../helpers/privileged.js';
 
@@ -131,6 +131,11 @@ describePrivileged('the L4 mesh on two nodes', () => {
       { name: 'node-a', ip: '10.240.0.1', netns: 'nm-node.node-a' },
       { name: 'node-b', ip: '10.240.0.2', netns: 'nm-node.node-b' },
     ]);
+    // `sim agent` names the nodes it knows when asked for one it does not.
+    const bad = spawnSync(join(repoRoot, 'bin', 'nodemesh'), ['sim', 'agent', '--state-dir', c.sd, 'node-z', '--', '--help'], { encoding: 'utf8' });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toContain('NM_ERR_SIM_NODE');
+    expect(bad.stderr).toMatch(/node-a, node-b/);
   });
 
   it('carries real clients across nodes: redis-cli, iperf3, and 32 MB each way byte-exact with half-close', async () => {
@@ -329,6 +334,41 @@ spec: { mtls: { mode: STRICT } }
     expect(rec.policy).toEqual({ allowed: false, name: 'mesh/deny-client' });
     rmSync(join(dir, 'deny.yaml'));
     await c.waitPolicy('mesh/deny-client', false);
+  });
+
+  it('restarts an agent without its pods ever leaving the other nodes\' view, and traffic resumes', async () => {
+    const b = c.node('node-b');
+    const webB = c.ip('mesh/web-b');
+    let watching = true;
+    const seen: boolean[] = [];
+    // node-a's view of web-b while node-b's agent is replaced.
+    const watch = (async () => {
+      while (watching) {
+        const d = (await c.dump('node-a')) as { workloads: { addresses: string[] }[] };
+        seen.push(d.workloads.some((w) => w.addresses.includes(webB)));
+      }
+    })();
+    const pidBefore = nodeAgentPid(b);
+    const restartedAt = Date.now();
+    expect(await stopNodeAgent(b)).toBe(true);
+    const pidAfter = await startNodeAgent(b, c.sd, dir);
+    await new Promise((r) => setTimeout(r, 1500));
+    watching = false;
+    await watch;
+    expect(pidAfter).not.toBe(pidBefore);
+    expect(seen.length).toBeGreaterThan(5);
+    expect(seen.every(Boolean)).toBe(true);
+    // The new agent never told the control plane that node-b had no pods.
+    const reports = controlPlaneLog(c.sd)
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { time: number; node?: string; pods?: number; msg: string })
+      .filter((r) => r.time >= restartedAt && r.node === 'node-b' && r.msg === 'pod status reported');
+    expect(reports.length).toBeGreaterThan(0);
+    expect(reports.map((r) => r.pods)).not.toContain(0);
+    const d = (await c.dump('node-b')) as { pods: { name: string }[] };
+    expect(d.pods.map((p) => p.name).sort()).toEqual(['tools', 'web-b']);
+    expect(who('mesh/client', webB).reply).toBeTruthy();
   });
 
   it('resets the client, not a hang, when the endpoint on the other node dies mid-stream', async () => {
