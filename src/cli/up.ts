@@ -144,13 +144,21 @@ export const upCommand: Command = {
   help: `Usage: nodemesh up <dir> [--state-dir <dir>] [--local]
 
 Starts the control plane (xDS + CA on ${CP_ADDRESS}, watching <dir>) and the node agent in
-the background, then creates every Pod of <dir> with the node simulator (real CNI plugins, one netns and cgroup per pod). Pods labelled (or in a namespace
-labelled) nodemesh.io/dataplane-mode=ambient are captured. Returns once they are.
+the background, then creates every Pod of <dir> with the node simulator (real CNI plugins,
+one netns and cgroup per pod). Pods labelled (or in a namespace labelled)
+nodemesh.io/dataplane-mode=ambient are captured. Returns once they are.
 
-With --local, no control plane runs: the agent reads pod metadata from <dir> itself and
-enforces no policy.
+When Pods name nodes (spec.nodeName), every node is a network namespace of its own: the
+control plane then runs on the simulated cluster network (netns nm-cluster, ${CLUSTER_CP_ADDRESS}),
+one agent runs in each node (as \`nodemesh sim agent\` would start it), and traffic between
+nodes goes over HBONE (mTLS on 15008). Look inside a node with
+\`ip netns exec nm-node.<node> curl -s 127.0.0.1:15000/config_dump\`.
 
-State and logs: <state-dir>/agent/agent.log, <state-dir>/control-plane/control-plane.log,
+With --local, no control plane runs: each agent reads pod metadata from <dir> itself,
+enforces no policy and sends traffic between nodes as plain TCP.
+
+State and logs: <state-dir>/agent/agent.log (one node) or
+<state-dir>/sim/nodes/<node>/agent/agent.log (several), <state-dir>/control-plane/control-plane.log,
 <state-dir>/sim/ (default /run/nodemesh). Stop with 'nodemesh down'.
 `,
   async run(argv) {
