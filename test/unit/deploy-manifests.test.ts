@@ -1,0 +1,59 @@
+// The Kubernetes manifests in deploy/ cannot be applied here (no cluster), so this keeps them
+// honest another way: every nodemesh container's command exists, and every flag it passes is
+// one that command documents in its --help.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { commands } from '../../src/cli/commands.js';
+
+const deployDir = join(import.meta.dirname, '..', '..', 'deploy');
+
+interface Container {
+  name: string;
+  image?: string;
+  args?: string[];
+  command?: string[];
+}
+
+function nodemeshContainers(): { file: string; container: Container }[] {
+  const out: { file: string; container: Container }[] = [];
+  for (const file of readdirSync(deployDir).filter((f) => f.endsWith('.yaml'))) {
+    for (const doc of parseAllDocuments(readFileSync(join(deployDir, file), 'utf8'))) {
+      const o = doc.toJS() as { spec?: { template?: { spec?: { containers?: Container[]; initContainers?: Container[] } } } } | null;
+      const pod = o?.spec?.template?.spec;
+      for (const c of [...(pod?.containers ?? []), ...(pod?.initContainers ?? [])]) {
+        // Containers of our image that run the nodemesh CLI (not a shell).
+        if (c.image?.startsWith('nodemesh') && !c.command) out.push({ file, container: c });
+      }
+    }
+  }
+  return out;
+}
+
+describe('deploy/ manifests', () => {
+  it('run the agent and the control plane', () => {
+    const names = nodemeshContainers().map((x) => x.container.args?.[0]);
+    expect(names).toContain('agent');
+    expect(names).toContain('control-plane');
+  });
+
+  it('pass only flags their command knows', () => {
+    for (const { file, container } of nodemeshContainers()) {
+      const [name, ...args] = container.args ?? [];
+      const cmd = commands.find((c) => c.path.length === 1 && c.path[0] === name);
+      expect(cmd, `${file}: container ${container.name} runs unknown command ${String(name)}`).toBeDefined();
+      for (const a of args.filter((x) => x.startsWith('--'))) {
+        const flag = a.split('=')[0]!;
+        expect(cmd!.help, `${file}: container ${container.name}: ${flag} is not in \`nodemesh ${name} --help\``).toMatch(new RegExp(`(^|\\s)${flag}(\\s|$)`, 'm'));
+      }
+    }
+  });
+
+  it('give the agent the bootstrap token and root certificate, never the root key', () => {
+    const text = readFileSync(join(deployDir, 'agent-daemonset.yaml'), 'utf8');
+    expect(text).toMatch(/--token-file=/);
+    expect(text).toMatch(/--root-cert=/);
+    expect(text).not.toMatch(/root-key/);
+  });
+});
