@@ -62,6 +62,8 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
     };
   };
   const input = (r: InboundRequest) => ({ srcPrincipal: r.peerIdentity, srcIp: r.clientAddr.ip, dstIp: r.target.ip, dstPort: r.target.port });
+  // The decision taken for a request, for its telemetry once the tunnel is up.
+  const decided = new WeakMap<InboundRequest, { allowed: boolean; name?: string }>();
 
   const start = (cert: WorkloadCertificate): void => {
     current = cert;
@@ -77,16 +79,13 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       authorize: (r): InboundDecision => {
         if (!ctx.authorize) return { allow: true };
         const d = ctx.authorize(input(r));
+        decided.set(r, { allowed: d.allowed, ...(d.policy ? { name: d.policy } : {}) });
         return d.allowed ? { allow: true } : { allow: false, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };
       },
       connectUpstream: (r) => ctx.upstream.connect(pod.netnsPath, { ip: '127.0.0.1', port: r.target.port }, ctx.timeoutMs),
       onStream: (r, stream, upstream, relay) => {
-        const allowed = ctx.authorize ? ctx.authorize(input(r)) : undefined;
-        void ctx.tracker.observe(stream, upstream, relay, {
-          ...view(r),
-          ...(allowed ? { policy: { allowed: true, ...(allowed.policy ? { name: allowed.policy } : {}) } } : {}),
-          authz: { destination: pod, input: input(r) },
-        });
+        const policy = decided.get(r);
+        void ctx.tracker.observe(stream, upstream, relay, { ...view(r), ...(policy ? { policy } : {}), authz: { destination: pod, input: input(r) } });
       },
       onReject: (r) => {
         if (!r.request) return; // refused before a request existed (bad method or authority): logged by the server

@@ -22,7 +22,7 @@ export class NetnsConnector implements UpstreamConnector {
    * Keeps up to `poolSize` sockets ready per namespace and refills in one batch once half are
    * used: entering a namespace costs about half a millisecond, a socket a few microseconds.
    */
-  constructor(make: NetnsSocketMaker, poolSize = 32) {
+  constructor(make: NetnsSocketMaker, poolSize = 64) {
     this.#make = make;
     this.#size = poolSize;
   }
