@@ -57,7 +57,7 @@ export interface ActiveConnection {
 }
 
 /** Envoy's response flag for an upstream failure, by errno / status. */
-function flagFor(err: Error & { code?: string; status?: number }): string {
+export function flagFor(err: { code?: string; status?: number }): string {
   if (err.status === 401) return 'DENY';
   if (err.code === 'ECONNREFUSED') return 'UF,URX';
   if (err.code === 'ETIMEDOUT') return 'UF,UT';
@@ -148,19 +148,25 @@ export class ConnectionTracker {
    */
   async observe(client: RelayEnd, upstream: RelayEnd, r: { done: Promise<RelayResult>; progress: RelayProgress }, plan: ConnectionView & { authz?: AuthzContext }): Promise<void> {
     const t0 = performance.now();
+    const conn = this.#track(client, [plan], plan);
+    conn.upstream = upstream;
+    conn.progress = r.progress;
+    for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
+    this.#finish(conn, plan, t0, await r.done);
+  }
+
+  /** Starts tracking a connection: its records (one per view), labels, and the active gauge. */
+  #track(client: RelayEnd, views: ConnectionView[], plan: Pick<ConnectionPlan, 'direction' | 'authz'>): ActiveConnection {
     const conn: ActiveConnection = {
-      records: [this.#start(plan)],
-      labels: [labelsOf(plan)],
+      records: views.map((v) => this.#start(v)),
+      labels: views.map((v) => labelsOf(v)),
       reported: { sent: 0, received: 0 },
       client,
-      upstream,
-      progress: r.progress,
       ...(plan.authz ? { authz: plan.authz } : {}),
     };
     this.active.add(conn);
     this.#t.metrics.activeConnections.inc({ direction: plan.direction });
-    for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
-    this.#finish(conn, plan, t0, await r.done);
+    return conn;
   }
 
   /** Runs one connection to completion. Never throws: failures reset the client. */
@@ -171,15 +177,7 @@ export class ConnectionTracker {
     const early = (err: Error) => log.debug({ err, pod: plan.pod }, 'client error before relay');
     client.on('error', early);
     const views = plan.mirror ? [plan, plan.mirror] : [plan];
-    const conn: ActiveConnection = {
-      records: views.map((v) => this.#start(v)),
-      labels: views.map((v) => labelsOf(v)),
-      reported: { sent: 0, received: 0 },
-      client,
-      ...(plan.authz ? { authz: plan.authz } : {}),
-    };
-    this.active.add(conn);
-    metrics.activeConnections.inc({ direction: plan.direction });
+    const conn = this.#track(client, views, plan);
     let upstream: RelayEnd;
     try {
       upstream = await plan.open();

@@ -4,10 +4,11 @@
 // pod's loopback. Telemetry and policy revocation go through the same tracker as every other
 // connection.
 import { closeSync } from 'node:fs';
-import type { ConnectionView } from './connection.js';
+import { principalOf } from '../identity/spiffe.js';
+import { flagFor, type ConnectionView } from './connection.js';
 import { podName, type ProxyContext } from './context.js';
-import { formatAuthority, HboneServer, type HboneTuning, type InboundDecision, type InboundRejection, type InboundRequest } from './hbone/index.js';
-import { peerOf, podIdentity, type LocalPod, type WorkloadCertificate, type WorkloadCredentials } from './types.js';
+import { formatAuthority, HboneServer, type HboneCredentials, type HboneTuning, type InboundDecision, type InboundRejection, type InboundRequest } from './hbone/index.js';
+import { peerOf, podIdentity, type LocalPod, type WorkloadCredentials } from './types.js';
 
 export interface HboneInboundOptions {
   credentials: WorkloadCredentials;
@@ -16,16 +17,10 @@ export interface HboneInboundOptions {
   tuning?: Partial<HboneTuning>;
 }
 
-/** Envoy-style response flags for a refused CONNECT. */
+/** Envoy-style response flags for a refused CONNECT: a bad request is NR, the rest as upstream failures. */
 function flagsFor(r: InboundRejection): string {
-  if (r.status === 401) return 'DENY';
   if (r.status === 400) return 'NR';
-  const code = (r.error as { code?: string } | undefined)?.code;
-  return code === 'ECONNREFUSED' ? 'UF,URX' : code === 'ETIMEDOUT' ? 'UF,UT' : 'UF';
-}
-
-function principalOf(spiffeId: string): string {
-  return spiffeId.replace(/^spiffe:\/\//, '');
+  return flagFor({ status: r.status, ...(r.error as { code?: string } | undefined) });
 }
 
 /**
@@ -36,7 +31,7 @@ function principalOf(spiffeId: string): string {
 export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: HboneInboundOptions): { close(): Promise<void> } {
   const identity = podIdentity(pod);
   const log = ctx.log.child({ pod: podName(pod), listener: 'hbone' });
-  let current: WorkloadCertificate | undefined;
+  let current: HboneCredentials | undefined;
   let server: HboneServer | undefined;
   let closed = false;
   const refresh = (): void => {
@@ -65,7 +60,7 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
   // The decision taken for a request, for its telemetry once the tunnel is up.
   const decided = new WeakMap<InboundRequest, { allowed: boolean; name?: string }>();
 
-  const start = (cert: WorkloadCertificate): void => {
+  const start = (cert: HboneCredentials): void => {
     current = cert;
     const s = new HboneServer({
       credentials: () => {

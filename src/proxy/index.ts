@@ -6,4 +6,4 @@ export { ConnectionTracker, type ActiveConnection, type AuthzContext, type Conne
 export { relay, type RelayEnd, type RelayResult } from './relay.js';
 export { NetnsConnector, PlainConnector, connectFd } from './upstream.js';
 export { Balancer, type LbPolicy } from './balancer.js';
-export { MESH_PORTS, peerOf, type AuthorizeInput, type AuthorizeResult, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type RouteTarget, type SocketAddress, type UpstreamConnector, type WorkloadCertificate, type WorkloadCredentials, type WorkloadIndex, podIdentity } from './types.js';
+export { MESH_PORTS, peerOf, type AuthorizeInput, type AuthorizeResult, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type RouteTarget, type SocketAddress, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex, podIdentity } from './types.js';

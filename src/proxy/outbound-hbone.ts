@@ -28,9 +28,9 @@ export class HboneOutbound implements HboneDialer {
     this.#o = o;
     this.pool = new HbonePool({
       connectTimeoutMs: o.connectTimeoutMs,
-      ...(o.maxStreamsPerSession ? { maxStreamsPerSession: o.maxStreamsPerSession } : {}),
-      ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
-      ...(o.tuning ? { tuning: o.tuning } : {}),
+      maxStreamsPerSession: o.maxStreamsPerSession,
+      idleTimeoutMs: o.idleTimeoutMs,
+      tuning: o.tuning,
       log: o.log,
       // From the source pod's own netns: the destination sees the pod's IP, as with plain TCP.
       connectSocket: (addr: SocketAddress, source: { identity: string; ip?: string }) => {

@@ -96,17 +96,7 @@ export class NodeProxy {
     this.tracker = new ConnectionTracker(o.telemetry);
     const timeoutMs = o.connectTimeoutMs ?? 5000;
     this.#hbone = o.hbone
-      ? new HboneOutbound({
-          credentials: o.hbone.credentials,
-          upstream: o.upstream,
-          localPod: (ip) => this.#byIp.get(ip),
-          hbonePort: HBONE_PORT,
-          connectTimeoutMs: timeoutMs,
-          ...(o.hbone.maxStreamsPerSession ? { maxStreamsPerSession: o.hbone.maxStreamsPerSession } : {}),
-          ...(o.hbone.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.hbone.idleTimeoutMs } : {}),
-          ...(o.hbone.tuning ? { tuning: o.hbone.tuning } : {}),
-          log: o.telemetry.log,
-        })
+      ? new HboneOutbound({ ...o.hbone, upstream: o.upstream, localPod: (ip) => this.#byIp.get(ip), hbonePort: HBONE_PORT, connectTimeoutMs: timeoutMs, log: o.telemetry.log })
       : undefined;
     this.#ctx = {
       log: this.#log,
@@ -165,7 +155,7 @@ export class NodeProxy {
       if (this.#o.hbone) {
         const hb = await open('hbone', '0.0.0.0', HBONE_PORT);
         this.#o.onInboundListener?.(pod, hb, 'hbone');
-        l.hbone = serveHbone(this.#ctx, pod, hb, { credentials: this.#o.hbone.credentials, trustDomain: this.#o.hbone.trustDomain, ...(this.#o.hbone.tuning ? { tuning: this.#o.hbone.tuning } : {}) });
+        l.hbone = serveHbone(this.#ctx, pod, hb, this.#o.hbone);
         owned.add(hb);
       }
     } catch (err) {

@@ -1,5 +1,7 @@
 // What the proxy knows of the pods it serves and of the rest of the mesh.
 import type { PeerInfo } from '../telemetry/index.js';
+import { formatSpiffeId } from '../identity/spiffe.js';
+import type { HboneCredentials } from './hbone/tls.js';
 
 /** A pod on this node whose traffic the proxy captures. */
 export interface LocalPod {
@@ -96,18 +98,11 @@ export interface MeshRouter {
 
 /** A pod's SPIFFE identity: `spiffe://<td>/ns/<ns>/sa/<sa>`. */
 export function podIdentity(pod: LocalPod): string {
-  return `spiffe://${pod.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
-}
-
-/** Certificate, key and mesh roots of a workload, all PEM (what HBONE presents and trusts). */
-export interface WorkloadCertificate {
-  certChainPem: string;
-  keyPem: string;
-  rootsPem: string;
+  return formatSpiffeId({ trustDomain: pod.trustDomain, namespace: pod.namespace, serviceAccount: pod.serviceAccount });
 }
 
 /** Where the proxy gets the certificates its pods present on HBONE. */
 export interface WorkloadCredentials {
-  /** The pod identity's current certificate; fetches it on first use. */
-  get(identity: string): Promise<WorkloadCertificate>;
+  /** The pod identity's current certificate, key and mesh roots; fetches them on first use. */
+  get(identity: string): Promise<HboneCredentials>;
 }
