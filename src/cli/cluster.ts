@@ -5,10 +5,10 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_PIN_ROOT } from '../agent/index.js';
+import { agentPaths, DEFAULT_PIN_ROOT } from '../agent/index.js';
 import { Redirector } from '../redirect/index.js';
 import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
-import { controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
+import { controlPlaneDaemon, controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
 
 /** The control plane's gRPC address on the cluster network. */
 export const CLUSTER_CP_ADDRESS = `${CLUSTER_SERVICE_IP}:15012`;
@@ -31,23 +31,34 @@ export async function curlJsonIn<T>(netnsPath: string, url: string): Promise<T> 
   return JSON.parse(r.body) as T;
 }
 
+/**
+ * Captures the TCP packets on every port of the cluster network (tcpdump -A: headers and
+ * payload as text) while `fn` runs, then until `until(text)` holds or `waitMs` has passed,
+ * plus 200 ms for the last packets. `log` is tcpdump's stderr.
+ */
+export async function captureClusterTcp(fn: () => void, opts: { until?: (text: string) => boolean; waitMs?: number } = {}): Promise<{ text: string; log: string }> {
+  const dump = spawn(nsenter(), [`--net=${CLUSTER_NETNS_PATH}`, '--', 'tcpdump', '-i', 'any', '-l', '-nn', '-A', 'tcp'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  let log = '';
+  dump.stdout.on('data', (d: Buffer) => (text += d.toString('latin1')));
+  dump.stderr.on('data', (d: Buffer) => (log += d));
+  for (let i = 0; i < 100 && !log.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  fn();
+  const deadline = Date.now() + (opts.waitMs ?? 300);
+  while (Date.now() < deadline && !opts.until?.(text)) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 200));
+  dump.kill('SIGINT');
+  await new Promise((r) => dump.once('close', r));
+  return { text, log };
+}
+
 /** Starts the control plane inside the cluster network's netns, serving the nodes on 10.240.0.254:15012. */
 export function startClusterControlPlane(dir: string, sd: string): Promise<number> {
-  const cp = controlPlaneDir(sd);
-  mkdirSync(cp, { recursive: true });
   return startDaemon({
-    what: 'control plane',
-    args: ['control-plane', '--config', dir, '--state-dir', cp, '--listen', CLUSTER_CP_ADDRESS],
-    logFile: join(cp, 'control-plane.log'),
-    pidFile: join(cp, 'control-plane.pid'),
+    ...controlPlaneDaemon(dir, sd, ['--listen', CLUSTER_CP_ADDRESS]),
     netnsPath: CLUSTER_NETNS_PATH,
     ready: async () => (await curlIn(CLUSTER_NETNS_PATH, 'http://127.0.0.1:15014/healthz/ready', 1)).code === 0,
   });
-}
-
-function nodeAgentPaths(node: SimNodeInfo): { logFile: string; pidFile: string } {
-  const dir = join(node.agentStateDir, 'agent');
-  return { logFile: join(dir, 'agent.log'), pidFile: join(dir, 'agent.pid') };
 }
 
 /**
@@ -58,8 +69,8 @@ export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts:
   const cp = controlPlaneDir(sd);
   const source = opts.local ? ['--config', dir] : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', join(cp, 'token'), '--root-cert', join(cp, 'root-cert.pem')];
   const c = nodeAgentCommand(node.name, [...source, ...(opts.extra ?? [])], { stateDir: sd });
-  const { logFile, pidFile } = nodeAgentPaths(node);
-  mkdirSync(join(node.agentStateDir, 'agent'), { recursive: true });
+  const { dir: agentDir, logFile, pidFile } = agentPaths(node.agentStateDir);
+  mkdirSync(agentDir, { recursive: true });
   // argv[0] is the launcher and argv[1] 'agent': startDaemon runs main.js itself.
   return startDaemon({
     what: `agent of node ${node.name}`,
@@ -73,7 +84,7 @@ export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts:
 }
 
 export function nodeAgentPid(node: SimNodeInfo): number | undefined {
-  return pidIn(nodeAgentPaths(node).pidFile);
+  return pidIn(agentPaths(node.agentStateDir).pidFile);
 }
 
 export function stopNodeAgent(node: SimNodeInfo): Promise<boolean> {
@@ -95,5 +106,5 @@ export function multiNodeNodes(sd: string): SimNodeInfo[] {
 }
 
 export function removeNodeAgentDirs(nodes: SimNodeInfo[]): void {
-  for (const n of nodes) rmSync(join(n.agentStateDir, 'agent'), { recursive: true, force: true });
+  for (const n of nodes) rmSync(agentPaths(n.agentStateDir).dir, { recursive: true, force: true });
 }

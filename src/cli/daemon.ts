@@ -1,7 +1,7 @@
 // Background daemons of the embedded setup (control plane, agents): start one detached,
 // optionally inside a network namespace, wait for its readiness, stop it by its pid file.
 import { spawn } from 'node:child_process';
-import { openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { NodemeshError } from '../errors.js';
@@ -56,6 +56,22 @@ export function pidIn(file: string): number | undefined {
 /** Where `nodemesh up` keeps the embedded control plane's state (token, root, log). */
 export function controlPlaneDir(sd: string): string {
   return join(sd, 'control-plane');
+}
+
+/** The control plane's files under controlPlaneDir(sd). */
+export function controlPlaneFiles(sd: string): { dir: string; logFile: string; pidFile: string } {
+  const dir = controlPlaneDir(sd);
+  return { dir, logFile: join(dir, 'control-plane.log'), pidFile: join(dir, 'control-plane.pid') };
+}
+
+/**
+ * The control plane as `nodemesh up` runs it, on the config dir `dir`: its command, log and pid
+ * file (the state dir is created). `extraArgs` and where it runs are the caller's.
+ */
+export function controlPlaneDaemon(dir: string, sd: string, extraArgs: string[] = []): Pick<DaemonSpec, 'what' | 'args' | 'logFile' | 'pidFile'> {
+  const f = controlPlaneFiles(sd);
+  mkdirSync(f.dir, { recursive: true });
+  return { what: 'control plane', args: ['control-plane', '--config', dir, '--state-dir', f.dir, ...extraArgs], logFile: f.logFile, pidFile: f.pidFile };
 }
 
 /** How a daemon is started: the argv after `node dist/cli/main.js`, optionally inside a netns. */

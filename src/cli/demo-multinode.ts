@@ -2,35 +2,14 @@
 // network and one agent per node (what `sim agent` runs). Drives real clients across nodes,
 // shows on the wire that the traffic is HBONE (TLS on 15008, no plaintext), what each side's
 // proxy recorded, and the pooled tunnels, then tears everything down.
-import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { listPods, nsenter } from '../sim/index.js';
+import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
-import { CLUSTER_NETNS_PATH, curlJsonIn, multiNodeNodes, nodeDump } from './cluster.js';
-import { cliPath } from './paths.js';
+import { captureClusterTcp, curlJsonIn, multiNodeNodes, nodeDump } from './cluster.js';
+import { simExec } from './pod-exec.js';
 import { down, printTable, up } from './up.js';
-
-function simExec(pod: string, argv: string[], sd: string): { code: number; out: string } {
-  const r = spawnSync(cliPath, ['sim', 'exec', '--state-dir', sd, pod, '--', ...argv], { encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status ?? 1, out: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() };
-}
-
-/** Captures the cluster network's TCP packets (headers and payload as text) while `fn` runs. */
-async function capture(fn: () => void): Promise<string> {
-  const dump = spawn(nsenter(), [`--net=${CLUSTER_NETNS_PATH}`, '--', 'tcpdump', '-i', 'any', '-l', '-nn', '-A', 'tcp'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let text = '';
-  let log = '';
-  dump.stdout.on('data', (d: Buffer) => (text += d.toString('latin1')));
-  dump.stderr.on('data', (d: Buffer) => (log += d));
-  for (let i = 0; i < 100 && !log.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
-  fn();
-  await new Promise((r) => setTimeout(r, 500));
-  dump.kill('SIGINT');
-  await new Promise((r) => dump.once('close', r));
-  return text;
-}
 
 export async function demoMultiNode(dirArg: string, sd: string): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'nodemesh-demo-'));
@@ -56,7 +35,7 @@ export async function demoMultiNode(dirArg: string, sd: string): Promise<number>
       if (!ok) failures++;
       rows.push([what, r.code === 0 ? r.out.split('\n')[0]!.slice(0, 44) : `exit ${r.code}: ${r.out.slice(0, 40)}`, ok ? 'ok' : 'UNEXPECTED']);
     };
-    const wire = await capture(() => {
+    const { text: wire } = await captureClusterTcp(() => {
       run(`curl http://${webB}:8080/ (web-b, node-b)`, ['curl', '-sS', '-m', '5', `http://${webB}:8080/`], /hello from multinode\/web-b on node-b/);
       for (let i = 0; i < 4; i++) run('curl http://10.96.1.10/ (Service web)', ['curl', '-sS', '-m', '5', 'http://10.96.1.10/'], /hello from multinode\/web-[ab]/);
       run(`redis-cli -h ${redis} INCR (redis, node-b)`, ['redis-cli', '-h', redis, 'INCR', 'demo:hits'], /^\d+$/);

@@ -1,6 +1,5 @@
 // `nodemesh demo`: brings up the example pods with the agent, drives real client traffic
 // (curl, redis-cli) from inside pods, prints what the proxy captured, and tears down.
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -10,7 +9,7 @@ import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 import { parse, usageError, type Command } from './command.js';
 import { demoMultiNode } from './demo-multinode.js';
-import { cliPath } from './paths.js';
+import { simExec } from './pod-exec.js';
 import { ADMIN, down, getJson, httpGet, printTable, up } from './up.js';
 
 /** Label that marks the pods the demo drives traffic from. */
@@ -22,11 +21,6 @@ interface Probe {
   target: string;
   tool: string;
   argv: string[];
-}
-
-function simExec(pod: string, argv: string[], sd: string): { code: number; out: string } {
-  const r = spawnSync(cliPath, ['sim', 'exec', '--state-dir', sd, pod, '--', ...argv], { encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status ?? 1, out: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() };
 }
 
 /** A real client for each declared container port, chosen by the port's name. */

@@ -7,7 +7,7 @@ import { Redirector } from '../redirect/index.js';
 import { listPods, simDown, simUp, uninstallChainedPlugin } from '../sim/index.js';
 import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './cluster.js';
 import { parse, usageError, type Command } from './command.js';
-import { controlPlaneDir, getJson, httpReady, pidIn, startDaemon, stopPid } from './daemon.js';
+import { controlPlaneDaemon, controlPlaneDir, controlPlaneFiles, getJson, httpReady, pidIn, startDaemon, stopPid } from './daemon.js';
 
 export { controlPlaneDir, getJson, httpGet } from './daemon.js';
 
@@ -46,13 +46,11 @@ export async function stopAgent(sd: string): Promise<boolean> {
 }
 
 export async function startControlPlane(dir: string, sd: string): Promise<number> {
-  const cp = controlPlaneDir(sd);
-  mkdirSync(cp, { recursive: true });
-  return startDaemon({ what: 'control plane', args: ['control-plane', '--config', dir, '--state-dir', cp], logFile: join(cp, 'control-plane.log'), pidFile: join(cp, 'control-plane.pid'), ready: httpReady(`${CP_ADMIN}/healthz/ready`) });
+  return startDaemon({ ...controlPlaneDaemon(dir, sd), ready: httpReady(`${CP_ADMIN}/healthz/ready`) });
 }
 
 export async function stopControlPlane(sd: string): Promise<boolean> {
-  const file = join(controlPlaneDir(sd), 'control-plane.pid');
+  const file = controlPlaneFiles(sd).pidFile;
   const stopped = await stopPid(pidIn(file));
   rmSync(file, { force: true });
   return stopped;

@@ -2,11 +2,10 @@
 // does: the simulator's nodes (one netns each, joined by the cluster network), the control
 // plane on the cluster network and one agent per node, all as processes. Agents' admin
 // endpoints live inside the node namespaces, so they are read with curl run there.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { curlIn, curlJsonIn, CLUSTER_NETNS_PATH, multiNodeNodes } from '../../src/cli/cluster.js';
+import { curlIn, curlJsonIn, CLUSTER_NETNS_PATH, multiNodeNodes, nodeDump } from '../../src/cli/cluster.js';
 import { controlPlaneDir } from '../../src/cli/daemon.js';
 import { down, up } from '../../src/cli/up.js';
 import { listPods, type SimNodeInfo, type SimPodInfo } from '../../src/sim/index.js';
@@ -43,7 +42,7 @@ export async function clusterUp(dir: string): Promise<Cluster> {
     if (!n) throw new Error(`no node ${name}; have ${nodes.map((x) => x.name).join(', ')}`);
     return n;
   };
-  const dump = (name: string) => curlJsonIn<Record<string, unknown>>(node(name).netnsPath!, 'http://127.0.0.1:15000/config_dump');
+  const dump = (name: string) => nodeDump(node(name));
   return {
     sd,
     dir,

@@ -2,12 +2,12 @@
 // network, one agent per node (all as processes, started the way `nodemesh up` starts them),
 // real clients in pods. Cross-node traffic rides HBONE (mTLS HTTP/2 CONNECT on 15008);
 // same-node traffic takes the in-process fast path; both must decide alike.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { CLUSTER_NETNS_PATH, nodeAgentPid, startNodeAgent, stopNodeAgent } from '../../src/cli/cluster.js';
+import { captureClusterTcp, nodeAgentPid, startNodeAgent, stopNodeAgent } from '../../src/cli/cluster.js';
 import { controlPlaneDir } from '../../src/cli/daemon.js';
 import { simUp } from '../../src/sim/index.js';
 import { clusterUp, controlPlaneLog, type Cluster } from '../helpers/cluster.js';
@@ -158,21 +158,16 @@ describePrivileged('the L4 mesh on two nodes', () => {
   });
 
   it('carries cross-node traffic over HBONE, encrypted on the cluster link', async () => {
-    // tcpdump on every port of the cluster network, printing packets with their payload.
-    const dump = spawn('nsenter', [`--net=${CLUSTER_NETNS_PATH}`, '--', 'tcpdump', '-i', 'any', '-l', '-nn', '-A', 'tcp'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let text = '';
-    let log = '';
-    dump.stdout.on('data', (d: Buffer) => (text += d.toString('latin1')));
-    dump.stderr.on('data', (d: Buffer) => (log += d));
-    for (let i = 0; i < 100 && !log.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(log).toContain('listening');
     const marker = 'nodemesh-plaintext-marker';
-    const sent = c.exec('mesh/client', ['python3', '-c', `import socket;s=socket.create_connection(('${c.ip('mesh/web-b')}',9090));s.sendall(b'ECHO\\n'+b'${marker}'*4);s.shutdown(1);import sys;sys.stdout.write(s.makefile('rb').read().decode())`]);
     const toHbone = new RegExp(`> ${c.ip('mesh/web-b').replace(/\./g, '\\.')}\\.15008:`);
-    for (let i = 0; i < 40 && !toHbone.test(text); i++) await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, 200));
-    dump.kill('SIGINT');
-    await new Promise((r) => dump.once('close', r));
+    let sent = { stdout: '' };
+    const { text, log } = await captureClusterTcp(
+      () => {
+        sent = c.exec('mesh/client', ['python3', '-c', `import socket;s=socket.create_connection(('${c.ip('mesh/web-b')}',9090));s.sendall(b'ECHO\\n'+b'${marker}'*4);s.shutdown(1);import sys;sys.stdout.write(s.makefile('rb').read().decode())`]);
+      },
+      { until: (t) => toHbone.test(t), waitMs: 2000 },
+    );
+    expect(log).toContain('listening');
     expect(sent.stdout).toBe(marker.repeat(4)); // the echo came back through the tunnel
     expect(text, `tcpdump said: ${log}`).toMatch(toHbone);
     expect(text).not.toMatch(/\.9090:/); // the app port never appears on the wire
