@@ -2,12 +2,13 @@
 // Bytes are exact, half-close travels both ways, answers are 200/400/401/503, resets stay resets.
 import { createHash, randomBytes } from 'node:crypto';
 import { connect as h2connect, constants, type ClientHttp2Session } from 'node:http2';
-import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
+import { Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HbonePool, HboneServer, type HboneServerOptions, type HboneStream, type InboundRejection, type InboundRequest } from '../../src/proxy/hbone/index.js';
 import { connectFd } from '../../src/proxy/upstream.js';
+import { startApp } from '../helpers/app.js';
 import { createTestCa, type TestCert } from '../helpers/certs.js';
 
 const TD = 'cluster.local';
@@ -31,19 +32,12 @@ afterEach(async () => {
 /** A TCP app on loopback; counts the connections it accepted. */
 async function app(onConn: (s: Socket) => void): Promise<{ port: number; accepts: () => number }> {
   let n = 0;
-  const conns = new Set<Socket>();
-  const srv: Server = createServer({ allowHalfOpen: true }, (s) => {
+  const a = await startApp((s) => {
     n++;
-    conns.add(s);
-    s.on('error', () => {});
     onConn(s);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    for (const s of conns) s.destroy();
-    return new Promise((r) => srv.close(r));
-  });
-  return { port: (srv.address() as AddressInfo).port, accepts: () => n };
+  }, { allowHalfOpen: true });
+  cleanups.push(() => a.close());
+  return { port: a.port, accepts: () => n };
 }
 
 async function hbone(o: Partial<HboneServerOptions> = {}) {
