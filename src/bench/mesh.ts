@@ -135,6 +135,8 @@ interface Sample {
 
 class Bench {
   readonly ips = new Map<string, string>();
+  /** Each node's agent, by node name: read once, after `up`. */
+  readonly agents = new Map<string, number>();
   constructor(readonly sd: string, readonly dir: string) {}
 
   exec(pod: string, argv: string[], extraSeconds = 30): string {
@@ -149,13 +151,14 @@ class Bench {
     return ip;
   }
 
+  agentPid(node: string): number {
+    const pid = this.agents.get(node);
+    if (!pid) throw new Error(`the agent of ${node} is not running`);
+    return pid;
+  }
+
   pids(p: PathDef): number[] {
-    const nodes = multiNodeNodes(this.sd);
-    return p.proxies.map((n) => {
-      const pid = nodeAgentPid(nodes.find((x) => x.name === n)!);
-      if (!pid) throw new Error(`the agent of ${n} is not running`);
-      return pid;
-    });
+    return p.proxies.map((n) => this.agentPid(n));
   }
 
   sample(p: PathDef): Sample {
@@ -201,9 +204,11 @@ async function main(): Promise<number> {
     await up(dir, sd);
     const b = new Bench(sd, dir);
     for (const p of await listPods({ stateDir: sd })) b.ips.set(`${p.namespace}/${p.name}`, p.ip);
-    const nodes = multiNodeNodes(sd);
-    const agentPid = (n: string) => nodeAgentPid(nodes.find((x) => x.name === n)!)!;
-    const idle = Object.fromEntries(['node-a', 'node-b', 'node-c', 'node-d'].map((n) => [n, rssMb(agentPid(n))]));
+    for (const n of multiNodeNodes(sd)) {
+      const pid = nodeAgentPid(n);
+      if (pid) b.agents.set(n.name, pid);
+    }
+    const idle = Object.fromEntries(['node-a', 'node-b', 'node-c', 'node-d'].map((n) => [n, rssMb(b.agentPid(n))]));
     const peak = { ...idle };
     const samples = new Map<PathName, Sample[]>(PATHS.map((p) => [p.name, []]));
     for (let run = 1; run <= RUNS; run++) {
@@ -212,7 +217,7 @@ async function main(): Promise<number> {
       for (const p of order) {
         progress(`run ${run}/${RUNS}: ${p.label}: iperf3, sockperf ×${CONNS.length}, wrk ×2`);
         samples.get(p.name)!.push(b.sample(p));
-        for (const n of Object.keys(peak)) peak[n] = Math.max(peak[n]!, rssMb(agentPid(n)));
+        for (const n of Object.keys(peak)) peak[n] = Math.max(peak[n]!, rssMb(b.agentPid(n)));
       }
     }
     const med = (name: PathName, fn: (s: Sample) => number) => median(samples.get(name)!.map(fn));
