@@ -11,7 +11,7 @@ import { FlowLog, MeshMetrics } from '../telemetry/index.js';
 import { serveRoutes, type Endpoint } from './admin.js';
 import { CniError, CniServer, podAddressOf, type CniRequest } from './cni-server.js';
 import { Enroller, exclusionsFrom } from './enrollment.js';
-import { agentPaths, DEFAULT_PIN_ROOT, type AgentPaths } from './paths.js';
+import { agentPaths, DEFAULT_PIN_ROOT, PORTS, type AgentPaths } from '../net/index.js';
 import type { PodMeta, PodSource } from './podsource.js';
 import { LocalWorkloads } from './workloads.js';
 import { ControlPlaneSource } from './cp-source.js';
@@ -269,14 +269,14 @@ export class Agent {
       return { type: r.contentType, body: r.body };
     };
     this.#servers.push(
-      await serveRoutes(this.#o.admin ?? { host: '127.0.0.1', port: 15000 }, {
+      await serveRoutes(this.#o.admin ?? { host: '127.0.0.1', port: PORTS.admin }, {
         '/config_dump': () => ({ body: this.configDump() }),
         '/debug/flows': (_req, url) => ({ body: this.flows.recent(Number(url.searchParams.get('limit') ?? 1000)) }),
         '/healthz/ready': readiness,
         '/metrics': metrics,
       }, log),
-      await serveRoutes(this.#o.metrics ?? { host: '0.0.0.0', port: 15020 }, { '/metrics': metrics, '/stats/prometheus': metrics }, log),
-      await serveRoutes(this.#o.ready ?? { host: '0.0.0.0', port: 15021 }, { '/healthz/ready': readiness }, log),
+      await serveRoutes(this.#o.metrics ?? { host: '0.0.0.0', port: PORTS.metrics }, { '/metrics': metrics, '/stats/prometheus': metrics }, log),
+      await serveRoutes(this.#o.ready ?? { host: '0.0.0.0', port: PORTS.ready }, { '/healthz/ready': readiness }, log),
     );
   }
 

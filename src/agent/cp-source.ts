@@ -4,9 +4,10 @@
 import type { Logger } from '../log.js';
 import { CaClient, SecretManager } from '../identity/index.js';
 import { Balancer, type LbPolicy, type MeshRouter, type RouteTarget, type SocketAddress, type WorkloadIndex } from '../proxy/index.js';
-import { evaluate, selectPolicies } from '../rbac/index.js';
+import { evaluate } from '../rbac/index.js';
+import { ProxyState, selectPolicies, type Workload } from '../state/index.js';
 import type { PeerInfo } from '../telemetry/index.js';
-import { PodStatusClient, ProxyState, XdsClient, type ControlPlaneConnection, type PodStatus, type Workload } from '../xds/index.js';
+import { PodStatusClient, XdsClient, type ControlPlaneConnection, type PodStatus } from '../xds/index.js';
 import type { AuthorizeInput, AuthorizeResult } from '../proxy/index.js';
 
 export function peerOfWorkload(w: Workload): PeerInfo {

@@ -1,6 +1,5 @@
 // The node agent: enrollment, CNI relay, lifecycle.
 export { Agent, type AgentOptions } from './agent.js';
-export { agentPaths, stateDir, DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR, type AgentPaths } from './paths.js';
 export { ConfigDirPodSource, type PodMeta, type PodSource } from './podsource.js';
 export { parseEndpoint, type Endpoint } from './admin.js';
 export { ANNOTATIONS } from './enrollment.js';

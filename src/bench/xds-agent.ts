@@ -6,8 +6,8 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { log } from '../log.js';
-import type { Authorization } from '../rbac/index.js';
-import { adsService, codecs, protoRoot, ProxyState, readTokenFile, XdsClient, type PbDeltaResponse } from '../xds/index.js';
+import { ProxyState, type Authorization } from '../state/index.js';
+import { adsService, codecs, protoRoot, readTokenFile, XdsClient, type PbDeltaResponse } from '../xds/index.js';
 
 /** A probe policy names its revision in a principal: `…/sa/rev-<seq>`. */
 export const PROBE_PRINCIPAL_RE = /\/sa\/rev-(\d+)$/;

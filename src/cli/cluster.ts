@@ -5,13 +5,13 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentPaths, DEFAULT_PIN_ROOT } from '../agent/index.js';
+import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
 import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
 import { controlPlaneDaemon, controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
 
 /** The control plane's gRPC address on the cluster network. */
-export const CLUSTER_CP_ADDRESS = `${CLUSTER_SERVICE_IP}:15012`;
+export const CLUSTER_CP_ADDRESS = `${CLUSTER_SERVICE_IP}:${PORTS.controlPlane}`;
 export const CLUSTER_NETNS_PATH = `/run/netns/${CLUSTER_NETNS}`;
 
 /** Runs `curl` inside a netns and resolves with its status and body (never rejects). */
@@ -57,7 +57,7 @@ export function startClusterControlPlane(dir: string, sd: string): Promise<numbe
   return startDaemon({
     ...controlPlaneDaemon(dir, sd, ['--listen', CLUSTER_CP_ADDRESS]),
     netnsPath: CLUSTER_NETNS_PATH,
-    ready: async () => (await curlIn(CLUSTER_NETNS_PATH, 'http://127.0.0.1:15014/healthz/ready', 1)).code === 0,
+    ready: async () => (await curlIn(CLUSTER_NETNS_PATH, `http://127.0.0.1:${PORTS.controlPlaneAdmin}/healthz/ready`, 1)).code === 0,
   });
 }
 
@@ -79,7 +79,7 @@ export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts:
     pidFile,
     netnsPath: node.netnsPath!,
     env: c.env,
-    ready: async () => (await curlIn(node.netnsPath!, 'http://127.0.0.1:15021/healthz/ready', 1)).code === 0,
+    ready: async () => (await curlIn(node.netnsPath!, `http://127.0.0.1:${PORTS.ready}/healthz/ready`, 1)).code === 0,
   });
 }
 
@@ -93,7 +93,7 @@ export function stopNodeAgent(node: SimNodeInfo): Promise<boolean> {
 
 /** The agent's /config_dump on a node. */
 export function nodeDump<T = Record<string, unknown>>(node: SimNodeInfo): Promise<T> {
-  return curlJsonIn<T>(node.netnsPath!, 'http://127.0.0.1:15000/config_dump');
+  return curlJsonIn<T>(node.netnsPath!, `http://127.0.0.1:${PORTS.admin}/config_dump`);
 }
 
 /** What `down` must remove per node once the simulator is gone: pinned programs. */

@@ -3,7 +3,7 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { stateDir } from '../agent/index.js';
+import { stateDir } from '../net/index.js';
 import { loadConfigDirStrict, type Pod } from '../k8s/index.js';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';

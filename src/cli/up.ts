@@ -2,7 +2,7 @@
 // the background, and its complete removal.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { agentPaths, DEFAULT_PIN_ROOT, stateDir } from '../agent/index.js';
+import { agentPaths, DEFAULT_PIN_ROOT, PORTS, stateDir } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
 import { listPods, simDown, simUp, uninstallChainedPlugin } from '../sim/index.js';
 import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './cluster.js';
@@ -11,7 +11,7 @@ import { controlPlaneDaemon, controlPlaneDir, controlPlaneFiles, getJson, httpRe
 
 export { controlPlaneDir, getJson, httpGet } from './daemon.js';
 
-export const ADMIN = 'http://127.0.0.1:15000';
+export const ADMIN = `http://127.0.0.1:${PORTS.admin}`;
 
 export function progress(msg: string): void {
   process.stderr.write(`==> ${msg}\n`);
@@ -21,8 +21,8 @@ export function agentPid(sd: string): number | undefined {
   return pidIn(agentPaths(sd).pidFile);
 }
 
-export const CP_ADMIN = 'http://127.0.0.1:15014';
-export const CP_ADDRESS = '127.0.0.1:15012';
+export const CP_ADMIN = `http://127.0.0.1:${PORTS.controlPlaneAdmin}`;
+export const CP_ADDRESS = `127.0.0.1:${PORTS.controlPlane}`;
 
 /** Starts the agent in local mode (pod metadata from `dir`, no control plane). */
 export async function startAgent(dir: string, sd: string, extra: string[] = []): Promise<number> {
@@ -85,7 +85,7 @@ export async function up(dirArg: string, sd: string, opts: { local?: boolean } =
   const pods = await listPods({ stateDir: sd });
   const rows = pods.map((p) => [`${p.namespace}/${p.name}`, p.ip, p.node, enrolled.has(`${p.namespace}/${p.name}`) ? 'captured' : 'not enrolled']);
   printTable(['POD', 'IP', 'NODE', 'MESH'], rows);
-  process.stdout.write(`\nagent admin: ${ADMIN}/config_dump   metrics: http://127.0.0.1:15020/metrics\n${opts.local ? '' : `control plane: ${CP_ADDRESS} (xDS, CA), admin ${CP_ADMIN}/debug/config-errors\n`}state and logs: ${sd}\n`);
+  process.stdout.write(`\nagent admin: ${ADMIN}/config_dump   metrics: http://127.0.0.1:${PORTS.metrics}/metrics\n${opts.local ? '' : `control plane: ${CP_ADDRESS} (xDS, CA), admin ${CP_ADMIN}/debug/config-errors\n`}state and logs: ${sd}\n`);
 }
 
 /** Multi-node: the control plane on the cluster network, one agent per node netns, then the pods. */

@@ -1,7 +1,7 @@
 // Pure translation of AuthorizationPolicy and PeerAuthentication into L4 Authorizations, the
 // way Istio converts them for ztunnel: HTTP-only attributes never widen what is allowed.
 import type { Pod } from '../k8s/index.js';
-import { parseCidr } from '../xds/ip.js';
+import { parseCidr } from '../net/index.js';
 import type { PbAuthorization, PbCidr, PbMatch, PbStringMatch } from '../xds/proto.js';
 import type { ApCondition, ApOperation, ApSource, AuthorizationPolicy, MtlsMode, PeerAuthentication } from './resources.js';
 import { selects, type MeshSettings } from './translate.js';

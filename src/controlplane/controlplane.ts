@@ -9,7 +9,7 @@ import { NodemeshError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { authorizationFromProto, workloadFromProto, serviceFromProto } from '../xds/convert.js';
-import { formatCidr, isIp } from '../xds/ip.js';
+import { formatCidr, hostPort, isIp, PORTS } from '../net/index.js';
 import { CONTROL_PLANE_DNS_NAME } from '../xds/credentials.js';
 import {
   adsService,
@@ -36,8 +36,8 @@ import { ConfigSource, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
 import type { ConfigProblem } from './validate.js';
 
-export const DEFAULT_LISTEN = '127.0.0.1:15012';
-export const DEFAULT_ADMIN = '127.0.0.1:15014';
+export const DEFAULT_LISTEN = hostPort('127.0.0.1', PORTS.controlPlane);
+export const DEFAULT_ADMIN = hostPort('127.0.0.1', PORTS.controlPlaneAdmin);
 
 export interface ControlPlaneOptions {
   /** The directory of Kubernetes YAML (the one the simulator reads). */

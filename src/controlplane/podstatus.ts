@@ -1,6 +1,6 @@
 // The pods each node agent reports (as a kubelet reports pod status): node → its pods.
 import { EventEmitter } from 'node:events';
-import { isIp } from '../xds/ip.js';
+import { isIp } from '../net/index.js';
 import type { PbPodStatus } from '../xds/proto.js';
 import type { ReportedPod } from './translate.js';
 

@@ -1,7 +1,7 @@
 // Pure translation of Pods and Services (plus the pod IPs agents report) into the xDS
 // workload API: one Workload per running pod with an IP, one Service per Service.
 import { isAmbient, type Namespace, type Pod, type Service } from '../k8s/index.js';
-import { ipToBytes } from '../xds/ip.js';
+import { ipToBytes } from '../net/index.js';
 import type { PbAppProtocol, PbPort, PbService, PbWorkload } from '../xds/proto.js';
 
 export interface MeshSettings {

@@ -3,7 +3,7 @@
 // pointing at the line of the offending field.
 import { LineCounter, parseAllDocuments, type Document } from 'yaml';
 import { parseConfigText, type K8sObject } from '../k8s/index.js';
-import { parseCidr } from '../xds/ip.js';
+import { parseCidr } from '../net/index.js';
 import {
   GATEWAY_GROUP,
   POLICY_GROUP,

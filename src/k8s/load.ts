@@ -5,6 +5,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { NodemeshError } from '../errors.js';
+import { isIPv4 } from '../net/index.js';
 import type { ContainerSpec, K8sObject, Namespace, ObjectMeta, Pod, Service, ServiceAccount, ServicePort, SourcePos } from './types.js';
 
 export interface LoadedConfig {
@@ -107,11 +108,6 @@ function list(v: unknown, path: string): unknown[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw new Invalid(`${path} must be a list`);
   return v;
-}
-
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-export function isIPv4(s: string): boolean {
-  return IPV4.test(s);
 }
 
 function meta(raw: Record<string, unknown>, kind: string, clusterScoped: boolean): ObjectMeta {

@@ -49,13 +49,7 @@ export function peerOf(pod: LocalPod): PeerInfo {
   };
 }
 
-/** Istio ambient's ports inside each enrolled pod's netns (DESIGN.md, Ports). */
-export const OUTBOUND_PORT = 15001;
-export const INBOUND_PORT = 15006;
-export const HBONE_PORT = 15008;
-
-/** Ports the mesh owns inside every pod; traffic addressed to them is never relayed. */
-export const MESH_PORTS = new Set([15000, OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT, 15020, 15021]);
+export { HBONE_PORT, INBOUND_PORT, MESH_PORTS, OUTBOUND_PORT } from '../net/index.js';
 
 /** The authorization question the proxy asks for every inbound connection. */
 export interface AuthorizeInput {

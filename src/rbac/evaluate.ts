@@ -1,30 +1,10 @@
-// Pure L4 authorization: which policies apply to a destination workload, and whether a
-// connection is allowed by them. Semantics follow Istio's AuthorizationPolicy as ztunnel
+// Pure L4 authorization: whether a connection is allowed by the policies that apply to its
+// destination (state/ selects them). Semantics follow Istio's AuthorizationPolicy as ztunnel
 // enforces it (https://istio.io/latest/docs/reference/config/security/authorization-policy/).
-import { cidrContains, normalizedIpBytes, type Cidr } from '../xds/ip.js';
-import type { Authorization, Clause, Connection, Decision, DryRunHit, Match, PolicyTarget, Rule, StringMatch } from './types.js';
-import { policyKey } from './types.js';
+import { cidrContains, normalizedIpBytes, type Cidr } from '../net/index.js';
+import { policyKey, type Authorization, type Clause, type Connection, type Decision, type DryRunHit, type Match, type Rule, type StringMatch } from '../state/index.js';
 
 const SPIFFE = 'spiffe://';
-
-/**
- * The policies that apply to a destination workload: every GLOBAL policy, the NAMESPACE
- * policies of its namespace, and the WORKLOAD_SELECTOR policies the workload names.
- */
-export function selectPolicies(all: Iterable<Authorization>, target: PolicyTarget): Authorization[] {
-  const named = new Set(target.authorizationPolicies);
-  const out: Authorization[] = [];
-  for (const p of all) {
-    if (
-      p.scope === 'GLOBAL' ||
-      (p.scope === 'NAMESPACE' && p.namespace === target.namespace) ||
-      (p.scope === 'WORKLOAD_SELECTOR' && named.has(policyKey(p)))
-    ) {
-      out.push(p);
-    }
-  }
-  return out;
-}
 
 export function stringMatches(m: StringMatch, value: string): boolean {
   if ('exact' in m) return value === m.exact;

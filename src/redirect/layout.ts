@@ -1,7 +1,8 @@
 // Byte layouts of the structs in bpf/redirect.h, as map keys and values. Fields the
 // header calls "network order" are big-endian; "host order" fields follow this machine.
 import { endianness } from 'node:os';
-import { ipv4ToNumber, numberToIPv4, prefixMask, type Cidr4 } from './validate.js';
+import { intToIpv4, ipv4ToInt, prefixMask } from '../net/index.js';
+import type { Cidr4 } from './validate.js';
 
 const HOST_LE = endianness() === 'LE';
 
@@ -51,11 +52,11 @@ function readU64(buf: Buffer, offset: number): bigint {
 
 /** An IPv4 address as 4 bytes in network order. */
 function writeIPv4(buf: Buffer, ip: string, offset: number): void {
-  buf.writeUInt32BE(ipv4ToNumber(ip), offset);
+  buf.writeUInt32BE(ipv4ToInt(ip), offset);
 }
 
 function readIPv4(buf: Buffer, offset: number): string {
-  return numberToIPv4(buf.readUInt32BE(offset));
+  return intToIpv4(buf.readUInt32BE(offset));
 }
 
 /** A host-order u16 (a const volatile global such as nm_outbound_port). */
@@ -104,7 +105,7 @@ export function encodePodCfg(cfg: PodCfg): Buffer {
   writeU16(b, cfg.excludeCidrs.length, 6);
   cfg.excludePorts.forEach((p, i) => writeU16(b, p, 8 + 2 * i));
   cfg.excludeCidrs.forEach((c, i) => {
-    b.writeUInt32BE(ipv4ToNumber(c.addr), 24 + 8 * i);
+    b.writeUInt32BE(ipv4ToInt(c.addr), 24 + 8 * i);
     b.writeUInt32BE(prefixMask(c.prefix), 28 + 8 * i);
   });
   return b;

@@ -25,12 +25,13 @@ import { netnsCookieOfPath } from './netns.js';
 import { POD_LINK_NAMES, type InboundKind, type PodAttachment, type PodLinkName, type PodRedirectSpec, type RedirectorOptions, type SocketAddress } from './types.js';
 import { assertAbsolutePath, assertFd, assertIPv4, assertInboundKind, assertPort, assertUid, checkPodSpec } from './validate.js';
 
+import { DEFAULT_BPFFS, PORTS } from '../net/index.js';
+
 const rlog = log.child({ component: 'redirect' });
 
 /** Where bpffs is mounted when the node has none. */
-export const DEFAULT_BPFFS = '/sys/fs/bpf';
-const DEFAULT_OUTBOUND_PORT = 15001;
-const DEFAULT_HBONE_PORT = 15008;
+const DEFAULT_OUTBOUND_PORT = PORTS.outbound;
+const DEFAULT_HBONE_PORT = PORTS.hbone;
 
 /** Each pinned link: the program it runs and what it attaches to. */
 const LINKS: ReadonlyArray<{ name: PodLinkName; prog: string; target: 'cgroup' | 'netns' }> = [

@@ -1,7 +1,7 @@
 // Argument checks for the redirect facade. The addon re-checks only what it casts, so
 // every value that reaches it is checked here, with a message naming the argument.
 import { isAbsolute } from 'node:path';
-import { isIPv4, isIP } from 'node:net';
+import { isIp, isIPv4, parseIpv4Cidr } from '../net/index.js';
 import type { InboundKind, PodRedirectSpec } from './types.js';
 
 /** Kernel-side lists (ports, CIDRs) hold at most this many entries (NM_MAX_EXCLUDES). */
@@ -27,7 +27,7 @@ export function assertIPv4(value: unknown, name: string): asserts value is strin
 /** An IPv4 or IPv6 literal. */
 export function assertIP(value: unknown, name: string): asserts value is string {
   assertString(value, name);
-  if (isIP(value) === 0) throw new TypeError(`${name} must be an IPv4 or IPv6 address, got ${describe(value)}`);
+  if (!isIp(value)) throw new TypeError(`${name} must be an IPv4 or IPv6 address, got ${describe(value)}`);
 }
 
 export function assertInteger(value: unknown, name: string, min: number, max: number): asserts value is number {
@@ -70,20 +70,8 @@ export interface Cidr4 {
 /** "a.b.c.d/n" with no host bits set. */
 export function parseCidr4(value: unknown, name: string): Cidr4 {
   assertString(value, name);
-  const m = /^([0-9.]+)\/(\d{1,2})$/.exec(value);
-  if (!m || !isIPv4(m[1]!)) {
-    throw new TypeError(`${name} must be an IPv4 CIDR like "10.96.0.0/12", got ${describe(value)}`);
-  }
-  const prefix = Number(m[2]);
-  if (prefix > 32) throw new RangeError(`${name} has prefix length ${prefix}; an IPv4 prefix is 0..32`);
-  const addr = ipv4ToNumber(m[1]!);
-  const network = (addr & prefixMask(prefix)) >>> 0;
-  if (network !== addr) {
-    throw new TypeError(
-      `${name} ${describe(value)} has host bits set; did you mean "${numberToIPv4(network)}/${prefix}"?`,
-    );
-  }
-  return { addr: m[1]!, prefix };
+  const c = parseIpv4Cidr(value, name);
+  return { addr: c.addr, prefix: c.prefix };
 }
 
 export function cidrList(value: unknown, name: string): Cidr4[] {
@@ -147,16 +135,4 @@ export function checkPodSpec(spec: unknown): CheckedPodSpec {
     excludeInboundPorts: portList(s.excludeInboundPorts, 'spec.excludeInboundPorts'),
     inboundFailOpen: s.inboundFailOpen ?? false,
   };
-}
-
-export function ipv4ToNumber(ip: string): number {
-  return ip.split('.').reduce((acc, octet) => ((acc << 8) | Number(octet)) >>> 0, 0);
-}
-
-export function numberToIPv4(n: number): string {
-  return [24, 16, 8, 0].map((shift) => (n >>> shift) & 0xff).join('.');
-}
-
-export function prefixMask(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }

@@ -3,6 +3,7 @@
 // is entered with `nsenter --net` only, so the process keeps the host's mount namespace: /sys,
 // bpffs, the cgroup tree and /run/netns look as they do on the host (`ip netns exec` would
 // remount /sys and hide /sys/fs/bpf).
+import { agentPaths } from '../net/index.js';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { join } from 'node:path';
 import { NodemeshError } from '../errors.js';
@@ -56,7 +57,7 @@ export function nodeAgentCommand(node: string, args: string[], opts: NodeAgentOp
     'agent',
     ...withAgentDefaults(args, { stateDir: info.agentStateDir, node: info.name, ...(info.pinRoot ? { pinRoot: info.pinRoot } : {}) }),
   ];
-  const socket = join(info.agentStateDir, 'agent', 'cni.sock');
+  const socket = agentPaths(info.agentStateDir).cniSocket;
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
     throw new NodemeshError('NM_ERR_USAGE', `the agent's CNI socket ${socket} would be longer than the ${MAX_SOCKET_PATH} bytes a unix socket path may have; use a shorter --state-dir or node name`);
   }

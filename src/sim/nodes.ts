@@ -4,7 +4,7 @@
 import { NodemeshError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, DEFAULT_NODE, NODE_NETNS_PREFIX, SIM_NETNS_PREFIX } from './paths.js';
-import { intToIp, ipToInt } from './subnet.js';
+import { intToIpv4, ipv4ToInt } from '../net/index.js';
 
 /**
  * Node slots: node i gets 10.244.<i>.0/24 and 10.240.0.<i+1>. 250 keeps every node address
@@ -47,7 +47,7 @@ export function nodeGateway(index: number): string {
 /** The node's address on the cluster network, `10.240.0.<index+1>`. */
 export function nodeIp(index: number): string {
   checkIndex(index);
-  const ip = intToIp(ipToInt('10.240.0.1') + index);
+  const ip = intToIpv4(ipv4ToInt('10.240.0.1') + index);
   if (ip === CLUSTER_SERVICE_IP) throw new RangeError(`node slot ${index} collides with ${CLUSTER_SERVICE_IP}`);
   return ip;
 }

@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const DEFAULT_STATE_DIR = '/run/nodemesh';
+export { DEFAULT_STATE_DIR } from '../net/index.js';
+import { DEFAULT_STATE_DIR, STATE_DIR_ENV } from '../net/index.js';
 
 /** Names of host objects the simulator owns; `sim down` without state scans for these. */
 export const SIM_BRIDGE = 'nm-br0';
@@ -44,7 +45,7 @@ export const SYSTEM_CNI_DIR = '/usr/lib/cni';
 
 /** The state dir: the option, else $NODEMESH_STATE_DIR, else /run/nodemesh. */
 export function resolveStateDir(stateDir?: string): string {
-  return resolve(stateDir ?? process.env.NODEMESH_STATE_DIR ?? DEFAULT_STATE_DIR);
+  return resolve(stateDir ?? process.env[STATE_DIR_ENV] ?? DEFAULT_STATE_DIR);
 }
 
 /** The layout under `<stateDir>/sim/`. */

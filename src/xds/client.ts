@@ -19,7 +19,7 @@ import {
   type PbDeltaRequest,
   type PbDeltaResponse,
 } from './proto.js';
-import type { ProxyState, ProxyStateUpdater } from './state.js';
+import type { ProxyState, ProxyStateUpdater } from '../state/index.js';
 
 export interface ResourceUpdate {
   name: string;

@@ -1,21 +1,34 @@
 // Validates decoded xDS messages and turns them into the data plane's types. Each function
 // throws ResourceError with a reason an operator can act on; the caller NACKs the resource.
-import { cidr } from './ip.js';
-import { bytesToIp } from './ip.js';
+import { bytesToIp, cidr } from '../net/index.js';
+import {
+  ACTIONS,
+  APP_PROTOCOLS,
+  SCOPES,
+  TUNNEL_PROTOCOLS,
+  WORKLOAD_STATUSES,
+  WORKLOAD_TYPES,
+  type AddressResource,
+  type AppProtocol,
+  type Authorization,
+  type Match,
+  type Service,
+  type ServicePort,
+  type StringMatch,
+  type Workload,
+} from '../state/index.js';
 import type { PbAddress, PbAuthorization, PbCidr, PbMatch, PbPort, PbService, PbStringMatch, PbWorkload } from './proto.js';
-import type { Authorization, Match, StringMatch } from '../rbac/types.js';
-import type { AppProtocol, Service, ServicePort, Workload } from './types.js';
 
 export class ResourceError extends Error {}
 
-const TUNNEL = new Set(['NONE', 'HBONE']);
-const STATUS = new Set(['HEALTHY', 'UNHEALTHY']);
-const WTYPE = new Set(['DEPLOYMENT', 'CRONJOB', 'POD', 'JOB']);
-const APP = new Set(['UNKNOWN', 'HTTP11', 'HTTP2', 'GRPC', 'TCP', 'TLS']);
-const SCOPE = new Set(['GLOBAL', 'NAMESPACE', 'WORKLOAD_SELECTOR']);
-const ACTION = new Set(['ALLOW', 'DENY']);
+const TUNNEL: ReadonlySet<string> = new Set(TUNNEL_PROTOCOLS);
+const STATUS: ReadonlySet<string> = new Set(WORKLOAD_STATUSES);
+const WTYPE: ReadonlySet<string> = new Set(WORKLOAD_TYPES);
+const APP: ReadonlySet<string> = new Set(APP_PROTOCOLS);
+const SCOPE: ReadonlySet<string> = new Set(SCOPES);
+const ACTION: ReadonlySet<string> = new Set(ACTIONS);
 
-function enumValue<T extends string>(allowed: Set<string>, v: unknown, field: string): T {
+function enumValue<T extends string>(allowed: ReadonlySet<string>, v: unknown, field: string): T {
   if (typeof v !== 'string' || !allowed.has(v)) throw new ResourceError(`${field}: unknown enum value ${JSON.stringify(v)}`);
   return v as T;
 }
@@ -82,7 +95,6 @@ export function serviceFromProto(s: PbService, resourceName: string): Service {
   };
 }
 
-export type AddressResource = { kind: 'workload'; workload: Workload } | { kind: 'service'; service: Service };
 
 export function addressFromProto(a: PbAddress, resourceName: string): AddressResource {
   if (a.workload) return { kind: 'workload', workload: workloadFromProto(a.workload, resourceName) };

@@ -1,18 +1,13 @@
-// xDS: the protocol (.proto files in ./proto), the delta ADS client and server, and the data
-// plane's state store.
+// xDS, the wire: the .proto files (./proto), the delta ADS client and server, the codecs that
+// turn resources into state/ types, and the CA and pod-status clients' channel.
 export { handleAddresses, handleAuthorizations, XdsClient } from './client.js';
 export type { NackEvent, Rejection, ResourceHandler, ResourceUpdate, XdsClientOptions } from './client.js';
 export { addressFromProto, authorizationFromProto, ResourceError, serviceFromProto, workloadFromProto } from './convert.js';
-export type { AddressResource } from './convert.js';
 export { authMetadata, channelCredentials, channelOptions, CONTROL_PLANE_DNS_NAME, controlPlaneClient, NODE_HEADER, readTokenFile } from './credentials.js';
 export type { ControlPlaneConnection } from './credentials.js';
-export { bytesToIp, cidr, cidrContains, formatCidr, ipToBytes, isIp, normalizedIpBytes, parseCidr } from './ip.js';
 export { PodStatusClient } from './podstatus.js';
 export type { PodPhase, PodStatus } from './podstatus.js';
 export { adsService, caService, codecs, fromStruct, podStatusService, protoRoot, toStruct, TYPE_ADDRESS, TYPE_AUTHORIZATION } from './proto.js';
 export type * from './proto.js';
 export { resourceVersion, XdsServer } from './server.js';
 export type { EncodedResource, NackRecord, RequestEvent, StreamInfo, XdsServerOptions } from './server.js';
-export { ProxyState } from './state.js';
-export type { KeyChanges, ProxyStateSnapshot, ProxyStateUpdater, StateChange } from './state.js';
-export type * from './types.js';

@@ -7,7 +7,7 @@ import type { ServiceDefinition } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { NodemeshError } from '../errors.js';
 
-export { bytesToIp, ipToBytes } from './ip.js';
+import type { Action, AppProtocol, Scope, TunnelProtocol, WorkloadStatus, WorkloadType } from '../state/index.js';
 
 export const TYPE_ADDRESS = 'type.googleapis.com/istio.workload.Address';
 export const TYPE_AUTHORIZATION = 'type.googleapis.com/istio.security.Authorization';
@@ -139,10 +139,10 @@ export interface PbDeltaResponse {
   removedResources: string[];
 }
 
-export type PbTunnelProtocol = 'NONE' | 'HBONE';
-export type PbWorkloadStatus = 'HEALTHY' | 'UNHEALTHY';
-export type PbWorkloadType = 'DEPLOYMENT' | 'CRONJOB' | 'POD' | 'JOB';
-export type PbAppProtocol = 'UNKNOWN' | 'HTTP11' | 'HTTP2' | 'GRPC' | 'TCP' | 'TLS';
+export type PbTunnelProtocol = TunnelProtocol;
+export type PbWorkloadStatus = WorkloadStatus;
+export type PbWorkloadType = WorkloadType;
+export type PbAppProtocol = AppProtocol;
 
 export interface PbPort {
   servicePort: number;
@@ -192,8 +192,8 @@ export interface PbAddress {
   type?: 'workload' | 'service';
 }
 
-export type PbScope = 'GLOBAL' | 'NAMESPACE' | 'WORKLOAD_SELECTOR';
-export type PbAction = 'ALLOW' | 'DENY';
+export type PbScope = Scope;
+export type PbAction = Action;
 
 export interface PbStringMatch {
   exact?: string;

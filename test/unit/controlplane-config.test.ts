@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { controlPlaneCommand } from '../../src/cli/controlplane.js';
 import { checkConfigDir, parseConfigFile, type ConfigProblem } from '../../src/controlplane/index.js';
-import { ProxyState, XdsClient } from '../../src/xds/index.js';
+import { ProxyState } from '../../src/state/index.js';
+import { XdsClient } from '../../src/xds/index.js';
 import { NS_FOO, pod, startTestControlPlane, waitFor, type TestControlPlane } from '../helpers/xds.js';
 
 const POLICY = (action: string, ns = 'foo') => `apiVersion: security.istio.io/v1

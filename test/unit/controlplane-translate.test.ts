@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_MESH, parseConfigFile, runningPods, translateService, translateWorkload, type ReportedPod } from '../../src/controlplane/index.js';
 import type { Namespace, Pod, Service } from '../../src/k8s/index.js';
-import { bytesToIp } from '../../src/xds/index.js';
+import { bytesToIp } from '../../src/net/index.js';
 
 const CONFIG = `apiVersion: v1
 kind: Namespace

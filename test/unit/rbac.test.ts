@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { buildPolicySet, parseConfigFile, type AuthorizationPolicy, type ConfigProblem, type PeerAuthentication } from '../../src/controlplane/index.js';
 import { DEFAULT_MESH } from '../../src/controlplane/index.js';
 import type { Pod } from '../../src/k8s/index.js';
-import { evaluate, selectPolicies, type Authorization, type Connection, type Decision } from '../../src/rbac/index.js';
+import { evaluate } from '../../src/rbac/index.js';
+import { selectPolicies, type Authorization, type Connection, type Decision } from '../../src/state/index.js';
 import { authorizationFromProto, codecs } from '../../src/xds/index.js';
 
 const POD_NS_FOO = `apiVersion: v1
@@ -296,7 +297,7 @@ describe('PeerAuthentication at L4', () => {
 });
 
 describe('evaluate', () => {
-  const m = (over: Partial<import('../../src/rbac/index.js').Match>): import('../../src/rbac/index.js').Match => ({
+  const m = (over: Partial<import('../../src/state/index.js').Match>): import('../../src/state/index.js').Match => ({
     namespaces: [], notNamespaces: [], principals: [], notPrincipals: [], serviceAccounts: [], notServiceAccounts: [],
     sourceIps: [], notSourceIps: [], destinationIps: [], notDestinationIps: [], destinationPorts: [], notDestinationPorts: [],
     ...over,

@@ -7,7 +7,6 @@ import {
   codecs,
   controlPlaneClient,
   PodStatusClient,
-  ProxyState,
   TYPE_ADDRESS,
   TYPE_AUTHORIZATION,
   XdsClient,
@@ -17,6 +16,7 @@ import {
   type PbDeltaResponse,
   type RequestEvent,
 } from '../../src/xds/index.js';
+import { ProxyState } from '../../src/state/index.js';
 import { NS_FOO, pod, service, startTestControlPlane, waitFor, type TestControlPlane } from '../helpers/xds.js';
 
 const DENY_BAR = `apiVersion: security.istio.io/v1

@@ -1,10 +1,8 @@
 // The data plane's store of workloads, services and policies. Every change goes through one
 // updater (ProxyState.update), which emits one `change` event per batch; readers only read.
 import { EventEmitter } from 'node:events';
-import { selectPolicies } from '../rbac/evaluate.js';
-import { policyKey, type Authorization } from '../rbac/types.js';
-import type { AddressResource } from './convert.js';
-import type { Service, Workload } from './types.js';
+import { policyKey, selectPolicies, type Authorization } from './policy.js';
+import type { AddressResource, Service, Workload } from './types.js';
 
 export interface KeyChanges {
   upserted: string[];

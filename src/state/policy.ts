@@ -1,5 +1,6 @@
-// The L4 authorization model the proxy enforces: the decoded form of istio.security.Authorization.
-import type { Cidr } from '../xds/ip.js';
+// The authorization model the proxy enforces (the decoded form of istio.security.Authorization),
+// and which policies apply to a workload.
+import type { Cidr } from '../net/index.js';
 
 export type { Cidr };
 
@@ -40,8 +41,11 @@ export interface Rule {
   clauses: Clause[];
 }
 
-export type Scope = 'GLOBAL' | 'NAMESPACE' | 'WORKLOAD_SELECTOR';
-export type Action = 'ALLOW' | 'DENY';
+/** The enum values, written once (istio.security.Scope and Action). */
+export const SCOPES = ['GLOBAL', 'NAMESPACE', 'WORKLOAD_SELECTOR'] as const;
+export const ACTIONS = ['ALLOW', 'DENY'] as const;
+export type Scope = (typeof SCOPES)[number];
+export type Action = (typeof ACTIONS)[number];
 
 export interface Authorization {
   name: string;
@@ -90,4 +94,23 @@ export interface PolicyTarget {
 
 export function policyKey(p: { namespace: string; name: string }): string {
   return `${p.namespace}/${p.name}`;
+}
+
+/**
+ * The policies that apply to a destination workload: every GLOBAL policy, the NAMESPACE
+ * policies of its namespace, and the WORKLOAD_SELECTOR policies the workload names.
+ */
+export function selectPolicies(all: Iterable<Authorization>, target: PolicyTarget): Authorization[] {
+  const named = new Set(target.authorizationPolicies);
+  const out: Authorization[] = [];
+  for (const p of all) {
+    if (
+      p.scope === 'GLOBAL' ||
+      (p.scope === 'NAMESPACE' && p.namespace === target.namespace) ||
+      (p.scope === 'WORKLOAD_SELECTOR' && named.has(policyKey(p)))
+    ) {
+      out.push(p);
+    }
+  }
+  return out;
 }

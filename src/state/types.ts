@@ -1,11 +1,19 @@
 // The data plane's view of xDS resources after validation: workloads and services with IPs as
-// strings, policies in the rbac model.
-export type { Authorization } from '../rbac/types.js';
+// strings. Policies are in ./policy.ts.
 
-export type TunnelProtocol = 'NONE' | 'HBONE';
-export type WorkloadStatus = 'HEALTHY' | 'UNHEALTHY';
-export type WorkloadType = 'DEPLOYMENT' | 'CRONJOB' | 'POD' | 'JOB';
-export type AppProtocol = 'UNKNOWN' | 'HTTP11' | 'HTTP2' | 'GRPC' | 'TCP' | 'TLS';
+/*
+ * The enum values, written once: the proto's enum names (istio.workload), which the codecs
+ * (xds/proto.ts) and the validators (xds/convert.ts) take from here.
+ */
+export const TUNNEL_PROTOCOLS = ['NONE', 'HBONE'] as const;
+export const WORKLOAD_STATUSES = ['HEALTHY', 'UNHEALTHY'] as const;
+export const WORKLOAD_TYPES = ['DEPLOYMENT', 'CRONJOB', 'POD', 'JOB'] as const;
+export const APP_PROTOCOLS = ['UNKNOWN', 'HTTP11', 'HTTP2', 'GRPC', 'TCP', 'TLS'] as const;
+
+export type TunnelProtocol = (typeof TUNNEL_PROTOCOLS)[number];
+export type WorkloadStatus = (typeof WORKLOAD_STATUSES)[number];
+export type WorkloadType = (typeof WORKLOAD_TYPES)[number];
+export type AppProtocol = (typeof APP_PROTOCOLS)[number];
 
 export interface ServicePort {
   servicePort: number;
@@ -48,3 +56,6 @@ export interface Service {
   ports: ServicePort[];
   subjectAltNames: string[];
 }
+
+/** One decoded istio.workload.Address: a workload or a service. */
+export type AddressResource = { kind: 'workload'; workload: Workload } | { kind: 'service'; service: Service };

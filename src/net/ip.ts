@@ -1,4 +1,11 @@
-// IP addresses and CIDRs as xDS carries them: 4 or 16 raw bytes, plus a prefix length.
+// The one IP/CIDR module: addresses as strings, as raw bytes (how xDS carries them) and as
+// 32-bit integers (IPv4 subnet arithmetic), and CIDRs with one host-bits rule and message.
+import { isIPv4 as nodeIsIPv4, isIP as nodeIsIP } from 'node:net';
+
+/** Whether a string is a dotted-quad IPv4 address. */
+export function isIPv4(s: string): boolean {
+  return nodeIsIPv4(s);
+}
 
 /** 4 or 16 bytes for an IP string; throws TypeError on a malformed address. */
 export function ipToBytes(ip: string): Buffer {
@@ -63,12 +70,7 @@ export function bytesToIp(b: Uint8Array): string {
 
 /** Whether a string is an IPv4 or IPv6 address. */
 export function isIp(s: string): boolean {
-  try {
-    ipToBytes(s);
-    return true;
-  } catch {
-    return false;
-  }
+  return nodeIsIP(s) !== 0;
 }
 
 export interface Cidr {
@@ -121,4 +123,53 @@ export function cidrContains(c: Cidr, ipBytes: Uint8Array): boolean {
   if (rem === 0) return true;
   const mask = (0xff << (8 - rem)) & 0xff;
   return (ipBytes[full]! & mask) === c.bytes[full];
+}
+
+/** An IPv4 address as an unsigned 32-bit integer (no validation: check with isIPv4 first). */
+export function ipv4ToInt(ip: string): number {
+  return ip.split('.').reduce((acc, octet) => ((acc << 8) | Number(octet)) >>> 0, 0);
+}
+
+export function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((shift) => (n >>> shift) & 0xff).join('.');
+}
+
+/** The netmask of an IPv4 prefix length as an unsigned 32-bit integer. */
+export function prefixMask(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+}
+
+export interface Ipv4Cidr {
+  /** The CIDR as written, e.g. "10.244.0.0/24". */
+  cidr: string;
+  /** The network address, e.g. "10.244.0.0". */
+  addr: string;
+  /** The network address as an unsigned 32-bit integer. */
+  network: number;
+  prefix: number;
+}
+
+/**
+ * Parses "a.b.c.d/n" whose host bits are zero. Throws TypeError (RangeError for a prefix
+ * out of range) whose message starts with `what`, so callers name the field; a set host bit
+ * gets the one "did you mean" message every caller shows.
+ */
+export function parseIpv4Cidr(value: string, what = 'CIDR', range: { min: number; max: number } = { min: 0, max: 32 }): Ipv4Cidr {
+  const m = /^([0-9.]+)\/(\d{1,2})$/.exec(value);
+  if (!m || !isIPv4(m[1]!)) throw new TypeError(`${what} must be an IPv4 CIDR like "10.96.0.0/12", got ${JSON.stringify(value)}`);
+  const prefix = Number(m[2]);
+  if (prefix < range.min || prefix > range.max) {
+    throw new RangeError(`${what} ${JSON.stringify(value)} has prefix length ${prefix}; it must be ${range.min}..${range.max}`);
+  }
+  const addr = ipv4ToInt(m[1]!);
+  const network = (addr & prefixMask(prefix)) >>> 0;
+  if (network !== addr) {
+    throw new TypeError(`${what} ${JSON.stringify(value)} has host bits set; did you mean "${intToIpv4(network)}/${prefix}"?`);
+  }
+  return { cidr: value, addr: m[1]!, network, prefix };
+}
+
+/** Whether an IPv4 address string is inside an IPv4 CIDR. */
+export function ipv4CidrContains(c: Pick<Ipv4Cidr, 'network' | 'prefix'>, ip: string): boolean {
+  return isIPv4(ip) && ((ipv4ToInt(ip) & prefixMask(c.prefix)) >>> 0) === c.network;
 }
