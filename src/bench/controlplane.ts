@@ -8,7 +8,7 @@ import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { packageRoot } from '../cli/paths.js';
+import { packageRoot } from '../cluster/index.js';
 import { ControlPlane } from '../controlplane/index.js';
 import { TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../xds/index.js';
 import { memoryReport, nowMs, readChars, type AgentCommand, type AgentReport, type MemoryReport, type ResponseSize } from './xds-agent.js';

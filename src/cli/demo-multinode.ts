@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
-import { captureClusterTcp, curlJsonIn, multiNodeNodes, nodeDump } from './cluster.js';
+import { captureClusterTcp, curlJsonIn, multiNodeNodes, nodeDump } from '../cluster/index.js';
 import { simExec } from './pod-exec.js';
-import { down, printTable, up } from './up.js';
+import { down, printTable, up } from '../cluster/index.js';
 
 export async function demoMultiNode(dirArg: string, sd: string): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'nodemesh-demo-'));

@@ -10,7 +10,7 @@ import type { FlowRecord } from '../telemetry/index.js';
 import { parse, usageError, type Command } from './command.js';
 import { demoMultiNode } from './demo-multinode.js';
 import { simExec } from './pod-exec.js';
-import { ADMIN, down, getJson, httpGet, printTable, up } from './up.js';
+import { ADMIN, down, getJson, httpGet, printTable, up } from '../cluster/index.js';
 
 /** Label that marks the pods the demo drives traffic from. */
 export const DEMO_ROLE_LABEL = 'nodemesh.io/demo-role';

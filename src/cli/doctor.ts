@@ -3,7 +3,7 @@
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from './command.js';
-import { packageRoot } from './paths.js';
+import { packageRoot } from '../cluster/index.js';
 
 interface Check {
   name: string;

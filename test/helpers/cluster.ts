@@ -5,9 +5,9 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { curlIn, curlJsonIn, CLUSTER_NETNS_PATH, multiNodeNodes, nodeDump } from '../../src/cli/cluster.js';
-import { controlPlaneDir } from '../../src/cli/daemon.js';
-import { down, up } from '../../src/cli/up.js';
+import { curlIn, curlJsonIn, CLUSTER_NETNS_PATH, multiNodeNodes, nodeDump } from '../../src/cluster/nodes.js';
+import { controlPlaneDir } from '../../src/cluster/daemon.js';
+import { down, up } from '../../src/cluster/index.js';
 import { listPods, type SimNodeInfo, type SimPodInfo } from '../../src/sim/index.js';
 import type { FlowRecord } from '../../src/telemetry/index.js';
 import { podRunner, type PodRunner } from './mesh.js';

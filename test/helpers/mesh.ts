@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADMIN, getJson, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cli/up.js';
+import { ADMIN, getJson, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cluster/index.js';
 import { Redirector } from '../../src/redirect/index.js';
 import { listPods, simDown, simUp, uninstallChainedPlugin } from '../../src/sim/index.js';
 import type { FlowRecord } from '../../src/telemetry/index.js';
