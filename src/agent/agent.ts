@@ -3,13 +3,13 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Server } from 'node:http';
-import { NodemeshError } from '../errors.js';
+import { CniError, NativeError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
 import { FlowLog, MeshMetrics } from '../telemetry/index.js';
 import { serveRoutes, type Endpoint } from './admin.js';
-import { CniError, CniServer, podAddressOf, type CniRequest } from './cni-server.js';
+import { CniServer, podAddressOf, type CniRequest } from './cni-server.js';
 import { Enroller, exclusionsFrom } from './enrollment.js';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS, type AgentPaths } from '../net/index.js';
 import type { PodMeta, PodSource } from './podsource.js';
@@ -75,10 +75,10 @@ export class Agent {
 
   async start(): Promise<void> {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-      throw new NodemeshError('NM_ERR_NOT_ROOT', 'the node agent loads eBPF programs and enters pod namespaces: run it as root');
+      throw new NativeError('NM_ERR_NOT_ROOT', 'the node agent loads eBPF programs and enters pod namespaces: run it as root');
     }
     if (!this.#o.podSource === !this.#o.controlPlane) {
-      throw new NodemeshError('NM_ERR_USAGE', 'the agent needs exactly one source: a config directory (local mode) or a control plane');
+      throw new UsageError('the agent needs exactly one source: a config directory (local mode) or a control plane');
     }
     mkdirSync(this.paths.dir, { recursive: true });
     if (this.#o.controlPlane) {
@@ -158,7 +158,7 @@ export class Agent {
     const w = await cp.awaitWorkload(ns, name, ip, this.#o.workloadWaitMs ?? 10_000);
     if (!w) {
       this.workloads.deleteUid(uid);
-      throw new CniError(11, `nodemesh agent: the control plane has not published pod ${ns}/${name} (${ip}) within ${(this.#o.workloadWaitMs ?? 10_000) / 1000} s; is it running and does it know this pod?`);
+      throw new CniError(`nodemesh agent: the control plane has not published pod ${ns}/${name} (${ip}) within ${(this.#o.workloadWaitMs ?? 10_000) / 1000} s; is it running and does it know this pod?`, { cniCode: 11 });
     }
     return {
       uid,
@@ -187,16 +187,16 @@ export class Agent {
       this.metrics.enrolledPods.set(enroller.pods().length);
       return;
     }
-    if (!ns || !name || !uid) throw new CniError(4, 'nodemesh agent: CNI_ARGS must carry K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID');
+    if (!ns || !name || !uid) throw new CniError('nodemesh agent: CNI_ARGS must carry K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID', { cniCode: 4 });
     if (req.command === 'CHECK') {
       const known = this.workloads.all().find((p) => p.uid === uid);
-      if (known?.enrolled && !enroller.get(uid)) throw new CniError(100, `nodemesh agent: pod ${ns}/${name} should be enrolled but is not`);
+      if (known?.enrolled && !enroller.get(uid)) throw new CniError(`nodemesh agent: pod ${ns}/${name} should be enrolled but is not`, { cniCode: 100 });
       return;
     }
-    if (!req.netns) throw new CniError(4, 'nodemesh agent: CNI_NETNS is empty');
-    if (!existsSync(req.netns)) throw new CniError(4, `nodemesh agent: network namespace ${req.netns} does not exist`);
+    if (!req.netns) throw new CniError('nodemesh agent: CNI_NETNS is empty', { cniCode: 4 });
+    if (!existsSync(req.netns)) throw new CniError(`nodemesh agent: network namespace ${req.netns} does not exist`, { cniCode: 4 });
     const addr = podAddressOf(req.config);
-    if (!addr) throw new CniError(7, `nodemesh agent: no IPv4 address in prevResult for ${ns}/${name}; nodemesh-cni must be chained after an IPAM-assigning plugin`);
+    if (!addr) throw new CniError(`nodemesh agent: no IPv4 address in prevResult for ${ns}/${name}; nodemesh-cni must be chained after an IPAM-assigning plugin`, { cniCode: 7 });
     const rc = req.config.runtimeConfig as Record<string, unknown> | undefined;
     const annotations = rc?.['io.kubernetes.cri.pod-annotations'] as Record<string, string> | undefined;
     const meta = await this.#podMeta(uid, ns, name, addr.ip, annotations);
@@ -209,7 +209,7 @@ export class Agent {
     try {
       exclusions = exclusionsFrom(meta.annotations);
     } catch (e) {
-      throw new CniError(7, `nodemesh agent: ${(e as Error).message}`);
+      throw new CniError(`nodemesh agent: ${(e as Error).message}`, { cniCode: 7 });
     }
     await enroller.enroll({
       uid,

@@ -5,6 +5,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
+import { CniError } from '../errors.js';
 
 export interface CniRequest {
   command: 'ADD' | 'DEL' | 'CHECK';
@@ -19,16 +20,6 @@ export interface CniRequest {
 export interface PodAddress {
   ip: string;
   prefix: number;
-}
-
-export class CniError extends Error {
-  readonly cniCode: number;
-  readonly details: string;
-  constructor(cniCode: number, msg: string, details = '') {
-    super(msg);
-    this.cniCode = cniCode;
-    this.details = details;
-  }
 }
 
 export type CniHandler = (req: CniRequest) => Promise<void>;
@@ -59,12 +50,12 @@ function parseRequest(raw: string): CniRequest {
   try {
     j = JSON.parse(raw) as Record<string, unknown>;
   } catch (e) {
-    throw new CniError(6, 'nodemesh agent: cannot decode the plugin request', (e as Error).message);
+    throw new CniError('nodemesh agent: cannot decode the plugin request', { cniCode: 6, cniDetails: (e as Error).message });
   }
   const command = j.command;
-  if (command !== 'ADD' && command !== 'DEL' && command !== 'CHECK') throw new CniError(4, `nodemesh agent: unsupported CNI_COMMAND ${JSON.stringify(command)}`);
+  if (command !== 'ADD' && command !== 'DEL' && command !== 'CHECK') throw new CniError(`nodemesh agent: unsupported CNI_COMMAND ${JSON.stringify(command)}`, { cniCode: 4 });
   const config = j.config;
-  if (typeof config !== 'object' || config === null) throw new CniError(6, 'nodemesh agent: request has no network config');
+  if (typeof config !== 'object' || config === null) throw new CniError('nodemesh agent: request has no network config', { cniCode: 6 });
   return {
     command,
     containerId: String(j.containerId ?? ''),
@@ -109,9 +100,9 @@ export class CniServer {
             const out = req.command === 'ADD' ? JSON.stringify(req.config.prevResult ?? { cniVersion }) : '';
             sock.end(`OK\n${out}`);
           } catch (e) {
-            const ce = e instanceof CniError ? e : new CniError(100, `nodemesh agent: ${(e as Error).message}`, (e as { code?: string }).code ?? '');
+            const ce = e instanceof CniError ? e : new CniError(`nodemesh agent: ${(e as Error).message}`, { cniCode: 100, cniDetails: (e as { code?: string }).code ?? '' });
             l.error({ err: e, cniCode: ce.cniCode }, 'cni request failed');
-            sock.end(`ERR ${ce.cniCode}\n${JSON.stringify({ cniVersion, code: ce.cniCode, msg: ce.message, details: ce.details })}`);
+            sock.end(`ERR ${ce.cniCode}\n${JSON.stringify({ cniVersion, code: ce.cniCode, msg: ce.message, details: ce.cniDetails })}`);
           }
         })();
       });

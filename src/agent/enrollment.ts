@@ -3,7 +3,7 @@
 // and a DEL into a clean detach. Every step is undone if a later one fails.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NodeProxy, LocalPod } from '../proxy/index.js';
 import type { PodRedirectSpec } from '../redirect/types.js';
@@ -38,7 +38,7 @@ function csv(s: string | undefined): string[] {
 function ports(s: string | undefined, where: string): number[] {
   return csv(s).map((p) => {
     const n = Number(p);
-    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new NodemeshError('NM_ERR_ENROLL', `port ${JSON.stringify(p)} is not 1-65535`, { where });
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new AgentError('NM_ERR_ENROLL', `port ${JSON.stringify(p)} is not 1-65535`, { where });
     return n;
   });
 }
@@ -92,7 +92,7 @@ export class Enroller {
       if (existing) await this.#unenroll(existing.uid);
       const cgroupPath = pod.cgroupPath ?? findPodCgroup(this.#cgroupRoot, pod.uid);
       if (!cgroupPath) {
-        throw new NodemeshError('NM_ERR_ENROLL', `no cgroup found for pod UID ${pod.uid} under ${this.#cgroupRoot} (looked for pod<uid> and kubepods-*-pod<uid>.slice)`, { where: `${pod.namespace}/${pod.name}` });
+        throw new AgentError('NM_ERR_ENROLL', `no cgroup found for pod UID ${pod.uid} under ${this.#cgroupRoot} (looked for pod<uid> and kubepods-*-pod<uid>.slice)`, { where: `${pod.namespace}/${pod.name}` });
       }
       const full: EnrolledPod = { ...pod, cgroupPath, enrolledAt: new Date().toISOString() };
       const t0 = performance.now();

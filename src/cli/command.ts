@@ -1,6 +1,6 @@
 // The shape every CLI command has, and the shared argument parsing and error reporting.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { NodemeshError, isNodemeshError } from '../errors.js';
+import { isNodemeshError, NodemeshError, UsageError } from '../errors.js';
 
 export interface Command {
   /** Words after `nodemesh`, e.g. ['sim', 'up']. */
@@ -24,12 +24,12 @@ export function parse<O extends Options>(argv: string[], options: O, allowPositi
       strict: true,
     });
   } catch (cause) {
-    throw new NodemeshError('NM_ERR_USAGE', (cause as Error).message, { cause });
+    throw new UsageError((cause as Error).message, { cause });
   }
 }
 
 export function usageError(message: string): NodemeshError {
-  return new NodemeshError('NM_ERR_USAGE', message);
+  return new UsageError(message);
 }
 
 /** Prints an error for an operator: the message, its code, and nothing else unless DEBUG. */

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { AgentError, TimeoutError } from '../errors.js';
 import { nsenter } from '../sim/index.js';
 import { packageRoot } from './paths.js';
 
@@ -118,13 +118,13 @@ export async function startDaemon(d: DaemonSpec): Promise<number> {
   while (Date.now() < deadline) {
     if (!alive(pid)) {
       rmSync(d.pidFile, { force: true });
-      throw new NodemeshError('NM_ERR_AGENT_UNAVAILABLE', `the ${d.what} exited during start; last lines of ${d.logFile}:\n${tail(d.logFile)}`);
+      throw new AgentError('NM_ERR_AGENT_UNAVAILABLE', `the ${d.what} exited during start; last lines of ${d.logFile}:\n${tail(d.logFile)}`);
     }
     if (await d.ready()) return pid;
     await new Promise((r) => setTimeout(r, 200));
   }
   process.kill(pid, 'SIGTERM');
-  throw new NodemeshError('NM_ERR_TIMEOUT', `the ${d.what} did not become ready in 30 s; see ${d.logFile}:\n${tail(d.logFile)}`);
+  throw new TimeoutError(`the ${d.what} did not become ready in 30 s; see ${d.logFile}:\n${tail(d.logFile)}`);
 }
 
 export async function stopPid(pid: number | undefined): Promise<boolean> {

@@ -6,7 +6,7 @@ import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
 import { listPods, simDown, simUp, uninstallChainedPlugin } from '../sim/index.js';
 import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './nodes.js';
-import { NodemeshError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { controlPlaneDaemon, controlPlaneDir, controlPlaneFiles, getJson, httpReady, pidIn, startDaemon, stopPid } from './daemon.js';
 
 
@@ -64,7 +64,7 @@ interface DumpPod {
 /** Brings everything up; returns once every ambient pod's traffic is captured. */
 export async function up(dirArg: string, sd: string, opts: { local?: boolean } = {}): Promise<void> {
   const dir = resolve(dirArg);
-  if (!existsSync(dir)) throw new NodemeshError('NM_ERR_USAGE', `config directory ${dir} does not exist`);
+  if (!existsSync(dir)) throw new UsageError(`config directory ${dir} does not exist`);
   // Nodes first (none in host mode): each node's agent must run before its pods are created.
   const nodes = await simUp(dir, { stateDir: sd, nodesOnly: true, onProgress: (l) => progress(l) });
   if (nodes.mode === 'nodes') return upNodes(dir, sd, opts);

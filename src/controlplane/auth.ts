@@ -4,7 +4,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../errors.js';
+import { IdentityError } from '../errors.js';
 import { NODE_HEADER } from '../xds/credentials.js';
 
 /** Reads the token file, or creates it with a fresh random token (mode 0600). */
@@ -12,7 +12,7 @@ export function loadOrCreateToken(file: string): string {
   if (existsSync(file)) {
     const t = readFileSync(file, 'utf8').trim();
     if (t.length >= 16) return t;
-    throw new NodemeshError('NM_ERR_AUTH', `the token file ${file} holds no usable token (at least 16 characters); delete it to have a new one generated`);
+    throw new IdentityError('NM_ERR_AUTH', `the token file ${file} holds no usable token (at least 16 characters); delete it to have a new one generated`);
   }
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const token = randomBytes(32).toString('base64url');

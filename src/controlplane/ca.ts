@@ -4,7 +4,7 @@
 import { createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { CaRefusal, IdentityError, UsageError } from '../errors.js';
 import { parseSpiffeId, type SpiffeId } from '../identity/spiffe.js';
 import { EC_ALG, exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, x509, type PrivateKey } from '../identity/x509.js';
 import { log as rootLog, type Logger } from '../log.js';
@@ -21,16 +21,6 @@ export interface CaOptions {
   /** The longest lifetime granted (default 7 days). */
   maxTtlSeconds?: number;
   logger?: Logger;
-}
-
-/** Why a request is refused; `grpcCode` is what the RPC answers. */
-export class CaRefusal extends NodemeshError {
-  constructor(
-    message: string,
-    readonly grpcCode: number,
-  ) {
-    super('NM_ERR_CA', message);
-  }
 }
 
 // gRPC status codes used here (grpc-js's `status` enum values).
@@ -70,9 +60,9 @@ export class CertificateAuthority {
   /** Loads the configured root, or the one in stateDir, or generates and stores a new one. */
   static async open(opts: CaOptions): Promise<CertificateAuthority> {
     const log = (opts.logger ?? rootLog).child({ component: 'ca' });
-    if (!/^[a-z0-9._-]+$/.test(opts.trustDomain)) throw new NodemeshError('NM_ERR_USAGE', `trust domain ${JSON.stringify(opts.trustDomain)} is not valid (lowercase letters, digits, . _ -)`);
+    if (!/^[a-z0-9._-]+$/.test(opts.trustDomain)) throw new UsageError(`trust domain ${JSON.stringify(opts.trustDomain)} is not valid (lowercase letters, digits, . _ -)`);
     if ((opts.rootCertFile === undefined) !== (opts.rootKeyFile === undefined)) {
-      throw new NodemeshError('NM_ERR_USAGE', 'give both the root certificate file and the root key file, or neither');
+      throw new UsageError('give both the root certificate file and the root key file, or neither');
     }
     let certFile = join(opts.stateDir, 'root-cert.pem');
     let keyFile = join(opts.stateDir, 'root-key.pem');
@@ -107,7 +97,7 @@ export class CertificateAuthority {
       certPem = readFileSync(certFile, 'utf8');
       keyPem = readFileSync(keyFile, 'utf8');
     } catch (cause) {
-      throw new NodemeshError('NM_ERR_CA', `cannot read the root CA: ${(cause as Error).message}`, { cause });
+      throw new IdentityError('NM_ERR_CA', `cannot read the root CA: ${(cause as Error).message}`, { cause });
     }
     let nodeCert: X509Certificate;
     try {
@@ -116,13 +106,13 @@ export class CertificateAuthority {
       if (!fromKey.equals(nodeCert.publicKey.export({ type: 'spki', format: 'der' }))) throw new Error('the key does not belong to the certificate');
       if (!nodeCert.ca) throw new Error('the certificate is not a CA (basicConstraints CA:TRUE missing)');
     } catch (cause) {
-      throw new NodemeshError('NM_ERR_CA', `root CA ${certFile} / ${keyFile} is unusable: ${(cause as Error).message}`, { cause });
+      throw new IdentityError('NM_ERR_CA', `root CA ${certFile} / ${keyFile} is unusable: ${(cause as Error).message}`, { cause });
     }
     let key: PrivateKey;
     try {
       key = await importPrivateKeyPem(keyPem);
     } catch (cause) {
-      throw new NodemeshError('NM_ERR_CA', `root key ${keyFile} must be an ECDSA P-256 PKCS#8 key: ${(cause as Error).message}`, { cause });
+      throw new IdentityError('NM_ERR_CA', `root key ${keyFile} must be an ECDSA P-256 PKCS#8 key: ${(cause as Error).message}`, { cause });
     }
     return new CertificateAuthority(opts, certPem.endsWith('\n') ? certPem : certPem + '\n', certFile, key, log);
   }

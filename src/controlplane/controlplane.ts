@@ -5,7 +5,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { authorizationFromProto, workloadFromProto, serviceFromProto } from '../xds/convert.js';
@@ -30,7 +30,8 @@ import { XdsServer } from '../xds/server.js';
 import { startAdmin, type AdminServer } from './admin.js';
 import { grpcError, loadOrCreateToken, tokenAuthenticator } from './auth.js';
 import { buildPolicySet, type EffectiveMtls } from './authz.js';
-import { CaRefusal, CertificateAuthority } from './ca.js';
+import { CaRefusal } from '../errors.js';
+import { CertificateAuthority } from './ca.js';
 import { invalidPodStatus, PodStatusStore } from './podstatus.js';
 import { ConfigSource, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
@@ -77,7 +78,7 @@ export interface ControlPlanePaths {
 export function parseHostPort(s: string, what: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new NodemeshError('NM_ERR_USAGE', `${what} must be host:port (e.g. 127.0.0.1:15012), got ${JSON.stringify(s)}`);
+  if (!m || port > 65535) throw new UsageError(`${what} must be host:port (e.g. 127.0.0.1:15012), got ${JSON.stringify(s)}`);
   return { host: (m[1] ?? m[2])!, port };
 }
 
@@ -193,7 +194,7 @@ export class ControlPlane {
     const creds = grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], false);
     const bindHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${bindHost}:${listen.port}`, creds, (err, p) => (err ? reject(new NodemeshError('NM_ERR_USAGE', `cannot listen on ${opts.listen ?? DEFAULT_LISTEN}: ${err.message}`, { cause: err })) : resolve(p))),
+      server.bindAsync(`${bindHost}:${listen.port}`, creds, (err, p) => (err ? reject(new UsageError(`cannot listen on ${opts.listen ?? DEFAULT_LISTEN}: ${err.message}`, { cause: err })) : resolve(p))),
     );
     let cp: ControlPlane | undefined;
     let admin: AdminServer;
@@ -201,7 +202,7 @@ export class ControlPlane {
       admin = await startAdmin(adminAt.host, adminAt.port, { ready: () => cp?.ready ?? false, configErrors: () => cp!.configErrors(), resources: () => cp!.resources() }, log);
     } catch (err) {
       server.forceShutdown();
-      throw new NodemeshError('NM_ERR_USAGE', `cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
+      throw new UsageError(`cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
     }
     cp = new ControlPlane({ mesh, paths, xds, config, ca, token, server, address: `${bindHost}:${port}`, admin, log });
     server.addService(adsService, { DeltaAggregatedResources: xds.handler });

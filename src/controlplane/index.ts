@@ -12,7 +12,7 @@ export {
   translateAuthorizationPolicy,
 } from './authz.js';
 export type { AuthorizationTranslation, EffectiveMode, EffectiveMtls, PolicySet } from './authz.js';
-export { CaRefusal, CertificateAuthority } from './ca.js';
+export { CertificateAuthority } from './ca.js';
 export type { CaOptions } from './ca.js';
 export { checkConfigDir, formatProblems } from './check.js';
 export type { CheckResult } from './check.js';

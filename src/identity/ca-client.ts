@@ -1,6 +1,6 @@
 // The agent's client of istio.v1.auth.IstioCertificateService: sends a CSR, gets a chain.
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../errors.js';
+import { errorFor, IdentityError } from '../errors.js';
 import { authMetadata, controlPlaneClient, type ControlPlaneConnection } from '../xds/credentials.js';
 import { caService } from '../xds/proto.js';
 
@@ -32,11 +32,11 @@ export class CaClient implements CertificateSigner {
         (err, res) => {
           if (err) {
             const code = err.code === grpc.status.UNAUTHENTICATED ? 'NM_ERR_AUTH' : 'NM_ERR_CA';
-            reject(new NodemeshError(code, `certificate request to ${this.#conn.address} failed: ${err.details || err.message}`, { cause: err, grpcCode: err.code }));
+            reject(errorFor(code, `certificate request to ${this.#conn.address} failed: ${err.details || err.message}`, { cause: err, grpcCode: err.code }));
             return;
           }
           if (!res || res.certChain.length === 0) {
-            reject(new NodemeshError('NM_ERR_CA', `the CA at ${this.#conn.address} answered with an empty certificate chain`));
+            reject(new IdentityError('NM_ERR_CA', `the CA at ${this.#conn.address} answered with an empty certificate chain`));
             return;
           }
           resolve(res.certChain);

@@ -1,7 +1,7 @@
 // Per-identity keys and certificates for the proxy: generates an ECDSA P-256 key and a CSR per
 // SPIFFE identity, gets it signed, and rotates it well before it expires.
 import { EventEmitter } from 'node:events';
-import { NodemeshError } from '../errors.js';
+import { IdentityError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { CertificateSigner } from './ca-client.js';
 import { parseSpiffeId } from './spiffe.js';
@@ -77,7 +77,7 @@ export class SecretManager extends EventEmitter<Events> {
    * one request. A certificate past its expiry is never returned.
    */
   get(identity: string): Promise<Secret> {
-    if (this.#closed) return Promise.reject(new NodemeshError('NM_ERR_CA', 'the secret manager is closed'));
+    if (this.#closed) return Promise.reject(new IdentityError('NM_ERR_CA', 'the secret manager is closed'));
     parseSpiffeId(identity);
     let e = this.#entries.get(identity);
     if (!e) {
@@ -170,16 +170,16 @@ export class SecretManager extends EventEmitter<Events> {
     const csr = await createCsr(keys, identity);
     const chain = await this.#opts.ca.createCertificate(csr, this.#opts.validitySeconds ?? 86_400);
     const certs = chain.flatMap(splitPem);
-    if (certs.length === 0) throw new NodemeshError('NM_ERR_CA', `the CA returned no certificate for ${identity}`);
+    if (certs.length === 0) throw new IdentityError('NM_ERR_CA', `the CA returned no certificate for ${identity}`);
     const leaf = summarizeCert(certs[0]!);
     if (!leaf.subjectAltNames.includes(`URI:${identity}`)) {
-      throw new NodemeshError('NM_ERR_CA', `the CA returned a certificate for ${leaf.subjectAltNames.join(', ') || 'no SAN'}, not ${identity}`);
+      throw new IdentityError('NM_ERR_CA', `the CA returned a certificate for ${leaf.subjectAltNames.join(', ') || 'no SAN'}, not ${identity}`);
     }
     // The chain is leaf first; self-signed certificates in it are roots, not chain members.
     const selfSigned = (c: string) => isSignedBy(c, c);
     const chainPem = certs.filter((c, i) => i === 0 || !selfSigned(c)).join('');
     const roots = this.#opts.rootsPem ?? certs.filter((c, i) => i > 0 && selfSigned(c)).join('');
-    if (!roots) throw new NodemeshError('NM_ERR_CA', `no trust anchor for ${identity}: the CA returned no root and none is configured`);
+    if (!roots) throw new IdentityError('NM_ERR_CA', `no trust anchor for ${identity}: the CA returned no root and none is configured`);
     return {
       identity,
       certChainPem: chainPem,

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
-import { NodemeshError } from '../errors.js';
+import { ConfigError, errorFor, NodemeshError } from '../errors.js';
 import { isIPv4 } from '../net/index.js';
 import type { ContainerSpec, K8sObject, Namespace, ObjectMeta, Pod, Service, ServiceAccount, ServicePort, SourcePos } from './types.js';
 
@@ -38,9 +38,9 @@ export function listConfigFiles(dir: string): string[] {
   try {
     st = statSync(dir);
   } catch (cause) {
-    throw new NodemeshError('NM_ERR_CONFIG_INVALID', `config directory does not exist`, { where: dir, cause });
+    throw new ConfigError('NM_ERR_CONFIG_INVALID', `config directory does not exist`, { where: dir, cause });
   }
-  if (!st.isDirectory()) throw new NodemeshError('NM_ERR_CONFIG_INVALID', `not a directory`, { where: dir });
+  if (!st.isDirectory()) throw new ConfigError('NM_ERR_CONFIG_INVALID', `not a directory`, { where: dir });
   const out: string[] = [];
   const walk = (d: string): void => {
     for (const ent of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
@@ -300,7 +300,7 @@ export function loadConfigDirStrict(dir: string): LoadedConfig {
   const r = loadConfigDir(dir);
   if (r.errors.length > 0) {
     const first = r.errors[0]!;
-    throw new NodemeshError(first.code, `${r.errors.length} problem(s) in ${dir}:\n${formatLoadErrors(r.errors)}`, {
+    throw errorFor(first.code, `${r.errors.length} problem(s) in ${dir}:\n${formatLoadErrors(r.errors)}`, {
       errors: r.errors,
     });
   }

@@ -1,6 +1,6 @@
 // Finding the node's cgroup v2 hierarchy and bpffs mounts from /proc/self/mountinfo.
 import { readFileSync } from 'node:fs';
-import { NodemeshError } from '../errors.js';
+import { NativeError } from '../errors.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -39,9 +39,7 @@ export function readMounts(mountinfoPath = '/proc/self/mountinfo'): MountEntry[]
 export function findCgroup2Root(mounts: MountEntry[] = readMounts()): string {
   const roots = mounts.filter((m) => m.fsType === 'cgroup2').map((m) => m.mountPoint);
   if (roots.length === 0) {
-    throw new NodemeshError(
-      'NM_ERR_NO_CGROUP2',
-      'no cgroup v2 hierarchy is mounted (nothing of type cgroup2 in /proc/self/mountinfo); ' +
+    throw new NativeError('NM_ERR_NO_CGROUP2', 'no cgroup v2 hierarchy is mounted (nothing of type cgroup2 in /proc/self/mountinfo); ' +
         'mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`, or boot with systemd.unified_cgroup_hierarchy=1',
     );
   }

@@ -3,7 +3,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NodemeshError, type ErrorCode } from '../errors.js';
+import { errorFor, NativeError, NodemeshError, type ErrorCode } from '../errors.js';
 
 /**
  * What the addon throws: shaped like a Node system error. `errno` is negative, as Node
@@ -149,9 +149,7 @@ export function loadNative(addonDir: string = defaultAddonDir()): NativeBinding 
       tried.push(`${file} (${why})`);
     }
   }
-  throw new NodemeshError(
-    'NM_ERR_NATIVE_MISSING',
-    `the native addon nodemesh_native.node could not be loaded; tried ${tried.join(', ')}. ` +
+  throw new NativeError('NM_ERR_NATIVE_MISSING', `the native addon nodemesh_native.node could not be loaded; tried ${tried.join(', ')}. ` +
       'Run `make build` (or `make addon`) in the nodemesh checkout.',
     { tried },
   );
@@ -176,7 +174,7 @@ export function isNativeSystemError(err: unknown): err is NativeSystemError {
 export function nativeFailure(code: ErrorCode, what: string, err: unknown, where?: string): NodemeshError {
   if (err instanceof NodemeshError) return err;
   if (isNativeSystemError(err)) {
-    return new NodemeshError(code, `${what}: ${err.message}`, {
+    return errorFor(code, `${what}: ${err.message}`, {
       where,
       cause: err,
       errno: err.errno,
@@ -184,5 +182,5 @@ export function nativeFailure(code: ErrorCode, what: string, err: unknown, where
       sysCode: err.code,
     });
   }
-  return new NodemeshError(code, `${what}: ${err instanceof Error ? err.message : String(err)}`, { where, cause: err });
+  return errorFor(code, `${what}: ${err instanceof Error ? err.message : String(err)}`, { where, cause: err });
 }

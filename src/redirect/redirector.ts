@@ -2,7 +2,7 @@
 // outlive the agent (so a restarted agent adopts enrolled pods instead of re-capturing them).
 import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { AgentError, NativeError } from '../errors.js';
 import { log } from '../log.js';
 import {
   BPF_ANY,
@@ -96,9 +96,7 @@ function ensureBpffs(binding: NativeBinding, pinRoot: string): void {
       throw nativeFailure('NM_ERR_NO_BPFFS', `mounting bpffs at ${DEFAULT_BPFFS} failed; mount it by hand: mount -t bpf bpf ${DEFAULT_BPFFS}`, err);
     }
   }
-  throw new NodemeshError(
-    'NM_ERR_NO_BPFFS',
-    `pin root ${pinRoot} is not on a bpffs (bpffs mounts: ${mounted.join(', ') || 'none'}); ` +
+  throw new NativeError('NM_ERR_NO_BPFFS', `pin root ${pinRoot} is not on a bpffs (bpffs mounts: ${mounted.join(', ') || 'none'}); ` +
       `choose a pin root under one, or mount one: mount -t bpf bpf ${DEFAULT_BPFFS}`,
   );
 }
@@ -140,9 +138,7 @@ export class Redirector {
     for (const [role, want] of Object.entries(MAPS) as Array<[MapRole, (typeof MAPS)[MapRole]]>) {
       const m = byName.get(want.name);
       if (!m || m.keySize !== want.keySize || m.valueSize !== want.valueSize) {
-        throw new NodemeshError(
-          'NM_ERR_BPF_OBJECT',
-          `map ${want.name} is ${m ? `${m.keySize}/${m.valueSize} bytes (key/value), expected ${want.keySize}/${want.valueSize}` : 'missing'}; ` +
+        throw new NativeError('NM_ERR_BPF_OBJECT', `map ${want.name} is ${m ? `${m.keySize}/${m.valueSize} bytes (key/value), expected ${want.keySize}/${want.valueSize}` : 'missing'}; ` +
             'bpf/redirect.h and src/redirect/layout.ts disagree, or the object is stale: run `make bpf`',
         );
       }
@@ -151,7 +147,7 @@ export class Redirector {
     this.#maps = fds;
     for (const l of LINKS) {
       if (!this.#progs.has(l.prog)) {
-        throw new NodemeshError('NM_ERR_BPF_OBJECT', `program ${l.prog} is missing from the BPF object; run \`make bpf\``);
+        throw new NativeError('NM_ERR_BPF_OBJECT', `program ${l.prog} is missing from the BPF object; run \`make bpf\``);
       }
     }
   }
@@ -172,16 +168,14 @@ export class Redirector {
     assertPort(hbonePort, 'options.hbonePort');
 
     if (!isRoot()) {
-      throw new NodemeshError(
-        'NM_ERR_NOT_ROOT',
-        'loading the eBPF redirection needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); run the agent as root or privileged',
+      throw new NativeError('NM_ERR_NOT_ROOT', 'loading the eBPF redirection needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); run the agent as root or privileged',
       );
     }
     const cgroupRoot = findCgroup2Root();
     const binding = native();
     ensureBpffs(binding, pinRoot);
     if (!existsSync(objectPath)) {
-      throw new NodemeshError('NM_ERR_BPF_OBJECT', `BPF object ${objectPath} is missing; run \`make bpf\``);
+      throw new NativeError('NM_ERR_BPF_OBJECT', `BPF object ${objectPath} is missing; run \`make bpf\``);
     }
     try {
       mkdirSync(join(pinRoot, 'maps'), { recursive: true, mode: 0o700 });
@@ -242,21 +236,21 @@ export class Redirector {
       if (!st.isDirectory()) throw new Error('not a directory');
       cgroupIno = st.ino;
     } catch (err) {
-      throw new NodemeshError('NM_ERR_ENROLL', `cgroupPath ${s.cgroupPath} is not a cgroup directory: ${(err as Error).message}`, { where, cause: err });
+      throw new AgentError('NM_ERR_ENROLL', `cgroupPath ${s.cgroupPath} is not a cgroup directory: ${(err as Error).message}`, { where, cause: err });
     }
     if (!isUnder(s.cgroupPath, this.cgroupRoot)) {
-      throw new NodemeshError('NM_ERR_ENROLL', `cgroupPath ${s.cgroupPath} is not under the cgroup v2 root ${this.cgroupRoot}`, { where });
+      throw new AgentError('NM_ERR_ENROLL', `cgroupPath ${s.cgroupPath} is not under the cgroup v2 root ${this.cgroupRoot}`, { where });
     }
     try {
       netnsIno = statSync(s.netnsPath, { bigint: true }).ino;
     } catch (err) {
-      throw new NodemeshError('NM_ERR_ENROLL', `netnsPath ${s.netnsPath} does not exist`, { where, cause: err });
+      throw new AgentError('NM_ERR_ENROLL', `netnsPath ${s.netnsPath} does not exist`, { where, cause: err });
     }
     let cookie: bigint;
     try {
       cookie = await netnsCookieOfPath(s.netnsPath);
     } catch (err) {
-      throw new NodemeshError('NM_ERR_ENROLL', `netnsPath ${s.netnsPath} is not a usable network namespace`, { where, cause: err });
+      throw new AgentError('NM_ERR_ENROLL', `netnsPath ${s.netnsPath} is not a usable network namespace`, { where, cause: err });
     }
 
     const dir = this.podDir(s.uid);
@@ -394,9 +388,7 @@ export class Redirector {
         throw nativeFailure('NM_ERR_NATIVE', `reading the netns of listener fd ${fd}`, err, `pod ${podIp}`);
       }
       if (got !== want) {
-        throw new NodemeshError(
-          'NM_ERR_ENROLL',
-          `the ${kind} listener (fd ${fd}) lives in another network namespace than the pod; ` +
+        throw new AgentError('NM_ERR_ENROLL', `the ${kind} listener (fd ${fd}) lives in another network namespace than the pod; ` +
             'create it inside the pod netns with listenInNetns(), or its SYNs would vanish',
           { where: `pod ${podIp}` },
         );
@@ -487,7 +479,7 @@ export class Redirector {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new NodemeshError('NM_ERR_REDIRECT_CLOSED', 'this Redirector was closed; open a new one');
+    if (this.#closed) throw new NativeError('NM_ERR_REDIRECT_CLOSED', 'this Redirector was closed; open a new one');
   }
 
   #restore(mapFd: number, key: Buffer, previous: Buffer | null): void {

@@ -6,7 +6,7 @@
 import { agentPaths } from '../net/index.js';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { SimError, UsageError } from '../errors.js';
 import { withAgentDefaults } from './nodes.js';
 import { repoRoot, simPaths } from './paths.js';
 import { exitStatus, nsenter } from './process.js';
@@ -59,7 +59,7 @@ export function nodeAgentCommand(node: string, args: string[], opts: NodeAgentOp
   ];
   const socket = agentPaths(info.agentStateDir).cniSocket;
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
-    throw new NodemeshError('NM_ERR_USAGE', `the agent's CNI socket ${socket} would be longer than the ${MAX_SOCKET_PATH} bytes a unix socket path may have; use a shorter --state-dir or node name`);
+    throw new UsageError(`the agent's CNI socket ${socket} would be longer than the ${MAX_SOCKET_PATH} bytes a unix socket path may have; use a shorter --state-dir or node name`);
   }
   return { node: info, argv, netnsPath: info.netnsPath, env: { ...(opts.env ?? process.env), [SIM_STATE_DIR_ENV]: simPaths(opts.stateDir).stateDir } };
 }
@@ -83,7 +83,7 @@ export function spawnAgentInNode(node: string, args: string[], opts: NodeAgentOp
 /** Starts any command inside a node's netns (in host mode: on the host), e.g. curl to the agent's :15021. */
 export function spawnInNode(node: string, argv: string[], opts: InNodeOptions = {}): ChildProcess {
   requireRoot('running a command in a node');
-  if (argv.length === 0) throw new NodemeshError('NM_ERR_USAGE', 'no command given to run in the node');
+  if (argv.length === 0) throw new UsageError('no command given to run in the node');
   const info = getNode(node, opts);
   return spawnIn(info.netnsPath, argv, opts.env ?? process.env, opts);
 }
@@ -108,7 +108,7 @@ export function runAgentInNode(node: string, args: string[], opts: NodeAgentOpti
     };
     child.on('error', (e) => {
       done();
-      reject(new NodemeshError('NM_ERR_SIM_NODE', `cannot start the agent in node ${node}: ${e.message}`, { cause: e }));
+      reject(new SimError('NM_ERR_SIM_NODE', `cannot start the agent in node ${node}: ${e.message}`, { cause: e }));
     });
     child.on('close', (code, signal) => {
       done();

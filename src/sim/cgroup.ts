@@ -2,7 +2,7 @@
 // kubelet's cgroupfs driver does, killing everything in one, and removing them.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { ConfigError, TimeoutError } from '../errors.js';
 import { SIM_CGROUP_PARENT } from './paths.js';
 
 /** The cgroup v2 mount point (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host). */
@@ -26,7 +26,7 @@ export function nodeCgroupParent(root: string, node?: string): string {
  * driver names it; `node` only in multi-node mode.
  */
 export function podCgroupPath(root: string, uid: string, node?: string): string {
-  if (!/^[A-Za-z0-9-]+$/.test(uid)) throw new NodemeshError('NM_ERR_CONFIG_INVALID', `pod uid ${JSON.stringify(uid)} cannot name a cgroup (letters, digits and - only)`);
+  if (!/^[A-Za-z0-9-]+$/.test(uid)) throw new ConfigError('NM_ERR_CONFIG_INVALID', `pod uid ${JSON.stringify(uid)} cannot name a cgroup (letters, digits and - only)`);
   return join(nodeCgroupParent(root, node), 'kubepods', 'besteffort', `pod${uid}`);
 }
 
@@ -86,7 +86,7 @@ export async function killCgroup(path: string, timeoutMs = 10_000): Promise<void
       }
     }
     if (Date.now() >= deadline) {
-      throw new NodemeshError('NM_ERR_TIMEOUT', `processes ${pids.join(', ')} are still in the cgroup ${timeoutMs} ms after SIGKILL`, { where: path });
+      throw new TimeoutError(`processes ${pids.join(', ')} are still in the cgroup ${timeoutMs} ms after SIGKILL`, { where: path });
     }
     await sleep(20);
   }

@@ -3,7 +3,7 @@
 // reverse with the cached result). The plugins are the real binaries on CNI_PATH.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { NodemeshError } from '../errors.js';
+import { CniError, ConfigError, NodemeshError } from '../errors.js';
 import { findPlugin } from './paths.js';
 import { nsenter } from './process.js';
 import { pluginInvocationConfig, type CniConfList } from './conflist.js';
@@ -53,7 +53,7 @@ export function buildCniArgs(pod: PodIdentity): string {
   ];
   for (const [k, v] of pairs) {
     // CNI_ARGS has no quoting: ';' and '=' are separators.
-    if (!ARG_VALUE.test(v)) throw new NodemeshError('NM_ERR_CONFIG_INVALID', `${k} value ${JSON.stringify(v)} cannot be passed in CNI_ARGS (allowed: letters, digits, . _ : / -)`);
+    if (!ARG_VALUE.test(v)) throw new ConfigError('NM_ERR_CONFIG_INVALID', `${k} value ${JSON.stringify(v)} cannot be passed in CNI_ARGS (allowed: letters, digits, . _ : / -)`);
   }
   return pairs.map(([k, v]) => `${k}=${v}`).join(';');
 }
@@ -154,9 +154,7 @@ function pluginFailure(type: string, command: string, rt: CniRuntime, run: Plugi
   const cniError = parseCniError(run.stdout);
   const shown = cniError ? JSON.stringify(cniError) : run.stdout.trim() || '(no output)';
   const stderr = run.stderr.trim();
-  return new NodemeshError(
-    'NM_ERR_CNI',
-    `CNI plugin "${type}" ${command} failed${run.code >= 0 ? ` (exit ${run.code})` : ''}: ${shown}${stderr ? `\n  plugin stderr: ${stderr.split('\n').slice(-5).join('\n  ')}` : ''}`,
+  return new CniError(`CNI plugin "${type}" ${command} failed${run.code >= 0 ? ` (exit ${run.code})` : ''}: ${shown}${stderr ? `\n  plugin stderr: ${stderr.split('\n').slice(-5).join('\n  ')}` : ''}`,
     { where: rt.label ? `pod ${rt.label}` : undefined, plugin: type, command, cniError, exitCode: run.code },
   );
 }
@@ -171,7 +169,7 @@ async function runPlugin(
   const type = list.plugins[index]!.type;
   const binary = findPlugin(type, rt.cniPath);
   if (!binary) {
-    throw new NodemeshError('NM_ERR_CNI', `CNI plugin "${type}" not found in CNI_PATH ${rt.cniPath.join(':')}${type === 'nodemesh-cni' ? ' (build it: make cni)' : ''}`, {
+    throw new CniError(`CNI plugin "${type}" not found in CNI_PATH ${rt.cniPath.join(':')}${type === 'nodemesh-cni' ? ' (build it: make cni)' : ''}`, {
       where: rt.label ? `pod ${rt.label}` : undefined,
       plugin: type,
       command,
@@ -189,7 +187,7 @@ async function runPlugin(
     if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new Error('not an object');
     return r as Record<string, unknown>;
   } catch (e) {
-    throw new NodemeshError('NM_ERR_CNI', `CNI plugin "${type}" ADD printed a result that is not a JSON object: ${text.slice(0, 200)}`, {
+    throw new CniError(`CNI plugin "${type}" ADD printed a result that is not a JSON object: ${text.slice(0, 200)}`, {
       where: rt.label ? `pod ${rt.label}` : undefined,
       cause: e,
     });
@@ -218,7 +216,7 @@ export async function cniDel(list: CniConfList, rt: CniRuntime, cachedResult?: R
     }
   }
   if (errors.length === 1) throw errors[0]!;
-  if (errors.length > 1) throw new NodemeshError('NM_ERR_CNI', errors.map((e) => e.message).join('\n'), { errors });
+  if (errors.length > 1) throw new CniError(errors.map((e) => e.message).join('\n'), { errors });
 }
 
 /** CHECK through the list in order, with the cached ADD result. */

@@ -3,7 +3,7 @@
 // install-cni DaemonSet does, and the per-plugin config libcni builds for each invocation.
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { CniError, SimError, UsageError } from '../errors.js';
 import { CLUSTER_POD_CIDR, DEFAULT_SUBNET, nodePaths, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME, simPaths, type SimPaths } from './paths.js';
 import { nodeNameProblem } from './nodes.js';
 import { readSimState, stateMode, writeFileAtomic, type SimNode, type SimState } from './state.js';
@@ -84,9 +84,9 @@ export function parseConflist(text: string, file: string): CniConfList {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new NodemeshError('NM_ERR_CNI', `CNI config is not valid JSON: ${(e as Error).message}`, { where: file, cause: e });
+    throw new CniError(`CNI config is not valid JSON: ${(e as Error).message}`, { where: file, cause: e });
   }
-  if (!isRecord(raw)) throw new NodemeshError('NM_ERR_CNI', 'CNI config must be a JSON object', { where: file });
+  if (!isRecord(raw)) throw new CniError('CNI config must be a JSON object', { where: file });
   let list: Record<string, unknown>;
   if (Array.isArray(raw.plugins)) {
     list = raw;
@@ -94,15 +94,15 @@ export function parseConflist(text: string, file: string): CniConfList {
     const { name, cniVersion, ...plugin } = raw;
     list = { name, cniVersion, plugins: [plugin] };
   } else {
-    throw new NodemeshError('NM_ERR_CNI', 'CNI config has neither "plugins" (a conflist) nor "type" (a single plugin)', { where: file });
+    throw new CniError('CNI config has neither "plugins" (a conflist) nor "type" (a single plugin)', { where: file });
   }
-  if (typeof list.name !== 'string' || list.name === '') throw new NodemeshError('NM_ERR_CNI', 'CNI config needs a "name"', { where: file });
-  if (typeof list.cniVersion !== 'string') throw new NodemeshError('NM_ERR_CNI', 'CNI config needs a "cniVersion"', { where: file });
+  if (typeof list.name !== 'string' || list.name === '') throw new CniError('CNI config needs a "name"', { where: file });
+  if (typeof list.cniVersion !== 'string') throw new CniError('CNI config needs a "cniVersion"', { where: file });
   const plugins = list.plugins as unknown[];
-  if (plugins.length === 0) throw new NodemeshError('NM_ERR_CNI', 'CNI config lists no plugins', { where: file });
+  if (plugins.length === 0) throw new CniError('CNI config lists no plugins', { where: file });
   plugins.forEach((p, i) => {
     if (!isRecord(p) || typeof p.type !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p.type)) {
-      throw new NodemeshError('NM_ERR_CNI', `plugins[${i}] needs a "type" naming a plugin binary`, { where: file });
+      throw new CniError(`plugins[${i}] needs a "type" naming a plugin binary`, { where: file });
     }
   });
   return list as CniConfList;
@@ -126,7 +126,7 @@ export function findNetConfFile(netDir: string): string | undefined {
 /** Reads the node's network config anew, as a runtime does before every ADD and DEL. */
 export function readNetConf(netDir: string): { file: string; list: CniConfList } {
   const file = findNetConfFile(netDir);
-  if (!file) throw new NodemeshError('NM_ERR_CNI', `no CNI network config in ${netDir}; run \`nodemesh sim up\` to create one`, { where: netDir });
+  if (!file) throw new CniError(`no CNI network config in ${netDir}; run \`nodemesh sim up\` to create one`, { where: netDir });
   return { file, list: parseConflist(readFileSync(file, 'utf8'), file) };
 }
 
@@ -186,11 +186,11 @@ function chainTarget(paths: SimPaths, node: string | undefined): { netDir: strin
   }
   const names = state!.nodes.map((n) => n.name);
   if (node === undefined) {
-    throw new NodemeshError('NM_ERR_SIM_NODE', `the simulator runs ${names.length} nodes (${names.join(', ')}): say which node's CNI config to chain into (the agent's --node)`, { where: paths.stateFile });
+    throw new SimError('NM_ERR_SIM_NODE', `the simulator runs ${names.length} nodes (${names.join(', ')}): say which node's CNI config to chain into (the agent's --node)`, { where: paths.stateFile });
   }
   const rec = state!.nodes.find((n) => n.name === node);
   if (!rec) {
-    throw new NodemeshError('NM_ERR_SIM_NODE', `no simulated node ${node} (nodes: ${names.join(', ') || 'none'}); create it first with \`nodemesh sim up --nodes-only <dir>\``, { where: paths.stateFile });
+    throw new SimError('NM_ERR_SIM_NODE', `no simulated node ${node} (nodes: ${names.join(', ') || 'none'}); create it first with \`nodemesh sim up --nodes-only <dir>\``, { where: paths.stateFile });
   }
   return { netDir: rec.netDir, ensure: () => ensureConflist(rec.netDir, nodeConflistOptions(rec)) };
 }
@@ -218,7 +218,7 @@ export function nodeConflistOptions(node: SimNode): ConflistOptions {
  */
 export function installChainedPlugin(stateDir: string | undefined, pluginConf: CniPluginConf, node?: string): void {
   if (!isRecord(pluginConf) || typeof pluginConf.type !== 'string' || pluginConf.type === '') {
-    throw new NodemeshError('NM_ERR_CNI', 'a chained plugin config needs a "type"');
+    throw new CniError('a chained plugin config needs a "type"');
   }
   const file = chainTarget(simPaths(stateDir), node).ensure();
   const list = parseConflist(readFileSync(file, 'utf8'), file);
@@ -244,7 +244,7 @@ export function uninstallChainedPlugin(stateDir: string | undefined, type = 'nod
   let nodes: string[];
   if (node !== undefined) {
     const why = nodeNameProblem(node);
-    if (why) throw new NodemeshError('NM_ERR_USAGE', why);
+    if (why) throw new UsageError(why);
     nodes = [node];
   } else {
     try {

@@ -1,7 +1,7 @@
 // `sim down`: remove every pod, node and host object the simulator created, from state.json,
 // or without it by scanning for the simulator's own names (netns prefix, bridge, cgroup parent).
 import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
-import { NodemeshError } from '../errors.js';
+import { SimError } from '../errors.js';
 import { findCgroup2Root, killCgroup, pruneEmptyCgroups, removeCgroupTree, simCgroupParent, terminateCgroups } from './cgroup.js';
 import { cniDel, type CniRuntime } from './cni.js';
 import { conflistBridge, findNetConfFile, loopbackConflist, readNetConf, type CniConfList } from './conflist.js';
@@ -130,7 +130,7 @@ async function downFromState(state: SimState, paths: SimPaths, graceMs: number, 
     ...nodes.flatMap((n) => [...(n.netns && netnsExists(n.netns) ? [`netns ${n.netns}`] : []), ...(n.cgroupParent && existsSync(n.cgroupParent) ? [`cgroup ${n.cgroupParent}`] : [])]),
     ...(state.clusterNetns && netnsExists(state.clusterNetns) ? [`netns ${state.clusterNetns}`] : []),
   ];
-  if (left.length) throw new NodemeshError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
+  if (left.length) throw new SimError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
   return { mode: 'state', removedPods, warnings };
 }
 
@@ -234,6 +234,6 @@ async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number
   for (const n of nodeDirsOnDisk(paths)) rmSync(nodePaths(paths, n).ipamDir, { recursive: true, force: true });
   if (hostPods > 0) warnings.push('no state: net.ipv4.ip_forward was left as it is (its value before `sim up` was only recorded in the state)');
   const left = [...listSimNetns().map((n) => `netns ${n}`), ...(parent && existsSync(parent) ? [`cgroup ${parent}`] : [])];
-  if (left.length) throw new NodemeshError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
+  if (left.length) throw new SimError('NM_ERR_SIM_STATE', `sim down could not remove: ${left.join(', ')}\n${warnings.join('\n')}`, { warnings });
   return { mode: 'scan', removedPods, warnings };
 }

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { errorFor, SimError } from '../errors.js';
 import { SIM_NETNS_PREFIX } from './paths.js';
 
 export const NETNS_RUN_DIR = '/run/netns';
@@ -15,7 +15,7 @@ export function run(cmd: string, args: string[], timeoutMs = 30_000, code: 'NM_E
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err) {
-        reject(new NodemeshError(code, `${cmd} ${args.join(' ')} failed: ${(stderr || err.message).trim()}`, { cause: err }));
+        reject(errorFor(code, `${cmd} ${args.join(' ')} failed: ${(stderr || err.message).trim()}`, { cause: err }));
         return;
       }
       resolve(stdout);
@@ -50,7 +50,7 @@ export function netnsNameFor(namespace: string, name: string, taken: (n: string)
     const hashed = `${SIM_NETNS_PREFIX}${`${namespace}-${name}`.replace(/[^a-z0-9.-]/g, '-').slice(0, 30)}-${h.slice(0, i)}`;
     if (!taken(hashed)) return hashed;
   }
-  throw new NodemeshError('NM_ERR_SIM_POD', `no free netns name for pod ${namespace}/${name}`);
+  throw new SimError('NM_ERR_SIM_POD', `no free netns name for pod ${namespace}/${name}`);
 }
 
 export function netnsExists(name: string): boolean {

@@ -4,7 +4,7 @@
 // root netns: every link is created inside a namespace the simulator made.
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
-import { NodemeshError } from '../errors.js';
+import { SimError, TimeoutError } from '../errors.js';
 import { addNetns, deleteNetns, netnsExists, netnsPath, run } from './host.js';
 import { CLUSTER_BRIDGE, CLUSTER_NETNS, CLUSTER_SERVICE_IP, NODE_UPLINK } from './paths.js';
 import { nsenter } from './process.js';
@@ -26,7 +26,7 @@ function shIn(netnsFile: string, script: string): Promise<void> {
     child.on('error', reject);
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new NodemeshError('NM_ERR_SIM_NODE', `setting sysctls in ${netnsFile} failed (exit ${code}): ${err.trim()}`));
+      else reject(new SimError('NM_ERR_SIM_NODE', `setting sysctls in ${netnsFile} failed (exit ${code}): ${err.trim()}`));
     });
   });
 }
@@ -76,7 +76,7 @@ export async function removeClusterNetwork(): Promise<void> {
 }
 
 function nodeNetns(node: SimNode): { netns: string; ip: string; clusterLink: string; file: string } {
-  if (!node.netns || !node.ip || !node.clusterLink) throw new NodemeshError('NM_ERR_SIM_STATE', `node ${node.name} has no netns, address or cluster link in the state`);
+  if (!node.netns || !node.ip || !node.clusterLink) throw new SimError('NM_ERR_SIM_STATE', `node ${node.name} has no netns, address or cluster link in the state`);
   return { netns: node.netns, ip: node.ip, clusterLink: node.clusterLink, file: node.netnsPath ?? netnsPath(node.netns) };
 }
 
@@ -174,7 +174,7 @@ export async function stopNetnsProcesses(netnsFiles: string[], graceMs: number, 
   for (;;) {
     const left = netnsFiles.flatMap(netnsPids);
     if (left.length === 0) return found;
-    if (Date.now() >= deadline) throw new NodemeshError('NM_ERR_TIMEOUT', `processes ${left.join(', ')} are still in ${netnsFiles.join(', ')} ${timeoutMs} ms after SIGKILL`);
+    if (Date.now() >= deadline) throw new TimeoutError(`processes ${left.join(', ')} are still in ${netnsFiles.join(', ')} ${timeoutMs} ms after SIGKILL`);
     for (const pid of left) signal(pid, 'SIGKILL');
     await sleep(20);
   }

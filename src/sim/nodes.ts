@@ -1,7 +1,7 @@
 // Multi-node naming and allocation, without touching the host: node names, netns names,
 // per-node subnets and addresses, which netns of the simulator is what, and which nodes a
 // config dir needs.
-import { NodemeshError } from '../errors.js';
+import { ConfigError, UsageError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, DEFAULT_NODE, NODE_NETNS_PREFIX, SIM_NETNS_PREFIX } from './paths.js';
 import { intToIpv4, ipv4ToInt } from '../net/index.js';
@@ -28,7 +28,7 @@ export function nodeNameProblem(name: string): string | undefined {
 /** `nm-node.<node>`: the node's netns. */
 export function nodeNetnsName(node: string): string {
   const why = nodeNameProblem(node);
-  if (why) throw new NodemeshError('NM_ERR_USAGE', why);
+  if (why) throw new UsageError(why);
   return `${NODE_NETNS_PREFIX}${node}`;
 }
 
@@ -96,7 +96,7 @@ export function allocateNodeSlots(existing: ReadonlyMap<string, number>, wanted:
   let next = 0;
   for (const name of fresh) {
     while (used.has(next)) next++;
-    if (next >= MAX_NODES) throw new NodemeshError('NM_ERR_CONFIG_INVALID', `the simulator runs at most ${MAX_NODES} nodes; ${name} would be one more`);
+    if (next >= MAX_NODES) throw new ConfigError('NM_ERR_CONFIG_INVALID', `the simulator runs at most ${MAX_NODES} nodes; ${name} would be one more`);
     out.set(name, next);
     used.add(next);
   }

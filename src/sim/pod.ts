@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { CniError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { cgroupPids, cgroupRelativePath, createCgroup, killCgroup, podCgroupPath, removeCgroupChain } from './cgroup.js';
 import { buildCniArgs, cniAdd, cniDel, resultIPv4, type CniRuntime } from './cni.js';
@@ -158,9 +158,9 @@ export async function createPod(state: SimState, paths: SimPaths, input: CreateP
       hardenBridge(bridge);
     }
     const ip = resultIPv4(result, POD_IFNAME);
-    if (!ip) throw new NodemeshError('NM_ERR_CNI', `the CNI result has no IPv4 address for ${POD_IFNAME}: ${JSON.stringify(result)}`, { where: label });
+    if (!ip) throw new CniError(`the CNI result has no IPv4 address for ${POD_IFNAME}: ${JSON.stringify(result)}`, { where: label });
     if (pod.requestedIp && ip !== pod.requestedIp) {
-      throw new NodemeshError('NM_ERR_CNI', `asked for ${pod.requestedIp} (status.podIP) but the CNI chain assigned ${ip}; does the conflist's IPAM plugin declare the "ips" capability?`, { where: label });
+      throw new CniError(`asked for ${pod.requestedIp} (status.podIP) but the CNI chain assigned ${ip}; does the conflist's IPAM plugin declare the "ips" capability?`, { where: label });
     }
     rec.ip = ip;
     writeSimState(paths, state);

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { NodemeshError, SimError, TimeoutError, UsageError } from '../errors.js';
 import { netnsInode } from './host.js';
 
 /** Where and how a process joins a pod. */
@@ -28,7 +28,7 @@ export function nsenter(): string {
   for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
     if (dir && existsSync(join(dir, 'nsenter'))) return (nsenterPath = join(dir, 'nsenter'));
   }
-  throw new NodemeshError('NM_ERR_SIM_POD', 'nsenter (util-linux) is not installed; the simulator needs it to start pod processes');
+  throw new SimError('NM_ERR_SIM_POD', 'nsenter (util-linux) is not installed; the simulator needs it to start pod processes');
 }
 
 /** The environment a pod's process starts with: a minimal base, then the container's env. */
@@ -55,7 +55,7 @@ export interface SpawnInPodOptions {
  * command's pid: the wrapper shell and nsenter both exec). For tests and benchmarks.
  */
 export function spawnInPod(pod: PodSandbox, argv: string[], opts: SpawnInPodOptions = {}): ChildProcess {
-  if (argv.length === 0) throw new NodemeshError('NM_ERR_USAGE', 'no command given to run in the pod');
+  if (argv.length === 0) throw new UsageError('no command given to run in the pod');
   return spawn('/bin/sh', ['-c', ENTER_POD, 'nodemesh-pod', pod.cgroup, pod.netnsPath, nsenter(), ...argv], {
     stdio: opts.stdio ?? 'pipe',
     env: opts.env ?? podEnv(pod),
@@ -87,7 +87,7 @@ export function runInPod(pod: PodSandbox, argv: string[], opts: SpawnInPodOption
     };
     child.on('error', (e) => {
       done();
-      reject(new NodemeshError('NM_ERR_SIM_POD', `cannot start ${argv[0]} in pod ${pod.namespace}/${pod.name}: ${e.message}`, { cause: e }));
+      reject(new SimError('NM_ERR_SIM_POD', `cannot start ${argv[0]} in pod ${pod.namespace}/${pod.name}: ${e.message}`, { cause: e }));
     });
     child.on('close', (code, signal) => {
       done();
@@ -115,7 +115,7 @@ export function startContainer(
   logPath: string,
 ): StartedContainer {
   if (!existsSync(c.cwd) || !statSync(c.cwd).isDirectory()) {
-    throw new NodemeshError('NM_ERR_SIM_POD', `working directory ${c.cwd} of container ${c.name} does not exist`, { where: `pod ${pod.namespace}/${pod.name}` });
+    throw new SimError('NM_ERR_SIM_POD', `working directory ${c.cwd} of container ${c.name} does not exist`, { where: `pod ${pod.namespace}/${pod.name}` });
   }
   const fd = openSync(logPath, 'a', 0o644);
   try {
@@ -245,9 +245,7 @@ export async function waitPodReady(pod: PodSandbox, ip: string, containers: Star
   const nsIno = netnsInode(pod.netnsPath);
   const where = `pod ${pod.namespace}/${pod.name}`;
   const died = (c: StartedContainer): NodemeshError =>
-    new NodemeshError(
-      'NM_ERR_SIM_POD',
-      `container ${c.name} (${c.argv.join(' ')}) exited with status ${exitStatus(c.exit!.code, c.exit!.signal)} before the pod was ready; last lines of ${logPath}:\n${logTail(logPath) || '(empty)'}`,
+    new SimError('NM_ERR_SIM_POD', `container ${c.name} (${c.argv.join(' ')}) exited with status ${exitStatus(c.exit!.code, c.exit!.signal)} before the pod was ready; last lines of ${logPath}:\n${logTail(logPath) || '(empty)'}`,
       { where },
     );
   for (const c of containers) {
@@ -259,7 +257,7 @@ export async function waitPodReady(pod: PodSandbox, ip: string, containers: Star
         throw died(c);
       }
       if (pid !== undefined && nsIno !== undefined && netnsInode(`/proc/${pid}/ns/net`) === nsIno) break;
-      if (Date.now() >= deadline) throw new NodemeshError('NM_ERR_TIMEOUT', `container ${c.name} did not start within ${timeoutMs} ms`, { where });
+      if (Date.now() >= deadline) throw new TimeoutError(`container ${c.name} did not start within ${timeoutMs} ms`, { where });
       await sleep(10);
     }
     if (c.ports.length === 0) {
@@ -279,12 +277,12 @@ export async function waitPodReady(pod: PodSandbox, ip: string, containers: Star
       loopbackOnly = missing.filter((p) => ls.some((l) => l.port === p));
       if (Date.now() >= deadline) {
         const hint = loopbackOnly.length ? ` (port ${loopbackOnly.join(', ')} is bound to loopback only; bind 0.0.0.0 or the pod IP)` : '';
-        throw new NodemeshError('NM_ERR_TIMEOUT', `container ${c.name} did not listen on port ${missing.join(', ')} of ${ip} within ${timeoutMs} ms${hint}; last lines of ${logPath}:\n${logTail(logPath) || '(empty)'}`, { where });
+        throw new TimeoutError(`container ${c.name} did not listen on port ${missing.join(', ')} of ${ip} within ${timeoutMs} ms${hint}; last lines of ${logPath}:\n${logTail(logPath) || '(empty)'}`, { where });
       }
       await sleep(30);
     }
     // 3. Accepting: one real connection from inside the netns.
     const failure = await connectProbe(pod.netnsPath, ip, c.ports);
-    if (failure) throw new NodemeshError('NM_ERR_SIM_POD', `container ${c.name} listens but a connection from inside the pod failed: ${failure}`, { where });
+    if (failure) throw new SimError('NM_ERR_SIM_POD', `container ${c.name} listens but a connection from inside the pod failed: ${failure}`, { where });
   }
 }

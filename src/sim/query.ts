@@ -2,7 +2,7 @@
 // command inside one (`sim exec`).
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { NodemeshError } from '../errors.js';
+import { NativeError, SimError, UsageError } from '../errors.js';
 import { cgroupPids } from './cgroup.js';
 import { NODE_PIN_ROOT_PREFIX, nodePaths, simPaths, type SimPaths } from './paths.js';
 import { podEnv, runInPod, spawnInPod as spawnInSandbox, type SpawnInPodOptions } from './process.js';
@@ -10,7 +10,7 @@ import { readSimState, stateMode, type SimNode, type SimPod, type SimState } fro
 
 export function requireRoot(what: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new NodemeshError('NM_ERR_NOT_ROOT', `${what} needs root: it creates network namespaces, cgroups and links`);
+    throw new NativeError('NM_ERR_NOT_ROOT', `${what} needs root: it creates network namespaces, cgroups and links`);
   }
 }
 
@@ -136,7 +136,7 @@ export function getNode(name: string, opts: SimQueryOptions = {}): SimNodeInfo {
   const list = listNodes(opts);
   const n = list.find((x) => x.name === name);
   if (!n) {
-    throw new NodemeshError('NM_ERR_SIM_NODE', `no simulated node ${name} (${list.length ? `nodes: ${list.map((x) => x.name).join(', ')}` : 'the simulator is down; run `nodemesh sim up <dir>`, or `sim up --nodes-only <dir>` to create only the nodes'})`);
+    throw new SimError('NM_ERR_SIM_NODE', `no simulated node ${name} (${list.length ? `nodes: ${list.map((x) => x.name).join(', ')}` : 'the simulator is down; run `nodemesh sim up <dir>`, or `sim up --nodes-only <dir>` to create only the nodes'})`);
   }
   return n;
 }
@@ -148,7 +148,7 @@ export function getNode(name: string, opts: SimQueryOptions = {}): SimNodeInfo {
  */
 export function nodeNetnsPath(node: string, opts: SimQueryOptions = {}): string {
   const n = getNode(node, opts);
-  if (!n.netnsPath) throw new NodemeshError('NM_ERR_SIM_NODE', `node ${node} is the host itself (host mode): it has no netns of its own`);
+  if (!n.netnsPath) throw new SimError('NM_ERR_SIM_NODE', `node ${node} is the host itself (host mode): it has no netns of its own`);
   return n.netnsPath;
 }
 
@@ -156,14 +156,14 @@ export function nodeNetnsPath(node: string, opts: SimQueryOptions = {}): string 
 export function getPod(ref: string, opts: SimQueryOptions = {}): SimPod {
   const slash = ref.indexOf('/');
   const [ns, name] = slash >= 0 ? [ref.slice(0, slash), ref.slice(slash + 1)] : ['default', ref];
-  if (!ns || !name) throw new NodemeshError('NM_ERR_USAGE', `pod ${JSON.stringify(ref)} is not <namespace>/<name>`);
+  if (!ns || !name) throw new UsageError(`pod ${JSON.stringify(ref)} is not <namespace>/<name>`);
   const st = readState(opts);
   const pod = st?.pods.find((p) => p.namespace === ns && p.name === name);
   if (!pod) {
     const known = st?.pods.map((p) => `${p.namespace}/${p.name}`).join(', ');
-    throw new NodemeshError('NM_ERR_SIM_POD', `pod ${ns}/${name} is not in the simulator (${known ? `pods: ${known}` : 'no pods; run `nodemesh sim up <dir>`'})`);
+    throw new SimError('NM_ERR_SIM_POD', `pod ${ns}/${name} is not in the simulator (${known ? `pods: ${known}` : 'no pods; run `nodemesh sim up <dir>`'})`);
   }
-  if (pod.phase !== 'Running') throw new NodemeshError('NM_ERR_SIM_POD', `pod ${ns}/${name} is still being created (or a crashed run left it); run \`nodemesh sim up\` again`);
+  if (pod.phase !== 'Running') throw new SimError('NM_ERR_SIM_POD', `pod ${ns}/${name} is still being created (or a crashed run left it); run \`nodemesh sim up\` again`);
   return pod;
 }
 

@@ -2,7 +2,7 @@
 // that serialises `sim up`/`sim down` on one state dir.
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { SimError } from '../errors.js';
 import type { SimPaths } from './paths.js';
 
 export const STATE_VERSION = 1;
@@ -110,20 +110,20 @@ export function readSimState(paths: SimPaths): SimState | undefined {
     text = readFileSync(paths.stateFile, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new NodemeshError('NM_ERR_SIM_STATE', `cannot read the simulator state: ${(e as Error).message}`, { where: paths.stateFile, cause: e });
+    throw new SimError('NM_ERR_SIM_STATE', `cannot read the simulator state: ${(e as Error).message}`, { where: paths.stateFile, cause: e });
   }
   let s: unknown;
   try {
     s = JSON.parse(text);
   } catch (e) {
-    throw new NodemeshError('NM_ERR_SIM_STATE', `the simulator state is not valid JSON (${(e as Error).message}); remove it and run \`nodemesh sim down\`, which then scans for the simulator's objects`, {
+    throw new SimError('NM_ERR_SIM_STATE', `the simulator state is not valid JSON (${(e as Error).message}); remove it and run \`nodemesh sim down\`, which then scans for the simulator's objects`, {
       where: paths.stateFile,
       cause: e,
     });
   }
   const st = s as Partial<SimState>;
   if (typeof st !== 'object' || st === null || st.version !== STATE_VERSION || !Array.isArray(st.pods) || !Array.isArray(st.nodes)) {
-    throw new NodemeshError('NM_ERR_SIM_STATE', `the simulator state has an unknown shape (want version ${STATE_VERSION} with nodes and pods)`, { where: paths.stateFile });
+    throw new SimError('NM_ERR_SIM_STATE', `the simulator state has an unknown shape (want version ${STATE_VERSION} with nodes and pods)`, { where: paths.stateFile });
   }
   return st as SimState;
 }
@@ -220,7 +220,7 @@ export async function lockSim(paths: SimPaths, waitMs = 60_000): Promise<() => v
       continue;
     }
     if (Date.now() >= deadline) {
-      throw new NodemeshError('NM_ERR_SIM_STATE', `another simulator command (pid ${owner}) holds the lock; wait for it or stop it`, { where: paths.lockFile });
+      throw new SimError('NM_ERR_SIM_STATE', `another simulator command (pid ${owner}) holds the lock; wait for it or stop it`, { where: paths.lockFile });
     }
     await sleep(100);
   }

@@ -1,6 +1,6 @@
 // The pod subnet as host-local sees it: which addresses it never hands out (network, gateway,
 // broadcast). Parsing and arithmetic come from net/.
-import { NodemeshError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { ipv4CidrContains, ipv4ToInt, parseIpv4Cidr, type Ipv4Cidr } from '../net/index.js';
 
 export type Subnet = Ipv4Cidr;
@@ -10,7 +10,7 @@ export function parseSubnet(cidr: string): Subnet {
   try {
     return parseIpv4Cidr(cidr, 'pod subnet', { min: 8, max: 30 });
   } catch (err) {
-    throw new NodemeshError('NM_ERR_USAGE', `${(err as Error).message} (a pod subnet is an IPv4 CIDR from /8 to /30, e.g. 10.244.0.0/24)`);
+    throw new UsageError(`${(err as Error).message} (a pod subnet is an IPv4 CIDR from /8 to /30, e.g. 10.244.0.0/24)`);
   }
 }
 

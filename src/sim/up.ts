@@ -4,7 +4,7 @@
 import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { NodemeshError } from '../errors.js';
+import { CniError, ConfigError, errorFor, SimError, UsageError } from '../errors.js';
 import { loadConfigDirStrict, type Pod } from '../k8s/index.js';
 import { findCgroup2Root, listPodCgroups, simCgroupParent } from './cgroup.js';
 import { buildCniArgs } from './cni.js';
@@ -90,11 +90,11 @@ function hostNode(prior: SimState | undefined, paths: SimPaths, opts: SimUpOptio
   const { list } = readNetConf(paths.netDir);
   const subnetText = conflistSubnet(list) ?? prior?.nodes[0]?.subnet ?? DEFAULT_SUBNET;
   if (opts.subnet !== undefined && opts.subnet !== subnetText) {
-    throw new NodemeshError('NM_ERR_USAGE', `--subnet ${opts.subnet} differs from the node's CNI config ${confFile}, which uses ${subnetText}; run \`nodemesh sim down --purge\` to start over with a new subnet`);
+    throw new UsageError(`--subnet ${opts.subnet} differs from the node's CNI config ${confFile}, which uses ${subnetText}; run \`nodemesh sim down --purge\` to start over with a new subnet`);
   }
   parseSubnet(subnetText);
   const bridge = conflistBridge(list) ?? SIM_BRIDGE;
-  if (!isLinkName(bridge)) throw new NodemeshError('NM_ERR_CNI', `bridge name ${JSON.stringify(bridge)} is not a valid interface name`, { where: confFile });
+  if (!isLinkName(bridge)) throw new CniError(`bridge name ${JSON.stringify(bridge)} is not a valid interface name`, { where: confFile });
   const node: SimNode = {
     name: prior?.nodes[0]?.name ?? opts.nodeName ?? hostname(),
     bridge,
@@ -112,9 +112,7 @@ async function upLocked(allPods: Pod[], configDir: string, paths: SimPaths, opts
   if (!prior) {
     const stray = unrecordedObjects(cgroupRoot);
     if (stray.length > 0) {
-      throw new NodemeshError(
-        'NM_ERR_SIM_STATE',
-        `simulator objects exist that ${paths.stateFile} does not record: ${stray.join(', ')}. Another simulator (a different --state-dir) is running, or a crashed run left them; if it is a leftover, \`nodemesh sim down --state-dir ${paths.stateDir}\` removes them`,
+      throw new SimError('NM_ERR_SIM_STATE', `simulator objects exist that ${paths.stateFile} does not record: ${stray.join(', ')}. Another simulator (a different --state-dir) is running, or a crashed run left them; if it is a leftover, \`nodemesh sim down --state-dir ${paths.stateDir}\` removes them`,
       );
     }
   }
@@ -125,14 +123,12 @@ async function upLocked(allPods: Pod[], configDir: string, paths: SimPaths, opts
   const priorMode = stateMode(prior);
   if (priorMode === 'host' && wantNodes) {
     const why = naming.length > 0 ? `${naming[0]!.source.file}:${naming[0]!.source.line}: Pod ${naming[0]!.metadata.namespace}/${naming[0]!.metadata.name} names node ${naming[0]!.spec.nodeName}` : 'multi-node mode was asked for';
-    throw new NodemeshError(
-      'NM_ERR_CONFIG_CONFLICT',
-      `${why}, but the simulator runs in host mode (its pods were created with no node named, on the host itself); run \`nodemesh sim down\` first, then sim up again to start over with one netns per node`,
+    throw new ConfigError('NM_ERR_CONFIG_CONFLICT', `${why}, but the simulator runs in host mode (its pods were created with no node named, on the host itself); run \`nodemesh sim down\` first, then sim up again to start over with one netns per node`,
     );
   }
   const mode: SimMode = priorMode ?? (wantNodes ? 'nodes' : 'host');
   if (mode === 'nodes' && opts.subnet !== undefined) {
-    throw new NodemeshError('NM_ERR_USAGE', '--subnet applies to host mode only; in multi-node mode node i gets 10.244.<i>.0/24');
+    throw new UsageError('--subnet applies to host mode only; in multi-node mode node i gets 10.244.<i>.0/24');
   }
   const pods = opts.nodesOnly ? [] : allPods;
 
@@ -159,7 +155,7 @@ async function upLocked(allPods: Pod[], configDir: string, paths: SimPaths, opts
     lists.set(h.node, { list: h.list, confFile: h.confFile });
   } else {
     const why = nodeNameProblem(defaultNode);
-    if (why) throw new NodemeshError('NM_ERR_USAGE', `--default-node: ${why}`);
+    if (why) throw new UsageError(`--default-node: ${why}`);
     for (const p of naming) {
       const bad = nodeNameProblem(p.spec.nodeName!);
       if (bad) fail('NM_ERR_CONFIG_INVALID', problem(p, `spec.nodeName: ${bad}`));
@@ -167,7 +163,7 @@ async function upLocked(allPods: Pod[], configDir: string, paths: SimPaths, opts
     const ready = (prior?.nodes ?? []).filter((n) => n.phase !== 'Creating');
     for (const n of ready) {
       if (!n.netns || !netnsExists(n.netns)) {
-        throw new NodemeshError('NM_ERR_SIM_STATE', `node ${n.name}'s netns ${n.netns ?? '(none)'} is gone; run \`nodemesh sim down\` and start over`, { where: paths.stateFile });
+        throw new SimError('NM_ERR_SIM_STATE', `node ${n.name}'s netns ${n.netns ?? '(none)'} is gone; run \`nodemesh sim down\` and start over`, { where: paths.stateFile });
       }
     }
     const wanted = pods.length > 0 ? nodesNamedBy(pods, defaultNode) : opts.nodesOnly ? nodesNamedBy(allPods, defaultNode) : [];
@@ -264,7 +260,7 @@ async function upLocked(allPods: Pod[], configDir: string, paths: SimPaths, opts
     }
   }
   if (problems.length > 0) {
-    throw new NodemeshError(firstCode!, `${problems.length} problem(s); nothing was changed:\n${problems.join('\n')}`, { problems });
+    throw errorFor(firstCode!, `${problems.length} problem(s); nothing was changed:\n${problems.join('\n')}`, { problems });
   }
 
   // ---- act ----

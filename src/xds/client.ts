@@ -4,9 +4,9 @@
 // versions it holds (initial_resource_versions).
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../errors.js';
+import { errorFor, isNodemeshError, XdsError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
-import { addressFromProto, authorizationFromProto, ResourceError } from './convert.js';
+import { addressFromProto, authorizationFromProto } from './convert.js';
 import { authMetadata, controlPlaneClient, type ControlPlaneConnection } from './credentials.js';
 import {
   adsService,
@@ -36,17 +36,17 @@ export interface Rejection {
 export type ResourceHandler = (u: ProxyStateUpdater, updates: ResourceUpdate[], removed: string[]) => Rejection[];
 
 function decodeAny<T>(r: ResourceUpdate, typeUrl: string, decode: (b: Uint8Array) => T): T {
-  if (r.resource.type_url !== typeUrl) throw new ResourceError(`type_url ${JSON.stringify(r.resource.type_url)} is not ${typeUrl}`);
+  if (r.resource.type_url !== typeUrl) throw new XdsError('NM_ERR_XDS_RESOURCE', `type_url ${JSON.stringify(r.resource.type_url)} is not ${typeUrl}`);
   try {
     return decode(r.resource.value);
   } catch (e) {
-    throw new ResourceError(`cannot decode: ${(e as Error).message}`);
+    throw new XdsError('NM_ERR_XDS_RESOURCE', `cannot decode: ${(e as Error).message}`);
   }
 }
 
 /** A rejection reason; an unexpected error rejects the resource instead of killing the agent. */
 function reasonOf(e: unknown): string {
-  return e instanceof ResourceError ? e.message : `internal error while applying it: ${(e as Error).message}`;
+  return isNodemeshError(e, 'NM_ERR_XDS_RESOURCE') ? e.message : `internal error while applying it: ${(e as Error).message}`;
 }
 
 /** istio.workload.Address: workloads (by uid) and services (by `ns/hostname`). */
@@ -193,7 +193,7 @@ export class XdsClient extends EventEmitter<Events> {
       const code = (err as grpc.ServiceError).code;
       const level = code === grpc.status.UNAUTHENTICATED ? 'error' : 'warn';
       this.#log[level](
-        { err: new NodemeshError(code === grpc.status.UNAUTHENTICATED ? 'NM_ERR_AUTH' : 'NM_ERR_XDS_UNAVAILABLE', err.message), address: this.#opts.address },
+        { err: errorFor(code === grpc.status.UNAUTHENTICATED ? 'NM_ERR_AUTH' : 'NM_ERR_XDS_UNAVAILABLE', err.message), address: this.#opts.address },
         'xDS stream closed; keeping the last good state and reconnecting',
       );
       if (wasConnected) this.emit('disconnected', err);
@@ -262,7 +262,7 @@ export class XdsClient extends EventEmitter<Events> {
     for (const name of res.removedResources) versions.delete(name);
     if (rejected.length > 0) {
       const message = rejected.map((r) => `${r.name}: ${r.reason}`).join('; ');
-      this.#log.warn({ err: new NodemeshError('NM_ERR_XDS_RESOURCE', message), typeUrl: res.typeUrl, nonce: res.nonce }, 'rejected xDS resources (NACK); keeping their last good version');
+      this.#log.warn({ err: new XdsError('NM_ERR_XDS_RESOURCE', message), typeUrl: res.typeUrl, nonce: res.nonce }, 'rejected xDS resources (NACK); keeping their last good version');
       stream.write({ typeUrl: res.typeUrl, responseNonce: res.nonce, errorDetail: { code: grpc.status.INVALID_ARGUMENT, message } });
       this.emit('nack', { typeUrl: res.typeUrl, nonce: res.nonce, rejected });
     } else {

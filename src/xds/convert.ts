@@ -1,5 +1,6 @@
 // Validates decoded xDS messages and turns them into the data plane's types. Each function
-// throws ResourceError with a reason an operator can act on; the caller NACKs the resource.
+// throws XdsError (NM_ERR_XDS_RESOURCE) with a reason an operator can act on; the caller NACKs the resource.
+import { XdsError } from '../errors.js';
 import { bytesToIp, cidr } from '../net/index.js';
 import {
   ACTIONS,
@@ -19,8 +20,6 @@ import {
 } from '../state/index.js';
 import type { PbAddress, PbAuthorization, PbCidr, PbMatch, PbPort, PbService, PbStringMatch, PbWorkload } from './proto.js';
 
-export class ResourceError extends Error {}
-
 const TUNNEL: ReadonlySet<string> = new Set(TUNNEL_PROTOCOLS);
 const STATUS: ReadonlySet<string> = new Set(WORKLOAD_STATUSES);
 const WTYPE: ReadonlySet<string> = new Set(WORKLOAD_TYPES);
@@ -29,7 +28,7 @@ const SCOPE: ReadonlySet<string> = new Set(SCOPES);
 const ACTION: ReadonlySet<string> = new Set(ACTIONS);
 
 function enumValue<T extends string>(allowed: ReadonlySet<string>, v: unknown, field: string): T {
-  if (typeof v !== 'string' || !allowed.has(v)) throw new ResourceError(`${field}: unknown enum value ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || !allowed.has(v)) throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}: unknown enum value ${JSON.stringify(v)}`);
   return v as T;
 }
 
@@ -37,25 +36,25 @@ function ip(b: Uint8Array, field: string): string {
   try {
     return bytesToIp(b);
   } catch (e) {
-    throw new ResourceError(`${field}: ${(e as Error).message}`);
+    throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}: ${(e as Error).message}`);
   }
 }
 
 function port(p: PbPort, field: string): ServicePort {
-  if (!Number.isInteger(p.servicePort) || p.servicePort < 1 || p.servicePort > 65535) throw new ResourceError(`${field}.service_port ${p.servicePort} is not a port 1-65535`);
-  if (!Number.isInteger(p.targetPort) || p.targetPort < 0 || p.targetPort > 65535) throw new ResourceError(`${field}.target_port ${p.targetPort} is not a port 0-65535`);
+  if (!Number.isInteger(p.servicePort) || p.servicePort < 1 || p.servicePort > 65535) throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}.service_port ${p.servicePort} is not a port 1-65535`);
+  if (!Number.isInteger(p.targetPort) || p.targetPort < 0 || p.targetPort > 65535) throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}.target_port ${p.targetPort} is not a port 0-65535`);
   return { servicePort: p.servicePort, targetPort: p.targetPort, appProtocol: enumValue<AppProtocol>(APP, p.appProtocol ?? 'UNKNOWN', `${field}.app_protocol`) };
 }
 
 export function workloadFromProto(w: PbWorkload, resourceName: string): Workload {
-  if (!w.uid) throw new ResourceError('workload uid is empty');
-  if (w.uid !== resourceName) throw new ResourceError(`workload uid ${JSON.stringify(w.uid)} differs from the resource name`);
-  if (!w.name || !w.namespace) throw new ResourceError('workload name and namespace are required');
+  if (!w.uid) throw new XdsError('NM_ERR_XDS_RESOURCE', 'workload uid is empty');
+  if (w.uid !== resourceName) throw new XdsError('NM_ERR_XDS_RESOURCE', `workload uid ${JSON.stringify(w.uid)} differs from the resource name`);
+  if (!w.name || !w.namespace) throw new XdsError('NM_ERR_XDS_RESOURCE', 'workload name and namespace are required');
   const trustDomain = w.trustDomain || 'cluster.local';
   const serviceAccount = w.serviceAccount || 'default';
   const services: Record<string, ServicePort[]> = {};
   for (const [k, list] of Object.entries(w.services ?? {})) {
-    if (!/^[^/]+\/[^/]+$/.test(k)) throw new ResourceError(`services key ${JSON.stringify(k)} is not "<namespace>/<hostname>"`);
+    if (!/^[^/]+\/[^/]+$/.test(k)) throw new XdsError('NM_ERR_XDS_RESOURCE', `services key ${JSON.stringify(k)} is not "<namespace>/<hostname>"`);
     services[k] = (list.ports ?? []).map((p, i) => port(p, `services[${k}].ports[${i}]`));
   }
   return {
@@ -81,9 +80,9 @@ export function workloadFromProto(w: PbWorkload, resourceName: string): Workload
 }
 
 export function serviceFromProto(s: PbService, resourceName: string): Service {
-  if (!s.hostname || !s.namespace) throw new ResourceError('service hostname and namespace are required');
+  if (!s.hostname || !s.namespace) throw new XdsError('NM_ERR_XDS_RESOURCE', 'service hostname and namespace are required');
   const key = `${s.namespace}/${s.hostname}`;
-  if (key !== resourceName) throw new ResourceError(`service key ${JSON.stringify(key)} differs from the resource name`);
+  if (key !== resourceName) throw new XdsError('NM_ERR_XDS_RESOURCE', `service key ${JSON.stringify(key)} differs from the resource name`);
   return {
     name: s.name,
     namespace: s.namespace,
@@ -99,7 +98,7 @@ export function serviceFromProto(s: PbService, resourceName: string): Service {
 export function addressFromProto(a: PbAddress, resourceName: string): AddressResource {
   if (a.workload) return { kind: 'workload', workload: workloadFromProto(a.workload, resourceName) };
   if (a.service) return { kind: 'service', service: serviceFromProto(a.service, resourceName) };
-  throw new ResourceError('Address has neither workload nor service set');
+  throw new XdsError('NM_ERR_XDS_RESOURCE', 'Address has neither workload nor service set');
 }
 
 function stringMatch(m: PbStringMatch, field: string): StringMatch {
@@ -115,7 +114,7 @@ function stringMatch(m: PbStringMatch, field: string): StringMatch {
     case 'presence':
       return { presence: true };
     default:
-      throw new ResourceError(`${field}: StringMatch has no match type set`);
+      throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}: StringMatch has no match type set`);
   }
 }
 
@@ -124,14 +123,14 @@ function cidrs(list: PbCidr[] | undefined, field: string) {
     try {
       return cidr(c.address, c.length);
     } catch (e) {
-      throw new ResourceError(`${field}[${i}]: ${(e as Error).message}`);
+      throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}[${i}]: ${(e as Error).message}`);
     }
   });
 }
 
 function ports(list: number[] | undefined, field: string): number[] {
   return (list ?? []).map((p, i) => {
-    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new ResourceError(`${field}[${i}] ${p} is not a port`);
+    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}[${i}] ${p} is not a port`);
     return p;
   });
 }
@@ -156,8 +155,8 @@ function match(m: PbMatch, f: string): Match {
 }
 
 export function authorizationFromProto(a: PbAuthorization, resourceName: string): Authorization {
-  if (!a.name || !a.namespace) throw new ResourceError('authorization name and namespace are required');
-  if (`${a.namespace}/${a.name}` !== resourceName) throw new ResourceError(`authorization ${a.namespace}/${a.name} differs from the resource name`);
+  if (!a.name || !a.namespace) throw new XdsError('NM_ERR_XDS_RESOURCE', 'authorization name and namespace are required');
+  if (`${a.namespace}/${a.name}` !== resourceName) throw new XdsError('NM_ERR_XDS_RESOURCE', `authorization ${a.namespace}/${a.name} differs from the resource name`);
   return {
     name: a.name,
     namespace: a.namespace,

@@ -2,7 +2,7 @@
 // turn resources into state/ types, and the CA and pod-status clients' channel.
 export { handleAddresses, handleAuthorizations, XdsClient } from './client.js';
 export type { NackEvent, Rejection, ResourceHandler, ResourceUpdate, XdsClientOptions } from './client.js';
-export { addressFromProto, authorizationFromProto, ResourceError, serviceFromProto, workloadFromProto } from './convert.js';
+export { addressFromProto, authorizationFromProto, serviceFromProto, workloadFromProto } from './convert.js';
 export { authMetadata, channelCredentials, channelOptions, CONTROL_PLANE_DNS_NAME, controlPlaneClient, NODE_HEADER, readTokenFile } from './credentials.js';
 export type { ControlPlaneConnection } from './credentials.js';
 export { PodStatusClient } from './podstatus.js';

@@ -1,7 +1,7 @@
 // The agent's side of nodemesh.v1.PodStatusService: tells the control plane which pods run on
 // this node and their IPs, as a kubelet reports pod status.
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../errors.js';
+import { errorFor } from '../errors.js';
 import { authMetadata, controlPlaneClient, type ControlPlaneConnection } from './credentials.js';
 import { podStatusService, type PbPodStatus, type PbPodStatusReply } from './proto.js';
 
@@ -37,7 +37,7 @@ export class PodStatusClient {
       this.#client!.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, body, authMetadata(this.#conn), { deadline: Date.now() + timeoutMs }, (err, res) => {
         if (err) {
           const code = err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED ? 'NM_ERR_AUTH' : 'NM_ERR_XDS_UNAVAILABLE';
-          reject(new NodemeshError(code, `pod status report to ${this.#conn.address} failed: ${err.details || err.message}`, { cause: err, grpcCode: err.code }));
+          reject(errorFor(code, `pod status report to ${this.#conn.address} failed: ${err.details || err.message}`, { cause: err, grpcCode: err.code }));
         } else resolve(res!);
       });
     });

@@ -5,7 +5,7 @@ import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
-import { NodemeshError } from '../errors.js';
+import { XdsError } from '../errors.js';
 
 import type { Action, AppProtocol, Scope, TunnelProtocol, WorkloadStatus, WorkloadType } from '../state/index.js';
 
@@ -23,9 +23,7 @@ function protoDir(): string {
     const p = fileURLToPath(c);
     if (existsSync(join(p, 'istio/workload/workload.proto'))) return p;
   }
-  throw new NodemeshError(
-    'NM_ERR_XDS_RESOURCE',
-    `cannot find the .proto files; looked in ${candidates.map((c) => fileURLToPath(c)).join(', ')}. The src/xds/proto directory must ship next to dist/`,
+  throw new XdsError('NM_ERR_XDS_RESOURCE', `cannot find the .proto files; looked in ${candidates.map((c) => fileURLToPath(c)).join(', ')}. The src/xds/proto directory must ship next to dist/`,
   );
 }
 

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../errors.js';
+import { XdsError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { fromStruct, type JsonValue, type PbDeltaRequest, type PbDeltaResponse, type PbResource } from './proto.js';
 
@@ -110,7 +110,7 @@ export class XdsServer extends EventEmitter<Events> {
   /** Replaces every resource of a type, then pushes the difference to each stream. */
   setResources(typeUrl: string, resources: Iterable<EncodedResource>): { changed: string[]; removed: string[] } {
     const cur = this.#resources.get(typeUrl);
-    if (!cur) throw new NodemeshError('NM_ERR_XDS_RESOURCE', `type ${typeUrl} is not served`);
+    if (!cur) throw new XdsError('NM_ERR_XDS_RESOURCE', `type ${typeUrl} is not served`);
     const next = new Map<string, Stored>();
     for (const r of resources) next.set(r.name, { value: r.value, version: resourceVersion(r.value) });
     const changed = [...next].filter(([n, s]) => cur.get(n)?.version !== s.version).map(([n]) => n);
@@ -202,7 +202,7 @@ export class XdsServer extends EventEmitter<Events> {
         c.lastNack.set(typeUrl, rec);
         this.#nacks.push(rec);
         if (this.#nacks.length > 100) this.#nacks.shift();
-        log.warn({ err: new NodemeshError('NM_ERR_XDS_RESOURCE', rec.message), typeUrl, nonce: rec.nonce }, 'the agent rejected resources (NACK)');
+        log.warn({ err: new XdsError('NM_ERR_XDS_RESOURCE', rec.message), typeUrl, nonce: rec.nonce }, 'the agent rejected resources (NACK)');
         this.emit('nack', rec);
       } else {
         c.lastAck.set(typeUrl, req.responseNonce);

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { CniError, CniServer, parseCniArgs, podAddressOf, type CniRequest } from '../../src/agent/cni-server.js';
+import { CniError } from '../../src/errors.js';
+import { CniServer, parseCniArgs, podAddressOf, type CniRequest } from '../../src/agent/cni-server.js';
 import { findPodCgroup } from '../../src/agent/cgroups.js';
 import { exclusionsFrom } from '../../src/agent/enrollment.js';
 
@@ -50,7 +51,7 @@ describe('CNI relay server', () => {
   it('answers ERR with a CNI error object when the handler fails', async () => {
     const sock = join(mkdtempSync(join(tmpdir(), 'nm-cni-')), 'cni.sock');
     server = await CniServer.listen(sock, async () => {
-      throw new CniError(7, 'nodemesh agent: bad annotation');
+      throw new CniError('nodemesh agent: bad annotation', { cniCode: 7 });
     }, log);
     const out = await call(sock, request('ADD'));
     expect(out.split('\n')[0]).toBe('ERR 7');

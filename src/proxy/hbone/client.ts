@@ -3,11 +3,11 @@
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { Socket } from 'node:net';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
-import { NodemeshError, isNodemeshError } from '../../errors.js';
+import { HboneError, HboneResetError, HboneStatusError, isNodemeshError, TimeoutError } from '../../errors.js';
 import { log as rootLog, type Logger } from '../../log.js';
 import type { SocketAddress } from '../types.js';
 import { connectFd } from '../upstream.js';
-import { HboneResetError, HboneStatusError, h2CodeName } from './errors.js';
+import { h2CodeName } from './errors.js';
 import { DENY_POLICY_HEADER, formatAuthority, formatForwarded, isValidTraceparent, newTraceparent } from './headers.js';
 import { verifyServerIdentity } from './identity.js';
 import { HboneStream } from './stream.js';
@@ -183,7 +183,7 @@ export class HbonePool {
     for (const list of this.#pools.values()) {
       for (const s of list) {
         clearTimeout(s.idleTimer);
-        s.abort?.(new NodemeshError('NM_ERR_HBONE_CLOSED', 'the HBONE pool was closed'));
+        s.abort?.(new HboneError('NM_ERR_HBONE_CLOSED', 'the HBONE pool was closed'));
         const h2 = s.h2;
         if (h2 && !h2.destroyed) {
           waits.push(new Promise((r) => h2.once('close', () => r())));
@@ -198,7 +198,7 @@ export class HbonePool {
   }
 
   async #connectOnce(p: HboneConnectRequest, fresh = false): Promise<HboneStream> {
-    if (this.#closed) throw new NodemeshError('NM_ERR_HBONE_CLOSED', 'this HBONE pool was closed; create a new one');
+    if (this.#closed) throw new HboneError('NM_ERR_HBONE_CLOSED', 'this HBONE pool was closed; create a new one');
     const s = this.#acquire(p, fresh);
     let h2: ClientHttp2Session;
     try {
@@ -314,7 +314,7 @@ export class HbonePool {
       s.abort = fail;
       const timer = setTimeout(() => {
         const stage = h2 ? 'the HTTP/2 settings exchange' : tls ? 'the TLS handshake' : 'the TCP connection';
-        fail(new NodemeshError('NM_ERR_TIMEOUT', `HBONE to ${where} (${s.destIdentity}): ${stage} did not finish in ${this.#timeoutMs} ms; maybe a NetworkPolicy is blocking HBONE port ${s.destAddr.port}`));
+        fail(new TimeoutError(`HBONE to ${where} (${s.destIdentity}): ${stage} did not finish in ${this.#timeoutMs} ms; maybe a NetworkPolicy is blocking HBONE port ${s.destAddr.port}`));
       }, this.#timeoutMs);
 
       const onTlsError = (e: Error & { code?: string }): void => {
@@ -324,7 +324,7 @@ export class HbonePool {
         }
         // OpenSSL's verification codes; Node's text for them suggests system CAs, which is wrong here.
         const why = e.code && CHAIN_ERRORS.test(e.code) ? `its certificate does not verify against the mesh roots (${e.code}); it may belong to another mesh or hold an expired certificate` : e.message;
-        fail(new NodemeshError('NM_ERR_HBONE_TLS', `TLS handshake with the HBONE server at ${where} (${s.destIdentity}) failed: ${why}`, { cause: e, tlsCode: e.code }));
+        fail(new HboneError('NM_ERR_HBONE_TLS', `TLS handshake with the HBONE server at ${where} (${s.destIdentity}) failed: ${why}`, { cause: e, tlsCode: e.code }));
       };
 
       const startTls = (sock: Socket): void => {
@@ -343,7 +343,7 @@ export class HbonePool {
         tls.once('secureConnect', () => {
           if (settled) return;
           if (tls!.alpnProtocol !== 'h2') {
-            fail(new NodemeshError('NM_ERR_HBONE_TLS', `the server at ${where} did not negotiate ALPN h2 (got ${JSON.stringify(tls!.alpnProtocol || 'none')}); it is not an HBONE server`));
+            fail(new HboneError('NM_ERR_HBONE_TLS', `the server at ${where} did not negotiate ALPN h2 (got ${JSON.stringify(tls!.alpnProtocol || 'none')}); it is not an HBONE server`));
             return;
           }
           tls!.off('error', onTlsError);
@@ -376,7 +376,7 @@ export class HbonePool {
           // The server closes right after the handshake when it refuses our certificate: TLS 1.3
           // finishes the client side before the server has verified the client.
           const why = lastError ? `: ${lastError.message}` : '';
-          fail(new NodemeshError('NM_ERR_HBONE_TLS', `the HBONE server at ${where} (${s.destIdentity}) closed the connection before HTTP/2 started; it likely refused our certificate for ${s.source} (another root or trust domain?)${why}`, { ...(lastError ? { cause: lastError, tlsCode: lastError.code } : {}) }));
+          fail(new HboneError('NM_ERR_HBONE_TLS', `the HBONE server at ${where} (${s.destIdentity}) closed the connection before HTTP/2 started; it likely refused our certificate for ${s.source} (another root or trust domain?)${why}`, { ...(lastError ? { cause: lastError, tlsCode: lastError.code } : {}) }));
         });
         // The server's SETTINGS prove it accepted our certificate; only then is the session ready.
         session.once('remoteSettings', () => {
@@ -399,7 +399,7 @@ export class HbonePool {
           startTls(sock);
         },
         (e: Error & { code?: string }) => {
-          fail(new NodemeshError('NM_ERR_HBONE_CONNECT', `cannot reach the HBONE port of ${s.destIdentity} at ${where}: ${e.code ?? e.message}; check that its node runs the agent and that no NetworkPolicy blocks port ${s.destAddr.port}`, { cause: e, sysCode: e.code }));
+          fail(new HboneError('NM_ERR_HBONE_CONNECT', `cannot reach the HBONE port of ${s.destIdentity} at ${where}: ${e.code ?? e.message}; check that its node runs the agent and that no NetworkPolicy blocks port ${s.destAddr.port}`, { cause: e, sysCode: e.code }));
         },
       );
     });
@@ -436,7 +436,7 @@ export class HbonePool {
       const timer = setTimeout(() => {
         cleanup();
         st.close(NGHTTP2_CANCEL);
-        reject(new NodemeshError('NM_ERR_TIMEOUT', `HBONE CONNECT to ${label} got no answer in ${this.#timeoutMs} ms`));
+        reject(new TimeoutError(`HBONE CONNECT to ${label} got no answer in ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
       const onError = (err: Error & { code?: string }): void => {
         cleanup();

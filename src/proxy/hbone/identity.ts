@@ -1,7 +1,7 @@
 // Reads the peer's SPIFFE identity from its certificate and checks it: the exact URI SAN the
 // client expects of a server, or any SPIFFE ID of our trust domain for a client.
 import type { PeerCertificate } from 'node:tls';
-import { NodemeshError } from '../../errors.js';
+import { HboneError, NodemeshError } from '../../errors.js';
 import { tryParseSpiffeId } from '../../identity/spiffe.js';
 import { x509 } from '../../identity/x509.js';
 
@@ -29,10 +29,10 @@ export function uriSans(der: Buffer, fingerprint?: string): string[] {
  * Throws NM_ERR_HBONE_IDENTITY naming what is wrong.
  */
 export function spiffeIdOf(cert: PeerCertificate | undefined, who: string): string {
-  if (!cert?.raw) throw new NodemeshError('NM_ERR_HBONE_IDENTITY', `${who} presented no certificate`);
+  if (!cert?.raw) throw new HboneError('NM_ERR_HBONE_IDENTITY', `${who} presented no certificate`);
   const uris = uriSans(cert.raw, cert.fingerprint256);
   if (uris.length !== 1) {
-    throw new NodemeshError('NM_ERR_HBONE_IDENTITY', `${who}'s certificate must carry exactly one URI SAN (a SPIFFE ID), found ${uris.length ? uris.join(', ') : 'none'}`);
+    throw new HboneError('NM_ERR_HBONE_IDENTITY', `${who}'s certificate must carry exactly one URI SAN (a SPIFFE ID), found ${uris.length ? uris.join(', ') : 'none'}`);
   }
   return uris[0]!;
 }
@@ -41,9 +41,9 @@ export function spiffeIdOf(cert: PeerCertificate | undefined, who: string): stri
 export function verifyClientIdentity(cert: PeerCertificate | undefined, trustDomain: string): string {
   const id = spiffeIdOf(cert, 'the client');
   const parsed = tryParseSpiffeId(id);
-  if (!parsed) throw new NodemeshError('NM_ERR_HBONE_IDENTITY', `the client's URI SAN ${id} is not a SPIFFE workload ID (spiffe://<td>/ns/<ns>/sa/<sa>)`);
+  if (!parsed) throw new HboneError('NM_ERR_HBONE_IDENTITY', `the client's URI SAN ${id} is not a SPIFFE workload ID (spiffe://<td>/ns/<ns>/sa/<sa>)`);
   if (parsed.trustDomain !== trustDomain) {
-    throw new NodemeshError('NM_ERR_HBONE_IDENTITY', `the client's identity ${id} is not in trust domain ${trustDomain}`, { peerIdentity: id });
+    throw new HboneError('NM_ERR_HBONE_IDENTITY', `the client's identity ${id} is not in trust domain ${trustDomain}`, { peerIdentity: id });
   }
   return id;
 }
@@ -57,9 +57,7 @@ export function verifyServerIdentity(cert: PeerCertificate | undefined, expected
     return e as NodemeshError;
   }
   if (id === expected) return undefined;
-  return new NodemeshError(
-    'NM_ERR_HBONE_IDENTITY',
-    `the HBONE server at ${where} is ${id}, not the expected ${expected}; the address may have been reused by another workload, or the workload index is stale`,
+  return new HboneError('NM_ERR_HBONE_IDENTITY', `the HBONE server at ${where} is ${id}, not the expected ${expected}; the address may have been reused by another workload, or the workload index is stale`,
     { peerIdentity: id, expectedIdentity: expected },
   );
 }

@@ -2,7 +2,6 @@
 export { HbonePool, type HboneConnectRequest, type HbonePoolOptions, type HboneSessionInfo, type HboneSource } from './client.js';
 export { HboneServer, type HboneServerOptions, type HboneServerStats, type InboundDecision, type InboundRejection, type InboundRelay, type InboundRequest, type InboundStatus } from './server.js';
 export { HboneStream } from './stream.js';
-export { HboneResetError, HboneStatusError } from './errors.js';
 export type { HboneCredentials } from './tls.js';
 export { DEFAULT_TUNING, NODE_DEFAULT_TUNING, type HboneTuning } from './tuning.js';
 export { DENY_POLICY_HEADER, formatAuthority, formatForwarded, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from './headers.js';

@@ -3,7 +3,7 @@
 import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { NodemeshError } from '../../errors.js';
+import { HboneError } from '../../errors.js';
 import { log as rootLog, type Logger } from '../../log.js';
 import { relay, type RelayProgress, type RelayResult } from '../relay.js';
 import { MESH_PORTS, type SocketAddress } from '../types.js';
@@ -177,7 +177,7 @@ export class HboneServer {
   }
 
   #listen(o: { fd: number } | { host: string; port: number }): Promise<void> {
-    if (this.#closed) return Promise.reject(new NodemeshError('NM_ERR_HBONE_CLOSED', 'this HBONE server was closed; create a new one'));
+    if (this.#closed) return Promise.reject(new HboneError('NM_ERR_HBONE_CLOSED', 'this HBONE server was closed; create a new one'));
     return new Promise((resolve, reject) => {
       this.#tls.once('error', reject);
       this.#tls.listen(o, () => {
@@ -216,7 +216,7 @@ export class HboneServer {
     let peerIdentity: string;
     try {
       if (sock.alpnProtocol !== 'h2') {
-        throw new NodemeshError('NM_ERR_HBONE_TLS', `the client negotiated ALPN ${JSON.stringify(sock.alpnProtocol || 'none')}, not h2`);
+        throw new HboneError('NM_ERR_HBONE_TLS', `the client negotiated ALPN ${JSON.stringify(sock.alpnProtocol || 'none')}, not h2`);
       }
       peerIdentity = verifyClientIdentity(sock.getPeerCertificate(), this.#o.trustDomain);
     } catch (err) {

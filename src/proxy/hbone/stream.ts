@@ -2,7 +2,8 @@
 // backpressure, END_STREAM <-> FIN, RST_STREAM <-> reset, and byte counts for telemetry.
 import { constants, type Http2Stream } from 'node:http2';
 import { Duplex } from 'node:stream';
-import { HboneResetError, h2CodeName } from './errors.js';
+import { HboneResetError } from '../../errors.js';
+import { h2CodeName } from './errors.js';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR } = constants;
 
