@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NodeProxy, LocalPod } from '../proxy/index.js';
-import type { PodRedirectSpec } from '../redirect/types.js';
+import type { PodRedirectSpec } from '../redirect/index.js';
 import { findPodCgroup } from './cgroups.js';
 
 /** The subset of the redirect facade enrollment uses. */

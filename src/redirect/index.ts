@@ -1,16 +1,6 @@
-// Public surface of in-pod redirection: the Redirector (per-pod attach/detach over pinned
-// eBPF programs) and sockets made inside a pod's network namespace.
+// Public surface of in-pod redirection for other folders: the Redirector, sockets made inside
+// a pod's network namespace, the cgroup v2 root, and the pod spec the agent builds.
 export { Redirector } from './redirector.js';
-export { listenInNetns, socketInNetns, socketsInNetns, netnsCookie, netnsCookieOfPath, socketCookie } from './netns.js';
+export { listenInNetns, socketsInNetns } from './netns.js';
 export { findCgroup2Root } from './mounts.js';
-export { POD_LINK_NAMES } from './types.js';
-export type {
-  InboundKind,
-  ListenOptions,
-  NetnsSocketOptions,
-  PodAttachment,
-  PodLinkName,
-  PodRedirectSpec,
-  RedirectorOptions,
-  SocketAddress,
-} from './types.js';
+export type { PodRedirectSpec } from './types.js';

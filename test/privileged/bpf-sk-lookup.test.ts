@@ -6,7 +6,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { Redirector, netnsCookieOfPath, socketCookie } from '../../src/redirect/index.js';
+import { Redirector } from '../../src/redirect/index.js';
+import { netnsCookieOfPath, socketCookie } from '../../src/redirect/netns.js';
 import { BPF_ANY, encodeEnrolled, ipv4Key } from '../../src/redirect/layout.js';
 import { kTestHooks, type RedirectorTestHooks } from '../../src/redirect/redirector.js';
 

@@ -8,8 +8,9 @@ import { createServer, Socket, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { POD_LINK_NAMES, Redirector, findCgroup2Root, listenInNetns, netnsCookie, netnsCookieOfPath, socketInNetns, socketsInNetns } from '../../src/redirect/index.js';
-import type { SocketAddress } from '../../src/redirect/index.js';
+import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../../src/redirect/index.js';
+import { netnsCookie, netnsCookieOfPath, socketInNetns } from '../../src/redirect/netns.js';
+import { POD_LINK_NAMES, type SocketAddress } from '../../src/redirect/types.js';
 
 const PID = process.pid;
 const NS_A = `nmt-${PID}-a`;

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isNodemeshError } from '../../src/errors.js';
-import { Redirector, listenInNetns, netnsCookie, socketInNetns, socketsInNetns } from '../../src/redirect/index.js';
+import { Redirector, listenInNetns, socketsInNetns } from '../../src/redirect/index.js';
+import { netnsCookie, socketInNetns } from '../../src/redirect/netns.js';
 import { defaultAddonDir, loadNative } from '../../src/redirect/native.js';
 import { checkPodSpec, parseCidr4 } from '../../src/redirect/validate.js';
 
