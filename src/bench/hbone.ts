@@ -12,11 +12,9 @@ import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
-import { CertificateAuthority } from '../controlplane/ca.js';
-import { createCsr, exportPrivateKeyPem, generateKeyPair } from '../identity/x509.js';
-import { DEFAULT_TUNING, HbonePool, HboneServer, NODE_DEFAULT_TUNING, type HboneCredentials, type HboneTuning } from '../proxy/hbone/index.js';
-import { relay } from '../proxy/relay.js';
-import { connectFd } from '../proxy/upstream.js';
+import { CertificateAuthority } from '../controlplane/index.js';
+import { createCsr, exportPrivateKeyPem, generateKeyPair } from '../identity/index.js';
+import { connectFd, DEFAULT_TUNING, HbonePool, HboneServer, NODE_DEFAULT_TUNING, relay, type HboneCredentials, type HboneTuning } from '../proxy/index.js';
 
 const RUNS = Number(process.env.NODEMESH_BENCH_RUNS ?? 3);
 const MIB = Number(process.env.NODEMESH_BENCH_HBONE_MIB ?? 1024);

@@ -1,14 +1,16 @@
-// Inbound HBONE: per enrolled pod, the 15008 server inside the pod's netns. It terminates mutual
-// TLS with the pod's certificate, takes the source identity from the verified client
-// certificate, authorizes each CONNECT like plaintext inbound, and relays to the app over the
-// pod's loopback. Telemetry and policy revocation go through the same tracker as every other
-// connection.
+// Binds the HBONE protocol (hbone/) to this node's pods. Inbound: per enrolled pod, the 15008
+// server inside the pod's netns, started once the pod's certificate is at hand, authorizing each
+// CONNECT with the pod's policy and reporting through the connection tracker. Outbound: the
+// dialer outbound.ts uses, presenting the source pod's certificate over sessions made from
+// inside the source pod's netns. The protocol itself (mTLS, CONNECT checks, relay) is in hbone/.
 import { closeSync } from 'node:fs';
-import { principalOf } from '../identity/spiffe.js';
+import { principalOf } from '../identity/index.js';
+import type { Logger } from '../log.js';
 import { flagFor, type ConnectionView } from './connection.js';
-import { podName, type ProxyContext } from './context.js';
-import { formatAuthority, HboneServer, type HboneCredentials, type HboneTuning, type InboundDecision, type InboundRejection, type InboundRequest } from './hbone/index.js';
-import { peerOf, podIdentity, type LocalPod, type WorkloadCredentials } from './types.js';
+import { podName, type HboneDialer, type ProxyContext } from './context.js';
+import { formatAuthority, HbonePool, HboneServer, type HboneCredentials, type HboneTuning, type InboundDecision, type InboundRejection, type InboundRequest } from './hbone/index.js';
+import type { RelayEnd } from './relay.js';
+import { peerOf, podIdentity, type LocalPod, type RouteTarget, type SocketAddress, type UpstreamConnector, type WorkloadCredentials } from './types.js';
 
 export interface HboneInboundOptions {
   credentials: WorkloadCredentials;
@@ -122,4 +124,61 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       }
     },
   };
+}
+
+export interface HboneOutboundOptions {
+  credentials: WorkloadCredentials;
+  upstream: UpstreamConnector;
+  /** The pod with this IP on this node: HBONE sockets leave from its netns. */
+  localPod: (ip: string) => LocalPod | undefined;
+  hbonePort: number;
+  connectTimeoutMs: number;
+  maxStreamsPerSession?: number;
+  idleTimeoutMs?: number;
+  tuning?: Partial<HboneTuning>;
+  log: Logger;
+}
+
+/**
+ * Outbound HBONE for outbound.ts: a tunnel from a pod of this node to a mesh pod on another
+ * node, with the source pod's certificate, over sessions pooled per (source identity,
+ * destination identity, destination address) and made from inside the source pod's netns.
+ */
+export class HboneOutbound implements HboneDialer {
+  readonly pool: HbonePool;
+  readonly #o: HboneOutboundOptions;
+
+  constructor(o: HboneOutboundOptions) {
+    this.#o = o;
+    this.pool = new HbonePool({
+      connectTimeoutMs: o.connectTimeoutMs,
+      maxStreamsPerSession: o.maxStreamsPerSession,
+      idleTimeoutMs: o.idleTimeoutMs,
+      tuning: o.tuning,
+      log: o.log,
+      // From the source pod's own netns: the destination sees the pod's IP, as with plain TCP.
+      connectSocket: (addr: SocketAddress, source: { identity: string; ip?: string }) => {
+        const pod = source.ip ? o.localPod(source.ip) : undefined;
+        if (!pod) return Promise.reject(Object.assign(new Error(`no enrolled pod with IP ${source.ip ?? '(none)'} on this node to open HBONE from`), { code: 'ENOENT' }));
+        return o.upstream.connect(pod.netnsPath, addr, o.connectTimeoutMs);
+      },
+    });
+  }
+
+  async dial(src: LocalPod, target: RouteTarget & { identity: string }, forwardedFor: string, traceparent: string): Promise<RelayEnd> {
+    const identity = podIdentity(src);
+    const cert = await this.#o.credentials.get(identity);
+    return this.pool.connect({
+      source: { identity, ip: src.ip, ...cert },
+      destIdentity: target.identity,
+      destAddr: { ip: target.addr.ip, port: this.#o.hbonePort },
+      target: target.addr,
+      forwardedFor,
+      traceparent,
+    });
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
 }

@@ -7,14 +7,11 @@ import type { Logger } from '../log.js';
 import { ConnectionTracker, type Telemetry } from './connection.js';
 import { podName, type ProxyContext } from './context.js';
 import type { HboneSessionInfo, HboneTuning } from './hbone/index.js';
+import { HboneOutbound, serveHbone } from './hbone-wiring.js';
 import { handleInbound } from './inbound.js';
-import { serveHbone } from './inbound-hbone.js';
 import { handleOutbound } from './outbound.js';
-import { HboneOutbound } from './outbound-hbone.js';
 import type { RelayEnd } from './relay.js';
 import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex } from './types.js';
-
-export { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT };
 
 /** Opens a listening socket inside a namespace and returns its fd. */
 export type NetnsListen = (netnsPath: string, opts: { host: string; port: number; backlog?: number }) => Promise<number>;

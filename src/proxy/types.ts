@@ -1,7 +1,7 @@
 // What the proxy knows of the pods it serves and of the rest of the mesh.
 import type { PeerInfo } from '../telemetry/index.js';
-import { formatSpiffeId } from '../identity/spiffe.js';
-import type { HboneCredentials } from './hbone/tls.js';
+import { formatSpiffeId } from '../identity/index.js';
+import type { HboneCredentials } from './hbone/index.js';
 
 /** A pod on this node whose traffic the proxy captures. */
 export interface LocalPod {

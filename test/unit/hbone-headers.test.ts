@@ -1,6 +1,6 @@
 // The HBONE request headers: `:authority` as ip:port, RFC 7239 forwarded, W3C traceparent.
 import { describe, expect, it } from 'vitest';
-import { formatForwarded, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from '../../src/proxy/hbone/index.js';
+import { formatForwarded, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from '../../src/proxy/hbone/headers.js';
 
 describe('HBONE headers', () => {
   it('accepts an IPv4 or bracketed IPv6 address with a port as :authority', () => {

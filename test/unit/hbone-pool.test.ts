@@ -4,7 +4,10 @@
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HbonePool, HboneServer, type HboneCredentials, type HbonePoolOptions, type HboneStream } from '../../src/proxy/hbone/index.js';
+import { HbonePool, type HbonePoolOptions } from '../../src/proxy/hbone/pool.js';
+import { HboneServer } from '../../src/proxy/hbone/server.js';
+import type { HboneStream } from '../../src/proxy/hbone/stream.js';
+import type { HboneCredentials } from '../../src/proxy/hbone/tls.js';
 import type { SocketAddress } from '../../src/proxy/index.js';
 import { connectFd } from '../../src/proxy/upstream.js';
 import { startApp } from '../helpers/app.js';

@@ -4,7 +4,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { ConnectionTracker, PlainConnector } from '../../src/proxy/index.js';
+import { ConnectionTracker } from '../../src/proxy/connection.js';
+import { PlainConnector } from '../../src/proxy/upstream.js';
 import { FlowLog, MeshMetrics } from '../../src/telemetry/index.js';
 
 const servers: Server[] = [];

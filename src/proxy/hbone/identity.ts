@@ -2,8 +2,7 @@
 // client expects of a server, or any SPIFFE ID of our trust domain for a client.
 import type { PeerCertificate } from 'node:tls';
 import { HboneError, NodemeshError } from '../../errors.js';
-import { tryParseSpiffeId } from '../../identity/spiffe.js';
-import { x509 } from '../../identity/x509.js';
+import { tryParseSpiffeId, x509 } from '../../identity/index.js';
 
 const SAN_OID = '2.5.29.17';
 // Peers reconnect with the same certificate over and over; parsing its DER once is enough.

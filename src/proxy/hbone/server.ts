@@ -1,5 +1,5 @@
-// The inbound side of HBONE (port 15008): mutual TLS that admits only workloads of our trust
-// domain, then one HTTP/2 CONNECT per proxied connection, authorized and relayed to the app.
+// The inbound HBONE handler (port 15008): mutual TLS that admits only workloads of our trust
+// domain, then one HTTP/2 CONNECT per proxied connection, checked, authorized and relayed to the app.
 import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
