@@ -1,6 +1,6 @@
-// The node agent: enrollment, CNI relay, lifecycle.
-export { Agent, type AgentOptions } from './agent.js';
-export { ConfigDirPodSource, type PodMeta, type PodSource } from './podsource.js';
-export { parseEndpoint, type Endpoint } from './admin.js';
-export { ANNOTATIONS } from './enrollment.js';
-export { findPodCgroup } from './cgroups.js';
+// The node agent: enrollment, CNI relay, lifecycle, and install-cni (chaining nodemesh-cni into
+// a node's conflist, as the DaemonSet's init container does). Exports what other folders use.
+export { Agent } from './agent.js';
+export { ConfigDirPodSource } from './podsource.js';
+export { parseEndpoint } from './admin.js';
+export { installCni, uninstallCni, type CniPluginConf, type InstallCniResult } from './install-cni.js';

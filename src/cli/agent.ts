@@ -6,7 +6,6 @@ import { readTokenFile, type ControlPlaneConnection } from '../xds/index.js';
 import { Agent, ConfigDirPodSource, parseEndpoint } from '../agent/index.js';
 import { DEFAULT_PIN_ROOT, stateDir } from '../net/index.js';
 import { log } from '../log.js';
-import { installChainedPlugin, SIM_STATE_DIR_ENV } from '../sim/index.js';
 import { parse, usageError, type Command } from './command.js';
 
 const help = `Usage: nodemesh agent --control-plane <addr> --token-file <f> --root-cert <f> [options]
@@ -14,7 +13,9 @@ const help = `Usage: nodemesh agent --control-plane <addr> --token-file <f> --ro
 
 Runs the node agent in the foreground: loads the eBPF redirection programs, listens for the
 nodemesh-cni plugin, enrolls pods labelled nodemesh.io/dataplane-mode=ambient (or in a
-namespace so labelled), and proxies their traffic. Needs root.
+namespace so labelled), and proxies their traffic. Needs root. The plugin is chained into
+the node's CNI config beforehand by \`nodemesh install-cni\` (the DaemonSet's init container;
+\`nodemesh up\` and \`nodemesh sim agent\` run it for a simulated node).
 
 With --control-plane, workloads, services, authorization policies and workload
 certificates come from the control plane (delta xDS over TLS, authenticated by the bootstrap
@@ -35,7 +36,8 @@ Options:
   --ready <addr>        readiness endpoint (default 0.0.0.0:15021)
   --trust-domain <td>   SPIFFE trust domain (default cluster.local)
   --connect-timeout <ms> upstream connect timeout before the client is reset (default 5000)
-  --no-install-cni      do not chain nodemesh-cni into the simulator's CNI config
+  --no-install-cni      the agent itself never edits a CNI config; given to \`sim agent\`
+                        (or \`nodemesh up\`'s agents), skips the install-cni step run before it
   --lb <policy>         how a Service VIP picks among ready endpoints: round-robin (default)
                         or least-conn (fewest open connections)
   --keep-denied-connections
@@ -101,14 +103,6 @@ export const agentCommand: Command = {
       ...(values.config ? { podSource: new ConfigDirPodSource(resolve(values.config), log) } : {}),
       ...(controlPlane ? { controlPlane } : {}),
       log,
-      onCniReady: values['no-install-cni']
-        ? undefined
-        : // Under `sim agent` the simulator's state dir comes in the environment, and the node
-          // names which of its CNI configs to chain into; otherwise the agent's own state dir.
-          (socket) => {
-            const simSd = process.env[SIM_STATE_DIR_ENV];
-            installChainedPlugin(simSd ?? sd, { type: 'nodemesh-cni', agentSocket: socket }, simSd ? (values.node ?? hostname()) : undefined);
-          },
     });
     const stopped = new Promise<void>((res) => {
       const stop = () => {

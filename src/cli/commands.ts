@@ -4,7 +4,8 @@ import type { Command } from './command.js';
 import { controlPlaneCommands } from './controlplane.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { installCniCommand } from './install-cni.js';
 import { downCommand, upCommand } from './up.js';
 import { simCommands } from './sim.js';
 
-export const commands: Command[] = [agentCommand, upCommand, downCommand, demoCommand, doctorCommand, ...simCommands, ...controlPlaneCommands];
+export const commands: Command[] = [agentCommand, installCniCommand, upCommand, downCommand, demoCommand, doctorCommand, ...simCommands, ...controlPlaneCommands];

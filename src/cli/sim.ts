@@ -1,6 +1,6 @@
 // `nodemesh sim ...`: the node simulator's commands (pods as netns + cgroup + real CNI plugins).
 import { parse, usageError, type Command } from './command.js';
-import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, execInPod, listNodes, listPods, runAgentInNode, SIM_STATE_DIR_ENV, simDown, simUp, type SimNodeInfo, type SimPodInfo } from '../sim/index.js';
+import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, execInPod, listNodes, listPods, runAgentInNode, simDown, simUp, type SimNodeInfo, type SimPodInfo } from '../sim/index.js';
 
 const STATE_DIR_HELP = '  --state-dir <dir>   State dir (default $NODEMESH_STATE_DIR or /run/nodemesh); the simulator uses <dir>/sim/';
 
@@ -244,8 +244,9 @@ It adds these agent flags unless <agent args> already set them:
                                              <that dir>/agent/ (cni.sock, pods/, agent.pid)
   --node <node>
   --pin-root /sys/fs/bpf/nodemesh-<node>     (multi-node mode only)
-and sets ${SIM_STATE_DIR_ENV}=<state-dir> in its environment, from which the agent
-finds the simulator to chain nodemesh-cni into this node's CNI config.
+Before the agent, as a node's init container would, it runs \`nodemesh install-cni\` on the
+node's CNI config and plugin dirs, chaining nodemesh-cni (relaying to that agent's socket)
+into the node's conflist; --no-install-cni among <agent args> skips this.
 
 Create the nodes before their agents start: \`nodemesh sim up --nodes-only <dir>\`.
 \`sim down\` stops agents still running in the nodes it removes.

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
 import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
+import { installNodeCni } from './cni.js';
 import { controlPlaneDaemon, controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
 
 /** The control plane's gRPC address on the cluster network. */
@@ -62,13 +63,15 @@ export function startClusterControlPlane(dir: string, sd: string): Promise<numbe
 }
 
 /**
- * Starts a node's agent in its netns with `sim agent`'s per-node flags. With `local`, it reads
- * pod metadata from `dir`; otherwise it takes everything from the cluster's control plane.
+ * Starts a node's agent in its netns with `sim agent`'s per-node flags, after the node's init
+ * container step (nodemesh-cni chained into the node's conflist). With `local`, it reads pod
+ * metadata from `dir`; otherwise it takes everything from the cluster's control plane.
  */
 export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts: { local?: boolean; extra?: string[] } = {}): Promise<number> {
   const cp = controlPlaneDir(sd);
   const source = opts.local ? ['--config', dir] : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', join(cp, 'token'), '--root-cert', join(cp, 'root-cert.pem')];
   const c = nodeAgentCommand(node.name, [...source, ...(opts.extra ?? [])], { stateDir: sd });
+  if (c.installCni) installNodeCni(c.installCni, c.installCni.agentSocket);
   const { dir: agentDir, logFile, pidFile } = agentPaths(node.agentStateDir);
   mkdirSync(agentDir, { recursive: true });
   // argv[0] is the launcher and argv[1] 'agent': startDaemon runs main.js itself.

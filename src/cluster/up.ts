@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
-import { listPods, simDown, simUp, uninstallChainedPlugin } from '../sim/index.js';
+import { listPods, nodeCniDirs, simDown, simUp } from '../sim/index.js';
+import { installNodeCni, uninstallChainedPlugin } from './cni.js';
 import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './nodes.js';
 import { UsageError } from '../errors.js';
 import { controlPlaneDaemon, controlPlaneDir, controlPlaneFiles, getJson, httpReady, pidIn, startDaemon, stopPid } from './daemon.js';
@@ -37,6 +38,9 @@ export async function startAgentWithControlPlane(sd: string, extra: string[] = [
 async function startAgentWith(sd: string, args: string[]): Promise<number> {
   const paths = agentPaths(sd);
   mkdirSync(paths.dir, { recursive: true });
+  // The host node's init container step: nodemesh-cni chained into its conflist, relaying to
+  // the socket this agent will listen on.
+  if (!args.includes('--no-install-cni')) installNodeCni(nodeCniDirs(sd), resolve(paths.cniSocket));
   return startDaemon({ what: 'agent', args: ['agent', '--state-dir', sd, ...args], logFile: paths.logFile, pidFile: paths.pidFile, ready: httpReady(`${ADMIN}/healthz/ready`) });
 }
 

@@ -1,6 +1,7 @@
-// The one table of well-known node paths: the state dir, the bpffs pin root and the agent's
-// files under the state dir. The C CNI plugin's default socket (native/cni/nodemesh-cni.c,
-// DEFAULT_SOCKET) must equal DEFAULT_CNI_SOCKET; a unit test checks the two agree.
+// The one table of well-known node paths: the state dir, the bpffs pin root, the agent's
+// files under the state dir and the node's CNI config and plugin dirs. The C CNI plugin's
+// default socket (native/cni/nodemesh-cni.c, DEFAULT_SOCKET) must equal DEFAULT_CNI_SOCKET;
+// test/unit/cni-socket.test.ts checks the two agree.
 import { join } from 'node:path';
 
 export const DEFAULT_STATE_DIR = '/run/nodemesh';
@@ -14,6 +15,13 @@ export const STATE_DIR_ENV = 'NODEMESH_STATE_DIR';
 export const AGENT_DIR = 'agent';
 export const CNI_SOCKET_NAME = 'cni.sock';
 export const DEFAULT_CNI_SOCKET = join(DEFAULT_STATE_DIR, AGENT_DIR, CNI_SOCKET_NAME);
+
+/** Where a node's container runtime reads CNI network configs (the primary conflist). */
+export const DEFAULT_CNI_CONF_DIR = '/etc/cni/net.d';
+/** Where a node's container runtime finds CNI plugin binaries (its CNI_PATH). */
+export const DEFAULT_CNI_BIN_DIR = '/opt/cni/bin';
+/** Our CNI plugin: its binary's name and its `type` in a conflist. */
+export const CNI_PLUGIN_NAME = 'nodemesh-cni';
 
 /** The state dir: the explicit one, else $NODEMESH_STATE_DIR, else /run/nodemesh. */
 export function stateDir(explicit?: string): string {

@@ -1,19 +1,18 @@
 // Running things inside a simulated node: the node agent (`sim agent`, spawnAgentInNode) with
-// the per-node flags it needs, and any other command (spawnInNode). A node of multi-node mode
-// is entered with `nsenter --net` only, so the process keeps the host's mount namespace: /sys,
-// bpffs, the cgroup tree and /run/netns look as they do on the host (`ip netns exec` would
-// remount /sys and hide /sys/fs/bpf).
+// the per-node flags it needs, after the node's init container step (`nodemesh install-cni`),
+// and any other command (spawnInNode). A node of multi-node mode is entered with
+// `nsenter --net` only, so the process keeps the host's mount namespace: /sys, bpffs, the
+// cgroup tree and /run/netns look as they do on the host (`ip netns exec` would remount /sys
+// and hide /sys/fs/bpf).
 import { agentPaths } from '../net/index.js';
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { join } from 'node:path';
-import { SimError, UsageError } from '../errors.js';
-import { withAgentDefaults } from './nodes.js';
-import { repoRoot, simPaths } from './paths.js';
+import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { CniError, SimError, UsageError } from '../errors.js';
+import { installCniArgv, nodeCniDirs, type NodeCniDirs } from './node-cni.js';
+import { agentFlagValue, withAgentDefaults } from './nodes.js';
+import { repoRoot } from './paths.js';
 import { exitStatus, nsenter } from './process.js';
 import { getNode, requireRoot, type SimNodeInfo, type SimQueryOptions } from './query.js';
-
-/** The environment variable carrying the simulator's state dir to a node's agent. */
-export const SIM_STATE_DIR_ENV = 'NODEMESH_SIM_STATE_DIR';
 
 /** Longest unix socket path Linux takes (sun_path is 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;
@@ -38,6 +37,12 @@ export interface NodeAgentCommand {
   argv: string[];
   netnsPath: string | null;
   env: NodeJS.ProcessEnv;
+  /**
+   * The node's init container step, run before the agent: where nodemesh-cni goes and the
+   * agent socket it relays to, and the `nodemesh install-cni` argv that puts it there. Null
+   * when the agent args say --no-install-cni (or only ask for --help).
+   */
+  installCni: (NodeCniDirs & { agentSocket: string; argv: string[] }) | null;
 }
 
 /**
@@ -46,22 +51,28 @@ export interface NodeAgentCommand {
  *   has its own `agent/` dir (CNI socket, enrolled pods, pid file);
  * - `--node <node>`;
  * - `--pin-root /sys/fs/bpf/nodemesh-<node>` (multi-node mode only: bpffs is shared by all
- *   nodes, so each agent needs its own pins);
- * and sets NODEMESH_SIM_STATE_DIR=<stateDir> in its environment, so the agent chains
- * nodemesh-cni into this node's conflist: installChainedPlugin(<that dir>, conf, <node>).
+ *   nodes, so each agent needs its own pins).
+ * Its `installCni` chains nodemesh-cni into this node's conflist with the socket of the agent's
+ * state dir (writing the simulator's conflist first if the node's config dir has none).
  */
 export function nodeAgentCommand(node: string, args: string[], opts: NodeAgentOptions = {}): NodeAgentCommand {
   const info = getNode(node, opts);
-  const argv = [
-    opts.cli ?? join(repoRoot(), 'bin', 'nodemesh'),
-    'agent',
-    ...withAgentDefaults(args, { stateDir: info.agentStateDir, node: info.name, ...(info.pinRoot ? { pinRoot: info.pinRoot } : {}) }),
-  ];
-  const socket = agentPaths(info.agentStateDir).cniSocket;
+  const cli = opts.cli ?? join(repoRoot(), 'bin', 'nodemesh');
+  const agentArgs = withAgentDefaults(args, { stateDir: info.agentStateDir, node: info.name, ...(info.pinRoot ? { pinRoot: info.pinRoot } : {}) });
+  // The agent resolves a relative --state-dir from its cwd, which spawnIn makes / by default.
+  const socket = agentPaths(resolve(opts.cwd ?? '/', agentFlagValue(agentArgs, '--state-dir')!)).cniSocket;
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
     throw new UsageError(`the agent's CNI socket ${socket} would be longer than the ${MAX_SOCKET_PATH} bytes a unix socket path may have; use a shorter --state-dir or node name`);
   }
-  return { node: info, argv, netnsPath: info.netnsPath, env: { ...(opts.env ?? process.env), [SIM_STATE_DIR_ENV]: simPaths(opts.stateDir).stateDir } };
+  const skip = ['--no-install-cni', '--help', '-h'].some((f) => agentFlagValue(args, f) !== undefined);
+  const dirs = skip ? undefined : nodeCniDirs(opts.stateDir, info.netnsPath ? info.name : undefined);
+  return {
+    node: info,
+    argv: [cli, 'agent', ...agentArgs],
+    netnsPath: info.netnsPath,
+    env: opts.env ?? process.env,
+    installCni: dirs ? { ...dirs, agentSocket: socket, argv: installCniArgv(cli, dirs, socket) } : null,
+  };
 }
 
 function spawnIn(netnsPath: string | null, argv: string[], env: NodeJS.ProcessEnv, opts: InNodeOptions): ChildProcess {
@@ -69,14 +80,28 @@ function spawnIn(netnsPath: string | null, argv: string[], env: NodeJS.ProcessEn
   return spawn(cmd, args, { stdio: opts.stdio ?? 'pipe', env, cwd: opts.cwd ?? '/', detached: opts.detached ?? false });
 }
 
+/** Runs the node's init container step (`nodemesh install-cni`) in the node, to completion. */
+function runInstallCni(c: NodeAgentCommand): void {
+  if (!c.installCni) return;
+  const argv = c.installCni.argv;
+  const [cmd, args] = c.netnsPath ? [nsenter(), [`--net=${c.netnsPath}`, '--', ...argv]] : [argv[0]!, argv.slice(1)];
+  const r = spawnSync(cmd, args, { env: c.env, cwd: '/', encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.error || r.status !== 0) {
+    const why = r.error ? r.error.message : `exit ${exitStatus(r.status, r.signal)}: ${r.stderr.trim()}`;
+    throw new CniError(`installing nodemesh-cni into node ${c.node.name} (${c.installCni.confDir}) failed, so its agent was not started: ${why}`);
+  }
+}
+
 /**
  * Starts a node's agent (`nodemesh agent`) inside the node's netns, with the per-node flags of
  * nodeAgentCommand, and returns the ChildProcess (its pid is the agent's: nsenter and the
- * launcher both exec). In host mode the agent runs in the host netns.
+ * launcher both exec). First, as a node's init container would, it runs `nodemesh install-cni`
+ * for the node and waits for it. In host mode both run in the host netns.
  */
 export function spawnAgentInNode(node: string, args: string[], opts: NodeAgentOptions = {}): ChildProcess {
   requireRoot('sim agent');
   const c = nodeAgentCommand(node, args, opts);
+  runInstallCni(c);
   return spawnIn(c.netnsPath, c.argv, c.env, opts);
 }
 

@@ -1,12 +1,13 @@
-// The node's CNI network configuration: generating the simulator's conflist, reading the
-// config dir as a runtime reads /etc/cni/net.d, chaining a plugin into it the way an
-// install-cni DaemonSet does, and the per-plugin config libcni builds for each invocation.
+// The node's CNI network configuration as the simulator's runtime sees it: the simulator's own
+// bridge + host-local conflist (the node's primary CNI config), reading the config dir as a
+// runtime reads /etc/cni/net.d, and the per-plugin config libcni builds for each invocation.
+// Chaining nodemesh-cni into it is install-cni's job (src/agent/install-cni.ts), which the
+// simulator runs as a command (node-cni.ts), never imports.
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CniError, SimError, UsageError } from '../errors.js';
-import { CLUSTER_POD_CIDR, DEFAULT_SUBNET, nodePaths, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME, simPaths, type SimPaths } from './paths.js';
-import { nodeNameProblem } from './nodes.js';
-import { readSimState, stateMode, writeFileAtomic, type SimNode, type SimState } from './state.js';
+import { CniError } from '../errors.js';
+import { CLUSTER_POD_CIDR, DEFAULT_SUBNET, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME } from './paths.js';
+import { writeFileAtomic, type SimNode } from './state.js';
 
 /** One plugin's entry in a conflist: `type` plus whatever that plugin reads. */
 export interface CniPluginConf {
@@ -160,41 +161,6 @@ export function conflistBridge(list: CniConfList): string | undefined {
   return typeof b.bridge === 'string' ? b.bridge : 'cni0';
 }
 
-/** Appends `plugin` as the last plugin of a list, replacing any earlier entry of its type. */
-export function chainPlugin(list: CniConfList, plugin: CniPluginConf): CniConfList {
-  return { ...list, plugins: [...list.plugins.filter((p) => p.type !== plugin.type), plugin] };
-}
-
-export function unchainPlugin(list: CniConfList, type: string): CniConfList {
-  return { ...list, plugins: list.plugins.filter((p) => p.type !== type) };
-}
-
-/**
- * The CNI config dir a chained plugin goes into: the host node's (`<simDir>/net.d`), or in
- * multi-node mode the named node's (`<simDir>/nodes/<node>/net.d`). In host mode (or with no
- * simulator state) `node` is ignored: the host is the only node, whatever the agent calls it.
- */
-function chainTarget(paths: SimPaths, node: string | undefined): { netDir: string; ensure: () => string } {
-  let state: SimState | undefined;
-  try {
-    state = readSimState(paths);
-  } catch {
-    state = undefined; // corrupt state: behave as before multi-node mode, on the host's config
-  }
-  if (stateMode(state) !== 'nodes') {
-    return { netDir: paths.netDir, ensure: () => ensureConflist(paths.netDir, { ipamDir: paths.ipamDir }) };
-  }
-  const names = state!.nodes.map((n) => n.name);
-  if (node === undefined) {
-    throw new SimError('NM_ERR_SIM_NODE', `the simulator runs ${names.length} nodes (${names.join(', ')}): say which node's CNI config to chain into (the agent's --node)`, { where: paths.stateFile });
-  }
-  const rec = state!.nodes.find((n) => n.name === node);
-  if (!rec) {
-    throw new SimError('NM_ERR_SIM_NODE', `no simulated node ${node} (nodes: ${names.join(', ') || 'none'}); create it first with \`nodemesh sim up --nodes-only <dir>\``, { where: paths.stateFile });
-  }
-  return { netDir: rec.netDir, ensure: () => ensureConflist(rec.netDir, nodeConflistOptions(rec)) };
-}
-
 /** The conflist options of a multi-node node (its subnet, gateway and IPAM dir). */
 export function nodeConflistOptions(node: SimNode): ConflistOptions {
   const [net] = node.subnet.split('/');
@@ -205,62 +171,6 @@ export function nodeConflistOptions(node: SimNode): ConflistOptions {
     ipamDir: node.ipamDir,
     gateway: { address: `${o[0]}.${o[1]}.${o[2]}.${o[3]! + 1}`, routeTo: CLUSTER_POD_CIDR },
   };
-}
-
-/**
- * install-cni for a simulated node: adds `pluginConf` as the LAST plugin of the node's
- * conflist (creating the simulator's conflist first if the dir has none), replacing an
- * earlier entry of the same type. Atomic (temp file + rename), so a concurrent ADD sees
- * either the old or the new chain.
- *
- * `node` picks the node in multi-node mode (required there: NM_ERR_SIM_NODE without it, or
- * for a node the simulator does not have); in host mode it is ignored.
- */
-export function installChainedPlugin(stateDir: string | undefined, pluginConf: CniPluginConf, node?: string): void {
-  if (!isRecord(pluginConf) || typeof pluginConf.type !== 'string' || pluginConf.type === '') {
-    throw new CniError('a chained plugin config needs a "type"');
-  }
-  const file = chainTarget(simPaths(stateDir), node).ensure();
-  const list = parseConflist(readFileSync(file, 'utf8'), file);
-  writeFileAtomic(file, JSON.stringify(chainPlugin(list, pluginConf), null, 2) + '\n');
-}
-
-function unchainIn(netDir: string, type: string): void {
-  const file = findNetConfFile(netDir);
-  if (!file) return;
-  const list = parseConflist(readFileSync(file, 'utf8'), file);
-  if (!list.plugins.some((p) => p.type === type)) return;
-  writeFileAtomic(file, JSON.stringify(unchainPlugin(list, type), null, 2) + '\n');
-}
-
-/**
- * Removes every plugin of `type` (default nodemesh-cni) from the simulator's CNI configs.
- * Without `node`: from the host node's and every node's under `<simDir>/nodes/` (found on
- * disk, so it works after `sim down` too). With `node`: from that node's, and from the host
- * node's unless the simulator is in multi-node mode.
- */
-export function uninstallChainedPlugin(stateDir: string | undefined, type = 'nodemesh-cni', node?: string): void {
-  const paths = simPaths(stateDir);
-  let nodes: string[];
-  if (node !== undefined) {
-    const why = nodeNameProblem(node);
-    if (why) throw new UsageError(why);
-    nodes = [node];
-  } else {
-    try {
-      nodes = readdirSync(paths.nodesDir);
-    } catch {
-      nodes = [];
-    }
-  }
-  let multi = false;
-  try {
-    multi = stateMode(readSimState(paths)) === 'nodes';
-  } catch {
-    /* corrupt state: clean everything we can find */
-  }
-  if (node === undefined || !multi) unchainIn(paths.netDir, type);
-  for (const n of nodes) unchainIn(nodePaths(paths, n).netDir, type);
 }
 
 /**

@@ -174,7 +174,6 @@ async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number
     await killCgroup(parent);
   }
   const conf = readConfIn(paths.netDir);
-  const cniPath = cniSearchPath(opts.cniBinDirs);
   const all = listSimNetns();
   const nodeNetns = all.filter((n) => netnsKind(n) === 'node');
   const clusterNetns = all.filter((n) => netnsKind(n) === 'cluster');
@@ -191,7 +190,7 @@ async function downByScan(paths: SimPaths, opts: SimDownOptions, graceMs: number
       ifName,
       // The pod's name is gone with the state; DEL needs only the sandbox id and netns.
       args: 'IgnoreUnknown=1',
-      cniPath,
+      cniPath: cniSearchPath(node ? nodePaths(paths, node).binDir : paths.binDir, opts.cniBinDirs),
       ...(linked && node ? { hostNetnsPath: netnsPath(linked) } : {}),
       label: name,
     });

@@ -3,7 +3,7 @@
 // routes to it, its netns, IPAM data and cgroups). Each step is recorded first, so a crash
 // leaves a trail that `sim up` or `sim down` can follow.
 import { mkdirSync, rmSync } from 'node:fs';
-import { CLUSTER_NETNS, nodePaths, SIM_BRIDGE, SIM_CONFLIST_NAME, type SimPaths } from './paths.js';
+import { CLUSTER_NETNS, cniSearchPath, nodePaths, SIM_BRIDGE, SIM_CONFLIST_NAME, type SimPaths } from './paths.js';
 import { generateConflist, nodeConflistOptions } from './conflist.js';
 import { killCgroup, nodeCgroupParent, removeCgroupTree } from './cgroup.js';
 import { netnsExists, netnsPath } from './host.js';
@@ -12,8 +12,11 @@ import { clusterLinkName, nodeIp, nodeNetnsName, nodeSubnet } from './nodes.js';
 import type { Progress } from './pod.js';
 import { writeFileAtomic, writeSimState, type SimNode, type SimState } from './state.js';
 
-/** The record of a new node in slot `index`: every name and address follows from the slot. */
-export function newNodeRecord(paths: SimPaths, name: string, index: number, cniPath: string[], cgroupRoot: string): SimNode {
+/**
+ * The record of a new node in slot `index`: every name and address follows from the slot. Its
+ * CNI_PATH has the node's own plugin dir; `extraBinDirs` replace the default dirs after it.
+ */
+export function newNodeRecord(paths: SimPaths, name: string, index: number, extraBinDirs: string[] | undefined, cgroupRoot: string): SimNode {
   const np = nodePaths(paths, name);
   const netns = nodeNetnsName(name);
   return {
@@ -23,7 +26,7 @@ export function newNodeRecord(paths: SimPaths, name: string, index: number, cniP
     subnet: nodeSubnet(index),
     netDir: np.netDir,
     ipamDir: np.ipamDir,
-    cniPath,
+    cniPath: cniSearchPath(np.binDir, extraBinDirs),
     netns,
     netnsPath: netnsPath(netns),
     ip: nodeIp(index),

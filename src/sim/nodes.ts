@@ -117,12 +117,26 @@ export interface NodeAgentDefaults {
  * does not already set (as `--flag value` or `--flag=value`, before any `--`).
  */
 export function withAgentDefaults(args: string[], d: NodeAgentDefaults): string[] {
-  const end = args.indexOf('--');
-  const own = end < 0 ? args : args.slice(0, end);
-  const has = (flag: string) => own.some((a) => a === flag || a.startsWith(`${flag}=`));
+  const has = (flag: string) => agentFlagValue(args, flag) !== undefined;
   const added: string[] = [];
   if (!has('--state-dir')) added.push('--state-dir', d.stateDir);
   if (!has('--node')) added.push('--node', d.node);
   if (d.pinRoot !== undefined && !has('--pin-root')) added.push('--pin-root', d.pinRoot);
   return [...added, ...args];
+}
+
+/**
+ * The value of `flag` in agent args (`--flag value` or `--flag=value`, the last one winning,
+ * before any `--`); '' for a flag without a value (a boolean, or one at the end); undefined
+ * when absent.
+ */
+export function agentFlagValue(args: string[], flag: string): string | undefined {
+  const end = args.indexOf('--');
+  const own = end < 0 ? args : args.slice(0, end);
+  let value: string | undefined;
+  own.forEach((a, i) => {
+    if (a.startsWith(`${flag}=`)) value = a.slice(flag.length + 1);
+    else if (a === flag) value = own[i + 1] !== undefined && !own[i + 1]!.startsWith('-') ? own[i + 1]! : '';
+  });
+  return value;
 }

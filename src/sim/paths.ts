@@ -56,6 +56,8 @@ export interface SimPaths {
   lockFile: string;
   /** The node's CNI config dir, read the way a runtime reads /etc/cni/net.d. */
   netDir: string;
+  /** The node's CNI plugin dir (its /opt/cni/bin), where install-cni copies nodemesh-cni. */
+  binDir: string;
   /** host-local's dataDir. */
   ipamDir: string;
   podsDir: string;
@@ -72,6 +74,7 @@ export function simPaths(stateDir?: string): SimPaths {
     stateFile: join(simDir, 'state.json'),
     lockFile: join(simDir, 'lock'),
     netDir: join(simDir, 'net.d'),
+    binDir: join(simDir, 'bin'),
     ipamDir: join(simDir, 'ipam'),
     podsDir: join(simDir, 'pods'),
     nodesDir: join(simDir, 'nodes'),
@@ -84,13 +87,15 @@ export interface NodePaths {
   dir: string;
   /** The node's CNI config dir (its /etc/cni/net.d). */
   netDir: string;
+  /** The node's CNI plugin dir (its /opt/cni/bin). */
+  binDir: string;
   /** host-local's dataDir for the node. */
   ipamDir: string;
 }
 
 export function nodePaths(paths: SimPaths, node: string): NodePaths {
   const dir = join(paths.nodesDir, node);
-  return { dir, netDir: join(dir, 'net.d'), ipamDir: join(dir, 'ipam') };
+  return { dir, netDir: join(dir, 'net.d'), binDir: join(dir, 'bin'), ipamDir: join(dir, 'ipam') };
 }
 
 /** `<stateDir>/sim/pods/<ns>_<name>.log`. */
@@ -104,12 +109,13 @@ export function repoRoot(): string {
 }
 
 /**
- * The directories searched for CNI plugin binaries (CNI_PATH): Debian's plugins, then ours.
- * `extra` replaces the default second part (`<repo>/native/build`, or $NODEMESH_CNI_BIN_DIR).
+ * A node's CNI_PATH: Debian's plugins, the node's own plugin dir (`binDir`, where install-cni
+ * puts nodemesh-cni, so the installed copy is the one that runs), then ours. `extra` replaces
+ * the default last part (`<repo>/native/build`, or $NODEMESH_CNI_BIN_DIR).
  */
-export function cniSearchPath(extra?: string[]): string[] {
+export function cniSearchPath(binDir: string, extra?: string[]): string[] {
   const ours = extra ?? (process.env.NODEMESH_CNI_BIN_DIR ? process.env.NODEMESH_CNI_BIN_DIR.split(':') : [join(repoRoot(), 'native', 'build')]);
-  return [SYSTEM_CNI_DIR, ...ours.filter((d) => d !== '').map((d) => resolve(d))];
+  return [SYSTEM_CNI_DIR, resolve(binDir), ...ours.filter((d) => d !== '').map((d) => resolve(d))];
 }
 
 /** Finds a plugin binary the way libcni does: the first CNI_PATH dir holding that name. */

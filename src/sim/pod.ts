@@ -94,16 +94,13 @@ export interface CreatePodInput {
   readyTimeoutMs: number;
 }
 
-/**
- * Creates one pod. The record goes into state (phase Creating) before any host object
- * exists; on failure everything created so far is removed again and the error rethrown.
- */
-export async function createPod(state: SimState, paths: SimPaths, input: CreatePodInput, progress: Progress): Promise<SimPod> {
+/** The state record of a pod about to be created: every name follows from its namespace/name and uid. */
+function newPodRecord(state: SimState, paths: SimPaths, input: CreatePodInput): SimPod {
   const { pod, node } = input;
   const ns = pod.metadata.namespace;
   const name = pod.metadata.name;
   const netns = netnsNameFor(ns, name, (n) => netnsExists(n) || state.pods.some((p) => p.netns === n));
-  const rec: SimPod = {
+  return {
     namespace: ns,
     name,
     uid: pod.metadata.uid,
@@ -125,63 +122,82 @@ export async function createPod(state: SimState, paths: SimPaths, input: CreateP
     source: { file: pod.source.file, line: pod.source.line },
     createdAt: new Date().toISOString(),
   };
+}
+
+/**
+ * CNI ADD of the pod's sandbox, as containerd does it: the loopback network on lo, then the
+ * node's conflist (read anew) on eth0. Returns the pod's IPv4 address from the result.
+ */
+async function addPodNetwork(state: SimState, rec: SimPod, input: CreatePodInput, label: string, progress: Progress): Promise<string> {
+  const { pod, node } = input;
+  const { list } = readNetConf(node.netDir);
+  progress(`${label}: CNI ADD loopback, then ${list.plugins.map((p) => p.type).join(' → ')}`);
+  await cniAdd(loopbackConflist(), runtimeFor(rec, node, 'lo'));
+  const subnet = parseSubnet(node.subnet);
+  const caps: Record<string, unknown> = {
+    cgroupPath: cgroupRelativePath(state.cgroupRoot, rec.cgroup),
+    'io.kubernetes.cri.pod-annotations': pod.metadata.annotations,
+  };
+  if (pod.requestedIp) caps.ips = [`${pod.requestedIp}/${subnet.prefix}`];
+  // A failed ADD is followed by DEL (in teardownPod), as a runtime does, so IPAM and links
+  // are released.
+  // Host mode: the bridge is in the root netns, so remember whether we made it and keep it
+  // out of the host's netfilter. A node's bridge lives and dies with the node netns.
+  const bridge = node.netns ? undefined : conflistBridge(list);
+  const bridgeExisted = bridge !== undefined && linkExists(bridge);
+  const result = await cniAdd(list, runtimeFor(rec, node, POD_IFNAME, caps));
+  rec.cniResult = result;
+  if (bridge) {
+    if (!bridgeExisted && linkExists(bridge)) node.bridgeCreated = true;
+    hardenBridge(bridge);
+  }
+  const ip = resultIPv4(result, POD_IFNAME);
+  if (!ip) throw new CniError(`the CNI result has no IPv4 address for ${POD_IFNAME}: ${JSON.stringify(result)}`, { where: label });
+  if (pod.requestedIp && ip !== pod.requestedIp) {
+    throw new CniError(`asked for ${pod.requestedIp} (status.podIP) but the CNI chain assigned ${ip}; does the conflist's IPAM plugin declare the "ips" capability?`, { where: label });
+  }
+  return ip;
+}
+
+/** Starts the pod's containers, records their pids, and waits until the pod is ready. */
+async function startPodContainers(state: SimState, paths: SimPaths, rec: SimPod, input: CreatePodInput, label: string, progress: Progress): Promise<void> {
+  progress(`${label}: ${rec.ip}, starting ${input.plans.map((c) => c.name).join(', ')}`);
+  mkdirSync(paths.podsDir, { recursive: true });
+  const started: StartedContainer[] = [];
+  for (const plan of input.plans) started.push(startContainer(sandbox(rec), plan, rec.log));
+  rec.containers = started.map((s, i): SimContainer => ({
+    name: s.name,
+    pid: s.child.pid ?? -1,
+    argv: s.argv,
+    ports: s.ports,
+    env: input.plans[i]!.env,
+    cwd: input.plans[i]!.cwd,
+  }));
+  rec.pids = rec.containers.map((c) => c.pid);
+  writeSimState(paths, state);
+  const ports = input.plans.flatMap((c) => c.ports);
+  if (ports.length) progress(`${label}: waiting for port ${ports.join(', ')}`);
+  await waitPodReady(sandbox(rec), rec.ip!, started, rec.log, input.readyTimeoutMs);
+}
+
+/**
+ * Creates one pod. The record goes into state (phase Creating) before any host object
+ * exists; on failure everything created so far is removed again and the error rethrown.
+ */
+export async function createPod(state: SimState, paths: SimPaths, input: CreatePodInput, progress: Progress): Promise<SimPod> {
+  const rec = newPodRecord(state, paths, input);
   buildCniArgs(rec); // validates the names before anything is created
   state.pods.push(rec);
   writeSimState(paths, state);
-  const label = `pod ${ns}/${name}`;
+  const label = `pod ${rec.namespace}/${rec.name}`;
   try {
-    progress(`${label}: creating netns ${netns} and cgroup ${rec.cgroup}`);
+    progress(`${label}: creating netns ${rec.netns} and cgroup ${rec.cgroup}`);
     await killCgroup(rec.cgroup); // a crashed run may have left one with this uid
     createCgroup(rec.cgroup);
-    await addNetns(netns);
-
-    // containerd wires lo with its own loopback network before the pod network.
-    const { list } = readNetConf(node.netDir);
-    progress(`${label}: CNI ADD loopback, then ${list.plugins.map((p) => p.type).join(' → ')}`);
-    await cniAdd(loopbackConflist(), runtimeFor(rec, node, 'lo'));
-    const subnet = parseSubnet(node.subnet);
-    const caps: Record<string, unknown> = {
-      cgroupPath: cgroupRelativePath(state.cgroupRoot, rec.cgroup),
-      'io.kubernetes.cri.pod-annotations': pod.metadata.annotations,
-    };
-    if (pod.requestedIp) caps.ips = [`${pod.requestedIp}/${subnet.prefix}`];
-    // A failed ADD is followed by DEL (in teardownPod below), as a runtime does, so IPAM and
-    // links are released.
-    // Host mode: the bridge is in the root netns, so remember whether we made it and keep it
-    // out of the host's netfilter. A node's bridge lives and dies with the node netns.
-    const bridge = node.netns ? undefined : conflistBridge(list);
-    const bridgeExisted = bridge !== undefined && linkExists(bridge);
-    const result = await cniAdd(list, runtimeFor(rec, node, POD_IFNAME, caps));
-    rec.cniResult = result;
-    if (bridge) {
-      if (!bridgeExisted && linkExists(bridge)) node.bridgeCreated = true;
-      hardenBridge(bridge);
-    }
-    const ip = resultIPv4(result, POD_IFNAME);
-    if (!ip) throw new CniError(`the CNI result has no IPv4 address for ${POD_IFNAME}: ${JSON.stringify(result)}`, { where: label });
-    if (pod.requestedIp && ip !== pod.requestedIp) {
-      throw new CniError(`asked for ${pod.requestedIp} (status.podIP) but the CNI chain assigned ${ip}; does the conflist's IPAM plugin declare the "ips" capability?`, { where: label });
-    }
-    rec.ip = ip;
+    await addNetns(rec.netns);
+    rec.ip = await addPodNetwork(state, rec, input, label, progress);
     writeSimState(paths, state);
-
-    progress(`${label}: ${ip}, starting ${input.plans.map((c) => c.name).join(', ')}`);
-    mkdirSync(paths.podsDir, { recursive: true });
-    const started: StartedContainer[] = [];
-    for (const plan of input.plans) started.push(startContainer(sandbox(rec), plan, rec.log));
-    rec.containers = started.map((s, i): SimContainer => ({
-      name: s.name,
-      pid: s.child.pid ?? -1,
-      argv: s.argv,
-      ports: s.ports,
-      env: input.plans[i]!.env,
-      cwd: input.plans[i]!.cwd,
-    }));
-    rec.pids = rec.containers.map((c) => c.pid);
-    writeSimState(paths, state);
-    const ports = input.plans.flatMap((c) => c.ports);
-    if (ports.length) progress(`${label}: waiting for port ${ports.join(', ')}`);
-    await waitPodReady(sandbox(rec), ip, started, rec.log, input.readyTimeoutMs);
+    await startPodContainers(state, paths, rec, input, label, progress);
     rec.phase = 'Running';
     writeSimState(paths, state);
     return rec;

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ADMIN, getJson, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cluster/index.js';
 import { Redirector } from '../../src/redirect/index.js';
-import { listPods, simDown, simUp, uninstallChainedPlugin } from '../../src/sim/index.js';
+import { uninstallChainedPlugin } from '../../src/cluster/cni.js';
+import { listPods, simDown, simUp } from '../../src/sim/index.js';
 import type { FlowRecord } from '../../src/telemetry/index.js';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
 import { hostSnapshot, REPO, tempDir, type HostSnapshot } from '../helpers/sim.js';
-import { findCgroup2Root, listPods, simDown, simUp, spawnInPod } from '../../src/sim/index.js';
+import { listPods, simDown, simUp } from '../../src/sim/index.js';
+import { findCgroup2Root } from '../../src/sim/cgroup.js';
+import { spawnInPod } from '../../src/sim/query.js';
 
 let stateDir: string;
 let cgroupRoot: string;

@@ -11,8 +11,13 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
 import { startFakeCniAgent, type FakeCniAgent } from '../helpers/fake-cni-agent.js';
 import { cniPluginBinary, configDir, filesUnder, hostSnapshot, runCli, tempDir, type HostSnapshot } from '../helpers/sim.js';
-import { cniAdd, cniDel, findCgroup2Root, installChainedPlugin, listPods, readNetConf, simDown, simPaths, simUp, spawnInPod, uninstallChainedPlugin, type SimPodInfo } from '../../src/sim/index.js';
-import { cgroupPids } from '../../src/sim/cgroup.js';
+import { installChainedPlugin, uninstallChainedPlugin } from '../../src/cluster/cni.js';
+import { listPods, simDown, simUp, type SimPodInfo } from '../../src/sim/index.js';
+import { cgroupPids, findCgroup2Root } from '../../src/sim/cgroup.js';
+import { cniAdd, cniDel } from '../../src/sim/cni.js';
+import { readNetConf } from '../../src/sim/conflist.js';
+import { simPaths } from '../../src/sim/paths.js';
+import { spawnInPod } from '../../src/sim/query.js';
 
 const SUBNET = '10.249.0.0/24';
 const WEB_IP = '10.249.0.50';

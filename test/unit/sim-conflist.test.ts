@@ -1,21 +1,14 @@
-// The node's CNI config: the generated conflist, reading net.d like a runtime, chaining a
-// plugin as install-cni does, and the per-plugin config libcni builds.
-import { existsSync, readdirSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+// The node's CNI config as the simulator's runtime sees it: the generated conflist, reading
+// net.d like a runtime, where install-cni works on a simulated node, and the per-plugin config
+// libcni builds. Chaining itself is install-cni's (test/unit/agent-install-cni.test.ts).
+import { readdirSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  chainPlugin,
-  conflistBridge,
-  conflistSubnet,
-  findNetConfFile,
-  generateConflist,
-  installChainedPlugin,
-  parseConflist,
-  pluginInvocationConfig,
-  readNetConf,
-  uninstallChainedPlugin,
-} from '../../src/sim/conflist.js';
-import { simPaths } from '../../src/sim/paths.js';
+import { conflistBridge, conflistSubnet, findNetConfFile, generateConflist, parseConflist, pluginInvocationConfig, readNetConf } from '../../src/sim/conflist.js';
+import { newNodeRecord } from '../../src/sim/node.js';
+import { allNodeCniDirs, nodeCniDirs } from '../../src/sim/node-cni.js';
+import { nodePaths, simPaths } from '../../src/sim/paths.js';
+import { STATE_VERSION, writeSimState } from '../../src/sim/state.js';
 import { tempDir } from '../helpers/sim.js';
 
 const dirs: string[] = [];
@@ -75,51 +68,44 @@ describe('reading the config dir like a runtime', () => {
   });
 });
 
-describe('install-cni: chaining a plugin', () => {
-  it('appends the plugin as the last one and replaces an earlier entry of its type', () => {
-    const base = generateConflist({ ipamDir: '/i' });
-    const once = chainPlugin(base, { type: 'nodemesh-cni', agentSocket: '/a.sock' });
-    const twice = chainPlugin(chainPlugin(once, { type: 'portmap' }), { type: 'nodemesh-cni', agentSocket: '/b.sock' });
-    expect(twice.plugins.map((p) => p.type)).toEqual(['bridge', 'portmap', 'nodemesh-cni']);
-    expect(twice.plugins[2]).toEqual({ type: 'nodemesh-cni', agentSocket: '/b.sock' });
-  });
-
-  it('writes the conflist first when the node has none, atomically, and uninstall removes only that plugin', () => {
+describe("a simulated node's CNI dirs for install-cni", () => {
+  it('are the host node\'s in host mode, with the simulator\'s conflist written first when the dir has none', () => {
     const sd = stateDir();
-    const { netDir, ipamDir } = simPaths(sd);
-    installChainedPlugin(sd, { type: 'nodemesh-cni', agentSocket: '/run/x/cni.sock' });
+    const { netDir, binDir, ipamDir } = simPaths(sd);
+    expect(nodeCniDirs(sd, 'any-name')).toEqual({ confDir: netDir, binDir });
     expect(readdirSync(netDir)).toEqual(['10-nodemesh-sim.conflist']); // no temp file left
-    const file = join(netDir, '10-nodemesh-sim.conflist');
-    const list = JSON.parse(readFileSync(file, 'utf8')) as ReturnType<typeof generateConflist>;
-    expect(list.plugins.map((p) => p.type)).toEqual(['bridge', 'nodemesh-cni']);
-    expect((list.plugins[0]!.ipam as { dataDir: string }).dataDir).toBe(ipamDir);
-
-    installChainedPlugin(sd, { type: 'nodemesh-cni', agentSocket: '/run/y/cni.sock' });
-    expect(readNetConf(netDir).list.plugins.filter((p) => p.type === 'nodemesh-cni')).toEqual([{ type: 'nodemesh-cni', agentSocket: '/run/y/cni.sock' }]);
-
-    uninstallChainedPlugin(sd);
     expect(readNetConf(netDir).list).toEqual(generateConflist({ ipamDir }));
-    uninstallChainedPlugin(sd); // idempotent
-    expect(readdirSync(netDir)).toEqual(['10-nodemesh-sim.conflist']);
   });
 
-  it('chains into the file a runtime would read, even when it is not the simulator\'s own', () => {
+  it("leave a config dir that has a config alone, even when it is not the simulator's own", () => {
     const sd = stateDir();
     const { netDir } = simPaths(sd);
     mkdirSync(netDir, { recursive: true });
     writeFileSync(join(netDir, '05-operator.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'op', plugins: [{ type: 'ptp' }] }));
-    installChainedPlugin(sd, { type: 'nodemesh-cni' });
-    expect(existsSync(join(netDir, '10-nodemesh-sim.conflist'))).toBe(false);
-    expect(readNetConf(netDir).list.plugins.map((p) => p.type)).toEqual(['ptp', 'nodemesh-cni']);
+    nodeCniDirs(sd);
+    expect(readdirSync(netDir)).toEqual(['05-operator.conflist']);
   });
 
-  it('uninstall without a config dir does nothing', () => {
-    expect(() => uninstallChainedPlugin(stateDir())).not.toThrow();
+  it('are the named node\'s in multi-node mode, and an unknown or missing node is NM_ERR_SIM_NODE', () => {
+    const sd = stateDir();
+    const paths = simPaths(sd);
+    const node = newNodeRecord(paths, 'node-a', 0, undefined, '/sys/fs/cgroup');
+    writeSimState(paths, { version: STATE_VERSION, createdAt: '', updatedAt: '', ipForwardBefore: '0', cgroupRoot: '/sys/fs/cgroup', cgroupParent: '/sys/fs/cgroup/nodemesh-sim', mode: 'nodes', nodes: [node], pods: [] });
+    const np = nodePaths(paths, 'node-a');
+    expect(nodeCniDirs(sd, 'node-a')).toEqual({ confDir: np.netDir, binDir: np.binDir });
+    expect(readNetConf(np.netDir).list.plugins[0]).toMatchObject({ type: 'bridge', isGateway: true });
+    // The node's own plugin dir comes right after Debian's plugins on its CNI_PATH.
+    expect(node.cniPath.slice(0, 2)).toEqual(['/usr/lib/cni', np.binDir]);
+    expect(() => nodeCniDirs(sd, 'node-z')).toThrow(expect.objectContaining({ code: 'NM_ERR_SIM_NODE' }));
+    expect(() => nodeCniDirs(sd)).toThrow(expect.objectContaining({ code: 'NM_ERR_SIM_NODE' }));
+    expect(allNodeCniDirs(sd)).toEqual([{ confDir: paths.netDir, binDir: paths.binDir }, { confDir: np.netDir, binDir: np.binDir }]);
   });
 });
 
 describe('per-plugin invocation config (libcni semantics)', () => {
-  const list = chainPlugin(generateConflist({ ipamDir: '/i' }), { type: 'nodemesh-cni', agentSocket: '/a', capabilities: { cgroupPath: true } });
+  // The simulator's conflist with nodemesh-cni chained last, as install-cni leaves it.
+  const base = generateConflist({ ipamDir: '/i' });
+  const list = { ...base, plugins: [...base.plugins, { type: 'nodemesh-cni', agentSocket: '/a', capabilities: { cgroupPath: true } }] };
 
   it('injects name and cniVersion into every plugin, and no prevResult for the first ADD', () => {
     const c = pluginInvocationConfig(list, 0, undefined, {});
