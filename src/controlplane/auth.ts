@@ -5,7 +5,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { IdentityError } from '../errors.js';
-import { NODE_HEADER } from '../xds/credentials.js';
+import { NODE_HEADER } from '../xds/index.js';
 
 /** Reads the token file, or creates it with a fresh random token (mode 0600). */
 export function loadOrCreateToken(file: string): string {

@@ -2,7 +2,7 @@
 // way Istio converts them for ztunnel: HTTP-only attributes never widen what is allowed.
 import type { Pod } from '../k8s/index.js';
 import { parseCidr } from '../net/index.js';
-import type { PbAuthorization, PbCidr, PbMatch, PbStringMatch } from '../xds/proto.js';
+import type { PbAuthorization, PbCidr, PbMatch, PbStringMatch } from '../xds/index.js';
 import type { ApCondition, ApOperation, ApSource, AuthorizationPolicy, MtlsMode, PeerAuthentication } from './resources.js';
 import { selects, type MeshSettings } from './translate.js';
 import { describe, type ConfigProblem } from './validate.js';

@@ -5,8 +5,7 @@ import { createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CaRefusal, IdentityError, UsageError } from '../errors.js';
-import { parseSpiffeId, type SpiffeId } from '../identity/spiffe.js';
-import { EC_ALG, exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, x509, type PrivateKey } from '../identity/x509.js';
+import { EC_ALG, exportPrivateKeyPem, generateKeyPair, importPrivateKeyPem, parseSpiffeId, x509, type PrivateKey, type SpiffeId } from '../identity/index.js';
 import { log as rootLog, type Logger } from '../log.js';
 
 export interface CaOptions {

@@ -1,6 +1,6 @@
-// The control plane: watches the config directory, merges the pod status agents report,
-// translates everything into xDS resources and serves them (delta ADS), signs workload
-// certificates, and answers the admin endpoint.
+// The control plane's wiring: starts the config source, the CA, the gRPC listener with its
+// three services (delta ADS, CA, pod status) behind the node-auth gate, and the admin
+// endpoint, and recomputes the xDS resources whenever the config or the reported pods change.
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
@@ -8,31 +8,33 @@ import * as grpc from '@grpc/grpc-js';
 import { UsageError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
-import { authorizationFromProto, workloadFromProto, serviceFromProto } from '../xds/convert.js';
 import { formatCidr, hostPort, isIp, PORTS } from '../net/index.js';
-import { CONTROL_PLANE_DNS_NAME } from '../xds/credentials.js';
 import {
   adsService,
+  authorizationFromProto,
   caService,
   codecs,
+  CONTROL_PLANE_DNS_NAME,
   podStatusService,
+  serviceFromProto,
   TYPE_ADDRESS,
   TYPE_AUTHORIZATION,
+  workloadFromProto,
+  XdsServer,
   type PbAuthorization,
-  type PbCertificateRequest,
-  type PbCertificateResponse,
-  type PbPodStatusReply,
-  type PbPodStatusReport,
+  type PbDeltaRequest,
+  type PbDeltaResponse,
   type PbService,
   type PbWorkload,
-} from '../xds/proto.js';
-import { XdsServer } from '../xds/server.js';
+} from '../xds/index.js';
 import { startAdmin, type AdminServer } from './admin.js';
-import { grpcError, loadOrCreateToken, tokenAuthenticator } from './auth.js';
+import { loadOrCreateToken, tokenAuthenticator } from './auth.js';
 import { buildPolicySet, type EffectiveMtls } from './authz.js';
-import { CaRefusal } from '../errors.js';
 import { CertificateAuthority } from './ca.js';
-import { invalidPodStatus, PodStatusStore } from './podstatus.js';
+import { caServiceImpl } from './ca-service.js';
+import { nodeGate } from './node-auth.js';
+import { PodStatusStore } from './podstatus.js';
+import { podStatusServiceImpl } from './podstatus-service.js';
 import { ConfigSource, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
 import type { ConfigProblem } from './validate.js';
@@ -188,8 +190,7 @@ export class ControlPlane {
     writeFileSync(paths.servingCert, serving.certPem + ca.rootCertPem, { mode: 0o644 });
     writeFileSync(paths.servingKey, serving.keyPem, { mode: 0o600 });
 
-    const authenticate = tokenAuthenticator(token);
-    const xds = new XdsServer({ typeUrls: [TYPE_ADDRESS, TYPE_AUTHORIZATION], authenticate, logger: opts.logger ?? rootLog });
+    const xds = new XdsServer({ typeUrls: [TYPE_ADDRESS, TYPE_AUTHORIZATION], logger: opts.logger ?? rootLog });
     const server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 10_000 });
     const creds = grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], false);
     const bindHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
@@ -205,9 +206,14 @@ export class ControlPlane {
       throw new UsageError(`cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
     }
     cp = new ControlPlane({ mesh, paths, xds, config, ca, token, server, address: `${bindHost}:${port}`, admin, log });
-    server.addService(adsService, { DeltaAggregatedResources: xds.handler });
-    server.addService(caService, { CreateCertificate: cp.#createCertificate(authenticate) });
-    server.addService(podStatusService, { Report: cp.#reportPods(authenticate) });
+    // Every service answers only authenticated node agents, and knows which node calls.
+    const gate = nodeGate(tokenAuthenticator(token), log);
+    const configPods = () => config.snapshot().pods;
+    server.addService(adsService, {
+      DeltaAggregatedResources: gate({ what: 'an xDS stream' }, (node, call: grpc.ServerDuplexStream<PbDeltaRequest, PbDeltaResponse>) => xds.serve(call, node)),
+    });
+    server.addService(caService, caServiceImpl(gate, { ca, configPods, pods: cp.pods, log }));
+    server.addService(podStatusService, podStatusServiceImpl(gate, { pods: cp.pods, configPods, onChange: () => cp!.#recompute(), log }));
     cp.#recompute();
     config.on('change', () => cp!.#recompute());
     config.start();
@@ -310,79 +316,5 @@ export class ControlPlane {
       else this.#log.error(fields, `${p.file}:${p.line}: ${p.message}`);
     }
     this.#reportedPolicyProblems = next;
-  }
-
-  /** Config pods running on a node: reported there, or pinned there by the file. */
-  #podsOnNode(node: string): Pod[] {
-    const snap = this.config.snapshot();
-    const reported = new Map(this.pods.pods().filter((p) => p.node === node && !['Succeeded', 'Failed'].includes(p.phase)).map((p) => [`${p.namespace}/${p.name}`, p]));
-    return snap.pods.filter((p) => {
-      const r = reported.get(`${p.metadata.namespace}/${p.metadata.name}`);
-      // A report of another incarnation of the name (a different uid) does not count.
-      if (r) return !r.uid || r.uid === p.metadata.uid;
-      return p.requestedIp !== undefined && p.spec.nodeName === node;
-    });
-  }
-
-  #createCertificate(authenticate: (md: grpc.Metadata) => string): grpc.handleUnaryCall<PbCertificateRequest, PbCertificateResponse> {
-    return (call, callback) => {
-      let node: string;
-      try {
-        node = authenticate(call.metadata);
-      } catch (err) {
-        this.#log.warn({ peer: call.getPeer(), reason: (err as Error).message }, 'refused a certificate request');
-        callback(err as grpc.ServiceError);
-        return;
-      }
-      const authorize = (id: { namespace: string; serviceAccount: string }): string | undefined =>
-        this.#podsOnNode(node).some((p) => p.metadata.namespace === id.namespace && p.spec.serviceAccountName === id.serviceAccount)
-          ? undefined
-          : `no pod with this identity runs on node ${node}; the agent must report the pod first`;
-      this.ca.sign(call.request.csr, call.request.validityDuration, authorize).then(
-        (chain) => callback(null, { certChain: chain }),
-        (err: Error) => {
-          if (err instanceof CaRefusal) {
-            this.#log.warn({ node, err }, 'refused a certificate request');
-            callback(grpcError(err.grpcCode, err.message));
-          } else {
-            this.#log.error({ node, err }, 'certificate signing failed');
-            callback(grpcError(grpc.status.INTERNAL, `signing failed: ${err.message}`));
-          }
-        },
-      );
-    };
-  }
-
-  #reportPods(authenticate: (md: grpc.Metadata) => string): grpc.handleUnaryCall<PbPodStatusReport, PbPodStatusReply> {
-    return (call, callback) => {
-      let node: string;
-      try {
-        node = authenticate(call.metadata);
-      } catch (err) {
-        this.#log.warn({ peer: call.getPeer(), reason: (err as Error).message }, 'refused a pod status report');
-        callback(err as grpc.ServiceError);
-        return;
-      }
-      const req = call.request;
-      if (req.node && req.node !== node) {
-        callback(grpcError(grpc.status.PERMISSION_DENIED, `the report is for node ${req.node} but the caller is node ${node}`));
-        return;
-      }
-      for (const p of req.pods) {
-        const why = invalidPodStatus(p);
-        if (why) {
-          callback(grpcError(grpc.status.INVALID_ARGUMENT, `pod ${p.namespace}/${p.name}: ${why}`));
-          return;
-        }
-      }
-      const changed = this.pods.report(node, req.pods);
-      if (changed) {
-        this.#log.info({ node, pods: req.pods.length }, 'pod status reported');
-        this.#recompute();
-      }
-      const known = new Set(this.config.snapshot().pods.map((p) => `${p.metadata.namespace}/${p.metadata.name}`));
-      const unknown = req.pods.map((p) => `${p.namespace}/${p.name}`).filter((k) => !known.has(k));
-      callback(null, { accepted: req.pods.length - unknown.length, unknown });
-    };
   }
 }

@@ -1,7 +1,7 @@
 // The pods each node agent reports (as a kubelet reports pod status): node → its pods.
 import { EventEmitter } from 'node:events';
 import { isIp } from '../net/index.js';
-import type { PbPodStatus } from '../xds/proto.js';
+import type { PbPodStatus } from '../xds/index.js';
 import type { ReportedPod } from './translate.js';
 
 const PHASES = new Set(['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown']);

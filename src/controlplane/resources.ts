@@ -2,7 +2,9 @@
 // ones: security.istio.io AuthorizationPolicy and PeerAuthentication, Gateway API HTTPRoute.
 import type { K8sObject } from '../k8s/index.js';
 
-export type ApAction = 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
+/** The AuthorizationPolicy CRD's own actions (wider than the xDS ALLOW/DENY in state/). */
+export const AP_ACTIONS = ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'] as const;
+export type ApAction = (typeof AP_ACTIONS)[number];
 
 export interface ApSource {
   principals: string[];
@@ -59,7 +61,9 @@ export interface AuthorizationPolicy extends K8sObject {
   };
 }
 
-export type MtlsMode = 'UNSET' | 'DISABLE' | 'PERMISSIVE' | 'STRICT';
+/** PeerAuthentication's mTLS modes. */
+export const MTLS_MODES = ['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT'] as const;
+export type MtlsMode = (typeof MTLS_MODES)[number];
 
 export interface PeerAuthentication extends K8sObject {
   kind: 'PeerAuthentication';

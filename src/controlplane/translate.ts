@@ -2,7 +2,7 @@
 // workload API: one Workload per running pod with an IP, one Service per Service.
 import { isAmbient, type Namespace, type Pod, type Service } from '../k8s/index.js';
 import { ipToBytes } from '../net/index.js';
-import type { PbAppProtocol, PbPort, PbService, PbWorkload } from '../xds/proto.js';
+import type { PbAppProtocol, PbPort, PbService, PbWorkload } from '../xds/index.js';
 
 export interface MeshSettings {
   trustDomain: string;

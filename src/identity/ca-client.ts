@@ -1,8 +1,7 @@
 // The agent's client of istio.v1.auth.IstioCertificateService: sends a CSR, gets a chain.
 import * as grpc from '@grpc/grpc-js';
 import { errorFor, IdentityError } from '../errors.js';
-import { authMetadata, controlPlaneClient, type ControlPlaneConnection } from '../xds/credentials.js';
-import { caService } from '../xds/proto.js';
+import { authMetadata, caService, controlPlaneClient, type ControlPlaneConnection } from '../xds/index.js';
 
 /** Anything that signs a CSR: the control plane's CA over gRPC, or a test double. */
 export interface CertificateSigner {

@@ -1,4 +1,21 @@
-// Kubernetes resources as nodemesh reads them from YAML.
-export * from './types.js';
-export { deriveUid, formatLoadErrors, isAmbient, listConfigFiles, loadConfigDir, loadConfigDirStrict, parseConfigText } from './load.js';
-export type { LoadError, LoadResult, LoadedConfig } from './load.js';
+// Kubernetes resources as nodemesh reads them from YAML, and the field checks every loader uses.
+export {
+  cidrString,
+  enumOf,
+  fieldError,
+  fieldPathOf,
+  formatPath,
+  isRecord,
+  list,
+  map,
+  onlyKeys,
+  port,
+  portString,
+  str,
+  strList,
+  strMap,
+} from './fields.js';
+export type { FieldPath } from './fields.js';
+export { isAmbient, listConfigFiles, loadConfigDir, loadConfigDirStrict, parseConfigText } from './load.js';
+export type { LoadedConfig } from './load.js';
+export type { K8sObject, Namespace, Pod, Service, ServiceAccount } from './types.js';

@@ -4,9 +4,22 @@ import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
-import { ConfigError, errorFor, NodemeshError } from '../errors.js';
+import { ConfigError, errorFor } from '../errors.js';
 import { isIPv4 } from '../net/index.js';
-import type { ContainerSpec, K8sObject, Namespace, ObjectMeta, Pod, Service, ServiceAccount, ServicePort, SourcePos } from './types.js';
+import { fieldError, fieldPathOf, formatPath, isRecord, list, map, port, str, strList, strMap, type FieldPath } from './fields.js';
+import {
+  DATAPLANE_MODE_AMBIENT,
+  DATAPLANE_MODE_LABEL,
+  type ContainerSpec,
+  type K8sObject,
+  type Namespace,
+  type ObjectMeta,
+  type Pod,
+  type Service,
+  type ServiceAccount,
+  type ServicePort,
+  type SourcePos,
+} from './types.js';
 
 export interface LoadedConfig {
   dir: string;
@@ -60,117 +73,67 @@ export function deriveUid(kind: string, namespace: string, name: string): string
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-class Invalid extends Error {}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function str(obj: Record<string, unknown>, key: string, path: string, required: boolean): string | undefined {
-  const v = obj[key];
-  if (v === undefined || v === null) {
-    if (required) throw new Invalid(`${path}.${key} is required`);
-    return undefined;
-  }
-  if (typeof v !== 'string') throw new Invalid(`${path}.${key} must be a string, got ${typeof v}`);
-  return v;
-}
-
-function strMap(v: unknown, path: string): Record<string, string> {
-  if (v === undefined || v === null) return {};
-  if (!isRecord(v)) throw new Invalid(`${path} must be a map of strings`);
-  const out: Record<string, string> = {};
-  for (const [k, val] of Object.entries(v)) {
-    if (typeof val !== 'string') throw new Invalid(`${path}.${k} must be a string, got ${typeof val}`);
-    out[k] = val;
-  }
-  return out;
-}
-
-function strList(v: unknown, path: string): string[] {
-  if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) throw new Invalid(`${path} must be a list of strings`);
-  return v.map((x, i) => {
-    if (typeof x === 'string') return x;
-    if (typeof x === 'number' || typeof x === 'boolean') return String(x);
-    throw new Invalid(`${path}[${i}] must be a string`);
-  });
-}
-
-function port(v: unknown, path: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) {
-    throw new Invalid(`${path} must be a port number 1-65535, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-function list(v: unknown, path: string): unknown[] {
-  if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) throw new Invalid(`${path} must be a list`);
-  return v;
-}
-
 function meta(raw: Record<string, unknown>, kind: string, clusterScoped: boolean): ObjectMeta {
-  const m = raw.metadata;
-  if (!isRecord(m)) throw new Invalid('metadata is required');
-  const name = str(m, 'name', 'metadata', true)!;
+  const m = map(raw.metadata, ['metadata'], true)!;
+  const name = str(m.name, ['metadata', 'name'], true)!;
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) {
-    throw new Invalid(`metadata.name ${JSON.stringify(name)} is not a valid Kubernetes name`);
+    throw fieldError(`metadata.name ${JSON.stringify(name)} is not a valid Kubernetes name`, ['metadata', 'name']);
   }
-  const namespace = clusterScoped ? '' : (str(m, 'namespace', 'metadata', false) ?? 'default');
+  const namespace = clusterScoped ? '' : (str(m.namespace, ['metadata', 'namespace']) ?? 'default');
   return {
     name,
     namespace,
-    uid: str(m, 'uid', 'metadata', false) ?? deriveUid(kind, namespace, name),
-    labels: strMap(m.labels, 'metadata.labels'),
-    annotations: strMap(m.annotations, 'metadata.annotations'),
+    uid: str(m.uid, ['metadata', 'uid']) ?? deriveUid(kind, namespace, name),
+    labels: strMap(m.labels, ['metadata', 'labels']),
+    annotations: strMap(m.annotations, ['metadata', 'annotations']),
   };
 }
 
-function container(c: unknown, i: number): ContainerSpec {
-  const path = `spec.containers[${i}]`;
-  if (!isRecord(c)) throw new Invalid(`${path} must be a map`);
-  const command = strList(c.command, `${path}.command`);
+function container(v: unknown, i: number): ContainerSpec {
+  const path: FieldPath = ['spec', 'containers', i];
+  const c = map(v, path, true)!;
+  const command = strList(c.command, [...path, 'command']);
   if (command.length === 0) {
-    throw new Invalid(`${path}.command is required: the simulator runs it as the pod's process (the image field is ignored)`);
+    throw fieldError(`${formatPath([...path, 'command'])} is required: the simulator runs it as the pod's process (the image field is ignored)`, [...path, 'command']);
   }
   const env: Record<string, string> = {};
-  list(c.env, `${path}.env`).forEach((e, j) => {
-    if (!isRecord(e)) throw new Invalid(`${path}.env[${j}] must be a map`);
-    env[str(e, 'name', `${path}.env[${j}]`, true)!] = str(e, 'value', `${path}.env[${j}]`, false) ?? '';
+  list(c.env, [...path, 'env']).forEach((e, j) => {
+    const ep: FieldPath = [...path, 'env', j];
+    const em = map(e, ep, true)!;
+    env[str(em.name, [...ep, 'name'], true)!] = str(em.value, [...ep, 'value']) ?? '';
   });
   return {
-    name: str(c, 'name', path, false) ?? `c${i}`,
+    name: str(c.name, [...path, 'name']) ?? `c${i}`,
     command,
-    args: strList(c.args, `${path}.args`),
+    args: strList(c.args, [...path, 'args']),
     env,
-    ports: list(c.ports, `${path}.ports`).map((p, j) => {
-      if (!isRecord(p)) throw new Invalid(`${path}.ports[${j}] must be a map`);
-      const name = str(p, 'name', `${path}.ports[${j}]`, false);
+    ports: list(c.ports, [...path, 'ports']).map((v, j) => {
+      const pp: FieldPath = [...path, 'ports', j];
+      const p = map(v, pp, true)!;
+      const name = str(p.name, [...pp, 'name']);
       return {
-        containerPort: port(p.containerPort, `${path}.ports[${j}].containerPort`),
+        containerPort: port(p.containerPort, [...pp, 'containerPort'], true)!,
         ...(name === undefined ? {} : { name }),
-        protocol: str(p, 'protocol', `${path}.ports[${j}]`, false) ?? 'TCP',
+        protocol: str(p.protocol, [...pp, 'protocol']) ?? 'TCP',
       };
     }),
   };
 }
 
 function toPod(base: K8sObject): Pod {
-  const spec = base.raw.spec;
-  if (!isRecord(spec)) throw new Invalid('spec is required');
-  const containers = list(spec.containers, 'spec.containers').map(container);
-  if (containers.length === 0) throw new Invalid('spec.containers must list at least one container');
+  const spec = map(base.raw.spec, ['spec'], true)!;
+  const containers = list(spec.containers, ['spec', 'containers']).map(container);
+  if (containers.length === 0) throw fieldError('spec.containers must list at least one container', ['spec', 'containers']);
   const status = isRecord(base.raw.status) ? base.raw.status : {};
-  const requestedIp = str(status, 'podIP', 'status', false);
-  if (requestedIp !== undefined && !isIPv4(requestedIp)) throw new Invalid(`status.podIP ${JSON.stringify(requestedIp)} is not an IPv4 address`);
-  const nodeName = str(spec, 'nodeName', 'spec', false);
+  const requestedIp = str(status.podIP, ['status', 'podIP']);
+  if (requestedIp !== undefined && !isIPv4(requestedIp)) throw fieldError(`status.podIP ${JSON.stringify(requestedIp)} is not an IPv4 address`, ['status', 'podIP']);
+  const nodeName = str(spec.nodeName, ['spec', 'nodeName']);
   return {
     ...base,
     kind: 'Pod',
     spec: {
       ...(nodeName === undefined ? {} : { nodeName }),
-      serviceAccountName: str(spec, 'serviceAccountName', 'spec', false) ?? 'default',
+      serviceAccountName: str(spec.serviceAccountName, ['spec', 'serviceAccountName']) ?? 'default',
       containers,
     },
     ...(requestedIp === undefined ? {} : { requestedIp }),
@@ -178,26 +141,25 @@ function toPod(base: K8sObject): Pod {
 }
 
 function toService(base: K8sObject): Service {
-  const spec = base.raw.spec;
-  if (!isRecord(spec)) throw new Invalid('spec is required');
-  const clusterIP = str(spec, 'clusterIP', 'spec', false);
+  const spec = map(base.raw.spec, ['spec'], true)!;
+  const clusterIP = str(spec.clusterIP, ['spec', 'clusterIP']);
   if (clusterIP !== undefined && clusterIP !== 'None' && !isIPv4(clusterIP)) {
-    throw new Invalid(`spec.clusterIP ${JSON.stringify(clusterIP)} is not an IPv4 address`);
+    throw fieldError(`spec.clusterIP ${JSON.stringify(clusterIP)} is not an IPv4 address`, ['spec', 'clusterIP']);
   }
-  const ports: ServicePort[] = list(spec.ports, 'spec.ports').map((p, j) => {
-    const path = `spec.ports[${j}]`;
-    if (!isRecord(p)) throw new Invalid(`${path} must be a map`);
-    const sp = port(p.port, `${path}.port`);
+  const ports: ServicePort[] = list(spec.ports, ['spec', 'ports']).map((v, j) => {
+    const path: FieldPath = ['spec', 'ports', j];
+    const p = map(v, path, true)!;
+    const sp = port(p.port, [...path, 'port'], true)!;
     let tp: number | string = sp;
     if (typeof p.targetPort === 'string') tp = p.targetPort;
-    else if (p.targetPort !== undefined) tp = port(p.targetPort, `${path}.targetPort`);
-    const name = str(p, 'name', path, false);
-    const appProtocol = str(p, 'appProtocol', path, false);
+    else if (p.targetPort !== undefined) tp = port(p.targetPort, [...path, 'targetPort'], true)!;
+    const name = str(p.name, [...path, 'name']);
+    const appProtocol = str(p.appProtocol, [...path, 'appProtocol']);
     return {
       ...(name === undefined ? {} : { name }),
       port: sp,
       targetPort: tp,
-      protocol: str(p, 'protocol', path, false) ?? 'TCP',
+      protocol: str(p.protocol, [...path, 'protocol']) ?? 'TCP',
       ...(appProtocol === undefined ? {} : { appProtocol }),
     };
   });
@@ -206,7 +168,7 @@ function toService(base: K8sObject): Service {
     kind: 'Service',
     spec: {
       ...(clusterIP === undefined ? {} : { clusterIP }),
-      selector: strMap(spec.selector, 'spec.selector'),
+      selector: strMap(spec.selector, ['spec', 'selector']),
       ports,
     },
   };
@@ -235,15 +197,15 @@ export function parseConfigText(text: string, file: string): { objects: K8sObjec
     const contentsOffset = (doc.contents as { range?: [number, number, number] } | null)?.range?.[0] ?? startOffset;
     const pos: SourcePos = { file, line: lc.linePos(contentsOffset).line };
     try {
-      if (!isRecord(raw)) throw new Invalid('a resource must be a map with apiVersion, kind and metadata');
-      const kind = str(raw, 'kind', '', true)!;
-      const apiVersion = str(raw, 'apiVersion', '', true)!;
-      if (kind === 'List') throw new Invalid('kind List is not supported; write one resource per YAML document');
+      if (!isRecord(raw)) throw fieldError('a resource must be a map with apiVersion, kind and metadata', []);
+      const kind = str(raw.kind, ['kind'], true)!;
+      const apiVersion = str(raw.apiVersion, ['apiVersion'], true)!;
+      if (kind === 'List') throw fieldError('kind List is not supported; write one resource per YAML document', ['kind']);
       const base: K8sObject = { apiVersion, kind, metadata: meta(raw, kind, CLUSTER_SCOPED.has(kind)), raw, source: pos };
       objects.push(kind === 'Pod' ? toPod(base) : kind === 'Service' ? toService(base) : base);
     } catch (e) {
-      if (!(e instanceof Invalid)) throw e;
-      errors.push({ code: 'NM_ERR_CONFIG_INVALID', file, line: pos.line, message: e.message.replace(/^\./, '') });
+      if (!fieldPathOf(e)) throw e;
+      errors.push({ code: 'NM_ERR_CONFIG_INVALID', file, line: pos.line, message: (e as Error).message });
     }
   }
   return { objects, errors };
@@ -309,8 +271,8 @@ export function loadConfigDirStrict(dir: string): LoadedConfig {
 
 /** Whether a pod is enrolled in the mesh: its own label, else its namespace's label. */
 export function isAmbient(pod: Pod, namespaces: Namespace[]): boolean {
-  const own = pod.metadata.labels['nodemesh.io/dataplane-mode'];
-  if (own !== undefined) return own === 'ambient';
+  const own = pod.metadata.labels[DATAPLANE_MODE_LABEL];
+  if (own !== undefined) return own === DATAPLANE_MODE_AMBIENT;
   const ns = namespaces.find((n) => n.metadata.name === pod.metadata.namespace);
-  return ns?.metadata.labels['nodemesh.io/dataplane-mode'] === 'ambient';
+  return ns?.metadata.labels[DATAPLANE_MODE_LABEL] === DATAPLANE_MODE_AMBIENT;
 }

@@ -64,11 +64,6 @@ type Events = {
 export interface XdsServerOptions {
   /** The types this server serves; a subscription to another type is answered with no resources. */
   typeUrls: string[];
-  /**
-   * Authenticates a stream from its call metadata; returns the node name, or throws an Error
-   * with a gRPC `code` (UNAUTHENTICATED) that ends the stream.
-   */
-  authenticate?: (md: grpc.Metadata) => string;
   logger?: Logger;
 }
 
@@ -92,20 +87,29 @@ class Connection {
 export class XdsServer extends EventEmitter<Events> {
   readonly #resources = new Map<string, Map<string, Stored>>();
   readonly #conns = new Set<Connection>();
-  readonly #opts: XdsServerOptions;
   readonly #log: Logger;
   #nextId = 1;
   #nacks: NackRecord[] = [];
 
   constructor(opts: XdsServerOptions) {
     super();
-    this.#opts = opts;
     this.#log = (opts.logger ?? rootLog).child({ component: 'xds-server' });
     for (const t of opts.typeUrls) this.#resources.set(t, new Map());
   }
 
-  /** The handler to register for DeltaAggregatedResources. */
-  readonly handler = (call: Call): void => this.#onStream(call);
+  /**
+   * The handler to register for DeltaAggregatedResources when callers are not authenticated
+   * (tests, tools): every stream's node is "unknown".
+   */
+  readonly handler = (call: Call): void => this.serve(call, 'unknown');
+
+  /**
+   * Serves one stream for a caller already authenticated as `node`: the control plane's
+   * node-auth wrapper calls this once it knows who is calling.
+   */
+  serve(call: Call, node: string): void {
+    this.#onStream(call, node);
+  }
 
   /** Replaces every resource of a type, then pushes the difference to each stream. */
   setResources(typeUrl: string, resources: Iterable<EncodedResource>): { changed: string[]; removed: string[] } {
@@ -155,16 +159,7 @@ export class XdsServer extends EventEmitter<Events> {
     this.#conns.clear();
   }
 
-  #onStream(call: Call): void {
-    let node: string;
-    try {
-      node = this.#opts.authenticate ? this.#opts.authenticate(call.metadata) : 'unknown';
-    } catch (e) {
-      const err = e as Error & { code?: number };
-      this.#log.warn({ peer: call.getPeer(), reason: err.message }, 'refused an xDS stream');
-      call.emit('error', { code: err.code ?? grpc.status.UNAUTHENTICATED, details: err.message });
-      return;
-    }
+  #onStream(call: Call, node: string): void {
     const conn = new Connection(this.#nextId++, node, call);
     this.#conns.add(conn);
     const log = this.#log.child({ stream: conn.id, node });

@@ -3,7 +3,7 @@
 import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ControlPlane, type ControlPlaneOptions } from '../../src/controlplane/index.js';
+import { ControlPlane, type ControlPlaneOptions } from '../../src/controlplane/controlplane.js';
 import type { ControlPlaneConnection } from '../../src/xds/index.js';
 
 export interface TestControlPlane {

@@ -4,10 +4,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { probePolicy, SECTION_END, SECTION_START, writeBenchConfig } from '../../src/bench/controlplane.js';
+import { probePolicy, writeBenchConfig } from '../../src/bench/cp-config.js';
+import { SECTION_END, SECTION_START } from '../../src/bench/cp-report.js';
 import { replaceSection } from '../../src/bench/sections.js';
 import { probeSeq } from '../../src/bench/xds-agent.js';
-import { buildPolicySet, checkConfigDir, DEFAULT_MESH, loadSnapshot } from '../../src/controlplane/index.js';
+import { buildPolicySet } from '../../src/controlplane/authz.js';
+import { checkConfigDir } from '../../src/controlplane/index.js';
+import { loadSnapshot } from '../../src/controlplane/sources.js';
+import { DEFAULT_MESH } from '../../src/controlplane/translate.js';
 import { authorizationFromProto } from '../../src/xds/index.js';
 
 const dirs: string[] = [];

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { connect, createServer, type TLSSocket } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CertificateAuthority } from '../../src/controlplane/index.js';
-import { CaClient, createCsr, generateKeyPair, isSignedBy, SecretManager, summarizeCert, type Secret } from '../../src/identity/index.js';
+import { CaClient, createCsr, generateKeyPair, SecretManager } from '../../src/identity/index.js';
+import type { Secret } from '../../src/identity/secrets.js';
+import { isSignedBy, summarizeCert } from '../../src/identity/x509.js';
 import { PodStatusClient } from '../../src/xds/index.js';
 import { NS_FOO, pod, startTestControlPlane, waitFor, type TestControlPlane } from '../helpers/xds.js';
 

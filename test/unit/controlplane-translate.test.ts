@@ -1,6 +1,7 @@
 // Pods + Services (+ reported pod status) → xDS Workload and Service resources.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MESH, parseConfigFile, runningPods, translateService, translateWorkload, type ReportedPod } from '../../src/controlplane/index.js';
+import { DEFAULT_MESH, runningPods, translateService, translateWorkload, type ReportedPod } from '../../src/controlplane/translate.js';
+import { parseConfigFile } from '../../src/controlplane/validate.js';
 import type { Namespace, Pod, Service } from '../../src/k8s/index.js';
 import { bytesToIp } from '../../src/net/index.js';
 

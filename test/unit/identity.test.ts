@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CertificateAuthority } from '../../src/controlplane/index.js';
-import { formatSpiffeId, parseSpiffeId, principalOf, SecretManager, summarizeCert, tryParseSpiffeId, type CertificateSigner } from '../../src/identity/index.js';
+import { formatSpiffeId, parseSpiffeId, principalOf, SecretManager, tryParseSpiffeId } from '../../src/identity/index.js';
+import type { CertificateSigner } from '../../src/identity/ca-client.js';
+import { summarizeCert } from '../../src/identity/x509.js';
 
 describe('SPIFFE IDs', () => {
   it('parses and formats spiffe://<td>/ns/<ns>/sa/<sa>', () => {

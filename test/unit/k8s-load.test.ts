@@ -2,7 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { deriveUid, isAmbient, loadConfigDir, loadConfigDirStrict, parseConfigText, type Pod } from '../../src/k8s/index.js';
+import { isAmbient, loadConfigDir, loadConfigDirStrict, parseConfigText, type Pod } from '../../src/k8s/index.js';
+import { deriveUid } from '../../src/k8s/load.js';
 
 function dirWith(files: Record<string, string>): string {
   const d = mkdtempSync(join(tmpdir(), 'nm-k8s-'));
@@ -55,6 +56,16 @@ describe('Kubernetes YAML loading', () => {
     expect(r.errors[0]!.message).toMatch(/containerPort must be a port number/);
     const r2 = parseConfigText('apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: 10.96.0.300, ports: [{port: 80}]}\n', 's.yaml');
     expect(r2.errors[0]!.message).toMatch(/clusterIP .* is not an IPv4 address/);
+  });
+
+  it('rejects a number in a string list, as the Kubernetes API does, naming the entry; a quoted one loads', () => {
+    const r = parseConfigText(pod('p').replace('args: ["8080"]', 'args: [--port, 8080]'), 'x.yaml');
+    expect(r.objects).toEqual([]);
+    expect(r.errors[0]!.code).toBe('NM_ERR_CONFIG_INVALID');
+    expect(r.errors[0]!.message).toMatch(/spec\.containers\[0\]\.args\[1\] must be a string, got number 8080 \(quote it\)/);
+    const ok = parseConfigText(pod('p').replace('args: ["8080"]', 'args: [--port, "8080"]'), 'x.yaml');
+    expect(ok.errors).toEqual([]);
+    expect((ok.objects[0] as Pod).spec.containers[0]!.args).toEqual(['--port', '8080']);
   });
 
   it('reports a duplicate resource with where the first one is', () => {

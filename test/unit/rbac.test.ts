@@ -1,8 +1,10 @@
 // AuthorizationPolicy → Authorization translation and L4 evaluation, on the examples of Istio's
 // AuthorizationPolicy documentation (https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 import { describe, expect, it } from 'vitest';
-import { buildPolicySet, parseConfigFile, type AuthorizationPolicy, type ConfigProblem, type PeerAuthentication } from '../../src/controlplane/index.js';
-import { DEFAULT_MESH } from '../../src/controlplane/index.js';
+import { buildPolicySet } from '../../src/controlplane/authz.js';
+import type { AuthorizationPolicy, PeerAuthentication } from '../../src/controlplane/resources.js';
+import { DEFAULT_MESH } from '../../src/controlplane/translate.js';
+import { parseConfigFile, type ConfigProblem } from '../../src/controlplane/validate.js';
 import type { Pod } from '../../src/k8s/index.js';
 import { evaluate } from '../../src/rbac/index.js';
 import { selectPolicies, type Authorization, type Connection, type Decision } from '../../src/state/index.js';

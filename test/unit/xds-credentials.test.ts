@@ -1,7 +1,8 @@
 // How an agent names the control plane it verifies: TLS SNI may not carry an IP, so an agent
 // dialing an IP verifies the fixed DNS name every serving certificate carries.
 import { describe, expect, it } from 'vitest';
-import { channelOptions, CONTROL_PLANE_DNS_NAME, type ControlPlaneConnection } from '../../src/xds/index.js';
+import { channelOptions } from '../../src/xds/credentials.js';
+import { CONTROL_PLANE_DNS_NAME, type ControlPlaneConnection } from '../../src/xds/index.js';
 
 const conn = (address: string, serverName?: string): ControlPlaneConnection => ({ address, rootCertPem: '', token: 't', nodeName: 'n', ...(serverName ? { serverName } : {}) });
 

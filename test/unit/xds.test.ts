@@ -7,15 +7,17 @@ import {
   codecs,
   controlPlaneClient,
   PodStatusClient,
+  podStatusService,
   TYPE_ADDRESS,
   TYPE_AUTHORIZATION,
   XdsClient,
   XdsServer,
-  type NackEvent,
   type PbDeltaRequest,
   type PbDeltaResponse,
-  type RequestEvent,
+  type PbPodStatusReply,
 } from '../../src/xds/index.js';
+import type { NackEvent } from '../../src/xds/client.js';
+import type { RequestEvent } from '../../src/xds/server.js';
 import { ProxyState } from '../../src/state/index.js';
 import { NS_FOO, pod, service, startTestControlPlane, waitFor, type TestControlPlane } from '../helpers/xds.js';
 
@@ -129,6 +131,26 @@ describe('delta ADS over TLS', () => {
     const bad = new PodStatusClient({ ...env.conn('node-b'), token: 'wrong-token-wrong-token' });
     clients.push({ stop: () => bad.close() });
     await expect(bad.report([])).rejects.toMatchObject({ code: 'NM_ERR_AUTH' });
+  });
+
+  it('refuses a pod status report about another node with PERMISSION_DENIED, and takes the caller node\'s own', async () => {
+    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'pods.yaml': pod('a') });
+    const raw = controlPlaneClient(env.conn('node-b'));
+    clients.push({ stop: () => raw.close() });
+    const m = podStatusService.Report;
+    const report = (node: string) =>
+      new Promise<{ err: grpc.ServiceError | null; reply?: PbPodStatusReply }>((resolve) =>
+        raw.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, { node, pods: [{ uid: '', namespace: 'foo', name: 'a', ip: '10.2.0.2', phase: 'Running' }] }, authMetadata(env!.conn('node-b')), (err, reply) =>
+          resolve({ err, reply }),
+        ),
+      );
+    const other = await report('node-a');
+    expect(other.err?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(env.cp.pods.pods()).toEqual([]);
+    const own = await report('node-b');
+    expect(own.err).toBeNull();
+    expect(own.reply).toEqual({ accepted: 1, unknown: [] });
+    expect(env.cp.pods.pods()).toMatchObject([{ namespace: 'foo', name: 'a', node: 'node-b' }]);
   });
 
   it('NACKs a malformed resource with error_detail naming it and keeps the last good state', async () => {
