@@ -5,6 +5,7 @@
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { PORTS } from '../net/index.js';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 import { captureClusterTcp, curlJsonIn, multiNodeNodes, nodeDump } from '../cluster/index.js';
@@ -43,7 +44,7 @@ export async function demoMultiNode(dirArg: string, sd: string): Promise<number>
     printTable(['CLIENT COMMAND', 'RESULT', ''], rows);
 
     const lines = wire.split('\n').filter((l) => /^\d\d:\d\d:\d\d\.\d+ /.test(l));
-    const toHbone = lines.filter((l) => /\.15008: /.test(l)).length;
+    const toHbone = lines.filter((l) => l.includes(`.${PORTS.hbone}: `)).length;
     const toApp = lines.filter((l) => /\.(8080|6379): /.test(l)).length;
     const plaintext = wire.includes('hello from multinode');
     if (toHbone === 0 || toApp > 0 || plaintext) failures++;
@@ -55,7 +56,7 @@ export async function demoMultiNode(dirArg: string, sd: string): Promise<number>
     const b = nodes.find((n) => n.name === 'node-b');
     const a = nodes.find((n) => n.name === 'node-a');
     if (a && b) {
-      const flows = (await curlJsonIn<FlowRecord[]>(b.netnsPath!, 'http://127.0.0.1:15000/debug/flows')).filter((f) => f.direction === 'inbound').slice(-6);
+      const flows = (await curlJsonIn<FlowRecord[]>(b.netnsPath!, `http://127.0.0.1:${PORTS.admin}/debug/flows`)).filter((f) => f.direction === 'inbound').slice(-6);
       process.stdout.write('\nWhat node-b\'s agent recorded (ip netns exec nm-node.node-b curl -s 127.0.0.1:15000/debug/flows):\n');
       printTable(
         ['POD', 'SOURCE PRINCIPAL (from its certificate)', 'HBONE PEER', 'TRACEPARENT', 'BYTES OUT/IN'],

@@ -3,7 +3,7 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { stateDir } from '../net/index.js';
+import { PORTS, stateDir } from '../net/index.js';
 import { loadConfigDirStrict, type Pod } from '../k8s/index.js';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
@@ -155,7 +155,7 @@ export async function demo(dirArg: string, sd: string): Promise<number> {
     process.stdout.write('\n');
     printTable(['FROM POD', 'ORIGINAL DESTINATION', 'CLIENT RESULT', 'CAPTURED BY PROXY', 'BYTES OUT/IN'], rows);
     process.stdout.write('\nCaptured outbound = the client pod is enrolled; inbound = the server pod is. Pods in namespace\n"legacy" are not enrolled, so their side of a connection goes direct.\n');
-    const metrics = (await httpGet('http://127.0.0.1:15020/metrics')).body.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total'));
+    const metrics = (await httpGet(`http://127.0.0.1:${PORTS.metrics}/metrics`)).body.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total'));
     process.stdout.write(`\nThe agent's Prometheus endpoint (:15020/metrics) has ${metrics.length} istio_tcp_connections_opened_total series, e.g.:\n  ${metrics[0] ?? '(none)'}\n`);
     showControlPlaneView(await getJson<Dump>(`${ADMIN}/config_dump`));
     failures += await policyChange(dir, sd, ipOf);

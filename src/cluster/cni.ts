@@ -1,7 +1,8 @@
 // nodemesh-cni on the simulated nodes, installed the way a node's init container does it before
 // the agent starts: the simulator says where a node's CNI config and plugin dirs are, and the
 // agent's installer (install-cni) chains the plugin into that config and copies the binary.
-import { installCni, uninstallCni, type CniPluginConf, type InstallCniResult } from '../agent/index.js';
+import { installCni, uninstallCni, type InstallCniResult } from '../agent/index.js';
+import type { CniPluginConf } from '../cni/index.js';
 import { CniError } from '../errors.js';
 import { CNI_PLUGIN_NAME } from '../net/index.js';
 import { allNodeCniDirs, nodeCniDirs, type NodeCniDirs } from '../sim/index.js';

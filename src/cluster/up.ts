@@ -110,8 +110,8 @@ async function upNodes(dir: string, sd: string, opts: { local?: boolean }): Prom
   printTable(['POD', 'IP', 'NODE', 'MESH'], pods.map((p) => [`${p.namespace}/${p.name}`, p.ip, p.node, enrolled.has(`${p.namespace}/${p.name}`) ? 'captured' : 'not enrolled']));
   process.stdout.write(
     `\nnodes: ${nodes.map((n) => `${n.name} (netns ${n.netns}, ${n.ip})`).join(', ')}\n` +
-      `agent admin in a node: ip netns exec <netns> curl -s 127.0.0.1:15000/config_dump   metrics: 127.0.0.1:15020/metrics\n` +
-      (opts.local ? '' : `control plane: ${CLUSTER_CP_ADDRESS} in netns nm-cluster (admin: ip netns exec nm-cluster curl -s 127.0.0.1:15014/debug/config-errors)\n`) +
+      `agent admin in a node: ip netns exec <netns> curl -s 127.0.0.1:${PORTS.admin}/config_dump   metrics: 127.0.0.1:${PORTS.metrics}/metrics\n` +
+      (opts.local ? '' : `control plane: ${CLUSTER_CP_ADDRESS} in netns nm-cluster (admin: ip netns exec nm-cluster curl -s 127.0.0.1:${PORTS.controlPlaneAdmin}/debug/config-errors)\n`) +
       `state and logs: ${sd}\n`,
   );
 }

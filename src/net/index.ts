@@ -19,4 +19,4 @@ export {
   type Ipv4Cidr,
 } from './ip.js';
 export { HBONE_PORT, hostPort, INBOUND_PORT, MESH_PORTS, OUTBOUND_PORT, PORTS } from './ports.js';
-export { AGENT_DIR, agentPaths, CNI_PLUGIN_NAME, CNI_SOCKET_NAME, DEFAULT_BPFFS, DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DEFAULT_CNI_SOCKET, DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR, STATE_DIR_ENV, stateDir, type AgentPaths } from './paths.js';
+export { agentPaths, CNI_PLUGIN_NAME, DEFAULT_BPFFS, DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR, STATE_DIR_ENV, stateDir, type AgentPaths } from './paths.js';

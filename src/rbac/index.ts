@@ -1,2 +1,2 @@
 // Authorization evaluation, pure: depends on state/ types and net/ only.
-export { evaluate, policyMatches, stringMatches } from './evaluate.js';
+export { evaluate } from './evaluate.js';

@@ -3,27 +3,20 @@
 // runtime reads /etc/cni/net.d, and the per-plugin config libcni builds for each invocation.
 // Chaining nodemesh-cni into it is install-cni's job (src/agent/install-cni.ts), which the
 // simulator runs as a command (node-cni.ts), never imports.
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { findPrimaryConfFile, readConfFile, type CniConfList, type CniPluginConf } from '../cni/index.js';
 import { CniError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
+import { join } from 'node:path';
 import { CLUSTER_POD_CIDR, DEFAULT_SUBNET, SIM_BRIDGE, SIM_CONFLIST_NAME, SIM_NETWORK_NAME } from './paths.js';
-import { writeFileAtomic, type SimNode } from './state.js';
-
-/** One plugin's entry in a conflist: `type` plus whatever that plugin reads. */
-export interface CniPluginConf {
-  type: string;
-  capabilities?: Record<string, boolean>;
-  [key: string]: unknown;
-}
-
-export interface CniConfList {
-  cniVersion: string;
-  name: string;
-  plugins: CniPluginConf[];
-  [key: string]: unknown;
-}
+import type { SimNode } from './state.js';
 
 export const SIM_CNI_VERSION = '1.0.0';
+
+export type { CniConfList, CniPluginConf };
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
 
 export interface ConflistOptions {
   subnet?: string;
@@ -75,60 +68,16 @@ export function loopbackConflist(): CniConfList {
   return { cniVersion: SIM_CNI_VERSION, name: 'cni-loopback', plugins: [{ type: 'loopback' }] };
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** Validates a parsed conflist (or single-plugin .conf, which libcni wraps into a list). */
-export function parseConflist(text: string, file: string): CniConfList {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new CniError(`CNI config is not valid JSON: ${(e as Error).message}`, { where: file, cause: e });
-  }
-  if (!isRecord(raw)) throw new CniError('CNI config must be a JSON object', { where: file });
-  let list: Record<string, unknown>;
-  if (Array.isArray(raw.plugins)) {
-    list = raw;
-  } else if (typeof raw.type === 'string') {
-    const { name, cniVersion, ...plugin } = raw;
-    list = { name, cniVersion, plugins: [plugin] };
-  } else {
-    throw new CniError('CNI config has neither "plugins" (a conflist) nor "type" (a single plugin)', { where: file });
-  }
-  if (typeof list.name !== 'string' || list.name === '') throw new CniError('CNI config needs a "name"', { where: file });
-  if (typeof list.cniVersion !== 'string') throw new CniError('CNI config needs a "cniVersion"', { where: file });
-  const plugins = list.plugins as unknown[];
-  if (plugins.length === 0) throw new CniError('CNI config lists no plugins', { where: file });
-  plugins.forEach((p, i) => {
-    if (!isRecord(p) || typeof p.type !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p.type)) {
-      throw new CniError(`plugins[${i}] needs a "type" naming a plugin binary`, { where: file });
-    }
-  });
-  return list as CniConfList;
-}
-
-const CONF_EXT = /\.(conflist|conf|json)$/;
-
 /** The file a runtime would use: the first *.conflist/*.conf/*.json of the dir, by name. */
 export function findNetConfFile(netDir: string): string | undefined {
-  let names: string[];
-  try {
-    names = readdirSync(netDir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
-  const first = names.filter((n) => CONF_EXT.test(n) && !n.startsWith('.')).sort()[0];
-  return first === undefined ? undefined : join(netDir, first);
+  return findPrimaryConfFile(netDir);
 }
 
 /** Reads the node's network config anew, as a runtime does before every ADD and DEL. */
 export function readNetConf(netDir: string): { file: string; list: CniConfList } {
   const file = findNetConfFile(netDir);
   if (!file) throw new CniError(`no CNI network config in ${netDir}; run \`nodemesh sim up\` to create one`, { where: netDir });
-  return { file, list: parseConflist(readFileSync(file, 'utf8'), file) };
+  return { file, list: readConfFile(file) };
 }
 
 /** Writes the simulator's conflist when the dir has no network config yet. Returns its path. */

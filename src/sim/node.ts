@@ -10,7 +10,8 @@ import { netnsExists, netnsPath } from './host.js';
 import { createNodeNetwork, dropNodeRoutes, ensureClusterNetwork, removeNodeNetwork, stopNetnsProcesses, syncNodeRoutes } from './network.js';
 import { clusterLinkName, nodeIp, nodeNetnsName, nodeSubnet } from './nodes.js';
 import type { Progress } from './pod.js';
-import { writeFileAtomic, writeSimState, type SimNode, type SimState } from './state.js';
+import { writeFileAtomic } from '../files.js';
+import { writeSimState, type SimNode, type SimState } from './state.js';
 
 /**
  * The record of a new node in slot `index`: every name and address follows from the slot. Its

@@ -1,8 +1,8 @@
 // The simulator's record of what it created (state.json, written atomically) and the lock
 // that serialises `sim up`/`sim down` on one state dir.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { SimError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
 import type { SimPaths } from './paths.js';
 
 export const STATE_VERSION = 1;
@@ -137,28 +137,6 @@ export function stateMode(state: SimState | undefined): SimMode | undefined {
 export function writeSimState(paths: SimPaths, state: SimState): void {
   state.updatedAt = new Date().toISOString();
   writeFileAtomic(paths.stateFile, JSON.stringify(state, null, 2) + '\n');
-}
-
-export function writeFileAtomic(path: string, text: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* already gone */
-    }
-    throw e;
-  }
 }
 
 export function removeSimState(paths: SimPaths): void {

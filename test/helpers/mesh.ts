@@ -5,7 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADMIN, getJson, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cluster/index.js';
+import { ADMIN, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cluster/up.js';
+import { getJson } from '../../src/cluster/daemon.js';
 import { Redirector } from '../../src/redirect/index.js';
 import { uninstallChainedPlugin } from '../../src/cluster/cni.js';
 import { listPods, simDown, simUp } from '../../src/sim/index.js';

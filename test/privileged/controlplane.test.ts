@@ -5,7 +5,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { agentPid } from '../../src/cluster/index.js';
+import { agentPid } from '../../src/cluster/up.js';
 import { fixtureBin, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
 
 const server = join(fixtureBin, 'nm_server.py');

@@ -4,7 +4,8 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { chainPlugin, defaultPluginBinary, findPrimaryConfFile, installCni, uninstallCni, type CniConfList } from '../../src/agent/install-cni.js';
+import { chainPlugin, defaultPluginBinary, installCni, uninstallCni } from '../../src/agent/install-cni.js';
+import { findPrimaryConfFile, type CniConfList } from '../../src/cni/index.js';
 import { installCniCommand } from '../../src/cli/install-cni.js';
 import { installChainedPlugin, uninstallChainedPlugin } from '../../src/cluster/cni.js';
 import { readNetConf } from '../../src/sim/conflist.js';

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { agentPaths, DEFAULT_CNI_SOCKET, DEFAULT_STATE_DIR } from '../../src/net/index.js';
+import { agentPaths, DEFAULT_CNI_SOCKET, DEFAULT_STATE_DIR } from '../../src/net/paths.js';
 import { REPO } from '../helpers/sim.js';
 
 const PLUGIN_SOURCE = join(REPO, 'native', 'cni', 'nodemesh-cni.c');

@@ -4,7 +4,8 @@
 import { readdirSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { conflistBridge, conflistSubnet, findNetConfFile, generateConflist, parseConflist, pluginInvocationConfig, readNetConf } from '../../src/sim/conflist.js';
+import { parseConfFile as parseConflist } from '../../src/cni/conflist.js';
+import { conflistBridge, conflistSubnet, findNetConfFile, generateConflist, pluginInvocationConfig, readNetConf } from '../../src/sim/conflist.js';
 import { newNodeRecord } from '../../src/sim/node.js';
 import { allNodeCniDirs, nodeCniDirs } from '../../src/sim/node-cni.js';
 import { nodePaths, simPaths } from '../../src/sim/paths.js';
