@@ -2,7 +2,7 @@
 // k8s loader's checks plus the shape of AuthorizationPolicy, PeerAuthentication and HTTPRoute
 // (validate-policy.ts, validate-route.ts), pointing at the line of the offending field.
 import { LineCounter, parseAllDocuments, type Document } from 'yaml';
-import { fieldPathOf, isRecord, parseConfigText, type FieldPath, type K8sObject } from '../k8s/index.js';
+import { fieldPathOf, isCyclic, isRecord, parseConfigText, type FieldPath, type K8sObject } from '../k8s/index.js';
 import type { AuthorizationPolicy, HttpRoute, PeerAuthentication } from './resources.js';
 import { toAuthorizationPolicy, toPeerAuthentication } from './validate-policy.js';
 import { toHttpRoute } from './validate-route.js';
@@ -61,7 +61,14 @@ export function parseConfigFile(text: string, file: string): ParsedFile {
     }
     const start = (doc.contents as { range?: [number, number, number] } | null)?.range?.[0];
     if (start === undefined) continue;
-    docs.set(lc.linePos(start).line, { doc, raw: doc.toJS() });
+    let raw: unknown;
+    try {
+      raw = doc.toJS();
+      if (isCyclic(raw)) continue; // the loader above reports the cycle
+    } catch {
+      continue; // the loader above reports it (an unresolved alias or an alias bomb)
+    }
+    docs.set(lc.linePos(start).line, { doc, raw });
   }
   // Resources the loader rejected: name them when the document says what they are, so the
   // last good version of exactly that resource is kept.

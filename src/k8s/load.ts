@@ -177,6 +177,16 @@ function toService(base: K8sObject): Service {
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'Node']);
 
 /** Parses one file's text. Exported for tests and for the control plane's watcher. */
+/** Whether a value parsed from YAML contains itself (a recursive alias such as `&a [*a]`). */
+export function isCyclic(v: unknown, path: Set<object> = new Set()): boolean {
+  if (typeof v !== 'object' || v === null) return false;
+  if (path.has(v)) return true;
+  path.add(v);
+  const found = (Array.isArray(v) ? v : Object.values(v)).some((c) => isCyclic(c, path));
+  path.delete(v);
+  return found;
+}
+
 export function parseConfigText(text: string, file: string): { objects: K8sObject[]; errors: LoadError[] } {
   const lc = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
@@ -191,7 +201,16 @@ export function parseConfigText(text: string, file: string): { objects: K8sObjec
       errors.push({ code: 'NM_ERR_CONFIG_YAML', file, line: lc.linePos(e.pos[0]).line, message: e.message.split('\n')[0] ?? e.message });
       continue;
     }
-    const raw: unknown = doc.toJS();
+    let raw: unknown;
+    try {
+      // An unresolved alias or an alias bomb (more than yaml's maxAliasCount expansions)
+      // throws here, after a clean parse: it is the document's YAML that is wrong.
+      raw = doc.toJS();
+      if (isCyclic(raw)) throw new Error('a YAML alias refers to a node that contains it (a cycle); Kubernetes resources are trees');
+    } catch (e) {
+      errors.push({ code: 'NM_ERR_CONFIG_YAML', file, line: lc.linePos(startOffset).line, message: (e as Error).message.split('\n')[0] ?? String(e) });
+      continue;
+    }
     if (raw === null || raw === undefined) continue; // empty document
     // Line of the first key, not the leading comments/`---`.
     const contentsOffset = (doc.contents as { range?: [number, number, number] } | null)?.range?.[0] ?? startOffset;
