@@ -10,6 +10,7 @@
 
 #include "lib/common.h"
 #include "lib/inbound.h"
+#include "lib/ipv6.h"
 #include "lib/orig_dst.h"
 #include "lib/pod_cfg.h"
 #include "redirect.h"
@@ -23,18 +24,26 @@ const volatile __u16 nm_hbone_port = NM_DEFAULT_HBONE_PORT;
  * 0 to leave the connect alone, -1 to refuse it. */
 static __always_inline int nm_capture(void *ctx, __u32 ip, __u16 port)
 {
-	__u64 cookie;
+	__u64 netns, cookie;
 
 	if (nm_is_loopback4(ip))
 		return 0;
-	if (nm_outbound_excluded(bpf_get_netns_cookie(ctx), ip, port))
+	netns = bpf_get_netns_cookie(ctx);
+	if (nm_outbound_excluded(netns, ip, port))
 		return 0;
+	/* One pod may not hold more than its quota of the node-wide maps: beyond it its new
+	 * connects fail at once with EPERM (never a hang), and the other pods keep theirs. */
+	if (nm_pod_over_quota(netns))
+		return -1;
 
 	cookie = bpf_get_socket_cookie(ctx);
 	/* Without a record the proxy could not route the connection. Refusing the connect
 	 * (EPERM) is the fail-closed answer; leaving it uncaptured would bypass the mesh. */
-	if (nm_cookie_dst_put(cookie, ip, port))
+	if (nm_cookie_dst_put(cookie, ip, port)) {
+		NM_STAT_INC(record_failed);
 		return -1;
+	}
+	NM_STAT_INC(captured);
 	return 1;
 }
 
@@ -57,9 +66,10 @@ int nm_connect4(struct bpf_sock_addr *ctx)
 	return NM_SYSCALL_ALLOW;
 }
 
-/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_INET6_CONNECT). Only v4-mapped
- * destinations (::ffff:a.b.c.d, as dual-stack clients such as Java use) are captured;
- * pure IPv6 is left alone. */
+/* Attaches to each enrolled pod's cgroup (BPF_CGROUP_INET6_CONNECT). v4-mapped
+ * destinations (::ffff:a.b.c.d, as dual-stack clients such as Java use) are captured like
+ * connect4's; native IPv6 TCP is refused except loopback (lib/ipv6.h). UDP is left alone:
+ * the mesh is TCP-only. */
 SEC("cgroup/connect6")
 int nm_connect6(struct bpf_sock_addr *ctx)
 {
@@ -68,7 +78,7 @@ int nm_connect6(struct bpf_sock_addr *ctx)
 	if (ctx->type != NM_SOCK_STREAM || ctx->protocol != NM_IPPROTO_TCP)
 		return NM_SYSCALL_ALLOW;
 	if (!nm_is_v4mapped(ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2]))
-		return NM_SYSCALL_ALLOW;
+		return nm_connect6_native(ctx);
 
 	verdict = nm_capture(ctx, ctx->user_ip6[3], bpf_ntohs((__u16)ctx->user_port));
 	if (verdict < 0)
@@ -106,6 +116,7 @@ int nm_sockops(struct bpf_sock_ops *skops)
 	struct nm_orig_dst_key key;
 	struct nm_addr4 *dst;
 	__u64 cookie;
+	int counted;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
@@ -122,10 +133,17 @@ int nm_sockops(struct bpf_sock_ops *skops)
 		 * the proxy can accept the connection. */
 		cookie = bpf_get_socket_cookie(skops);
 		dst = nm_cookie_dst_get(cookie);
-		if (!dst)
+		if (!dst) {
+			/* Captured (TCP_CONNECT_CB saw the entry) but evicted since. */
+			if (skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG)
+				NM_STAT_INC(evicted_cookie);
 			break;
+		}
 		nm_sockops_orig_dst_key(skops, &key);
-		bpf_map_update_elem(&nm_orig_dst, &key, dst, BPF_ANY);
+		if (bpf_map_update_elem(&nm_orig_dst, &key, dst, BPF_ANY))
+			NM_STAT_INC(record_failed);
+		else
+			nm_sk_count(skops);
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
@@ -136,9 +154,14 @@ int nm_sockops(struct bpf_sock_ops *skops)
 		if (skops->args[1] != BPF_TCP_CLOSE)
 			break;
 		cookie = bpf_get_socket_cookie(skops);
-		bpf_map_delete_elem(&nm_cookie_dst, &cookie);
+		counted = nm_sk_uncount(skops);
+		/* A counted socket had both entries: one that is gone now was evicted (LRU)
+		 * while the connection was open, which the agent exports as a counter. */
+		if (bpf_map_delete_elem(&nm_cookie_dst, &cookie) && counted)
+			NM_STAT_INC(evicted_cookie);
 		nm_sockops_orig_dst_key(skops, &key);
-		bpf_map_delete_elem(&nm_orig_dst, &key);
+		if (bpf_map_delete_elem(&nm_orig_dst, &key) && counted)
+			NM_STAT_INC(evicted_orig);
 		break;
 
 	default:
@@ -178,7 +201,8 @@ int nm_getpeername6(struct bpf_sock_addr *ctx)
 }
 
 /* Attaches to each enrolled pod's network namespace (BPF_SK_LOOKUP, via bpf_link).
- * Steers TCP SYNs for the pod IP, any port, to the agent's listener in that netns. */
+ * Steers TCP SYNs for the pod IP, any port, to the agent's listener in that netns, and
+ * drops native IPv6 SYNs. */
 SEC("sk_lookup")
 int nm_sk_lookup(struct bpf_sk_lookup *ctx)
 {
@@ -188,7 +212,12 @@ int nm_sk_lookup(struct bpf_sk_lookup *ctx)
 	__u32 local_ip, local_port;
 	long err;
 
-	if (ctx->protocol != NM_IPPROTO_TCP || ctx->family != NM_AF_INET)
+	if (ctx->protocol != NM_IPPROTO_TCP)
+		return SK_PASS;
+	/* Native IPv6 never reaches an enrolled pod, except its own and loopback (lib/ipv6.h). */
+	if (ctx->family == NM_AF_INET6)
+		return nm_sk_lookup6(ctx);
+	if (ctx->family != NM_AF_INET)
 		return SK_PASS;
 	/* An earlier sk_lookup program on this netns already chose a socket: respect it
 	 * (assigning again would fail with -EEXIST). */
@@ -198,8 +227,16 @@ int nm_sk_lookup(struct bpf_sk_lookup *ctx)
 	local_port = ctx->local_port;
 	if (nm_is_loopback4(ctx->remote_ip4))
 		return SK_PASS;
+	/* The agent delivering a connection it already authorized: its delivery sockets are
+	 * bound to lo inside the pod netns with the client's IP as the source, and a SYN from
+	 * a socket bound to lo arrives with ingress_ifindex = lo (the route it took is our
+	 * in-pod `local 0.0.0.0/0 dev lo` one). A packet from outside the netns never does:
+	 * it arrives on the pod's interface. docs/redirect.md "Inbound delivery". */
+	if (ctx->ingress_ifindex == NM_LOOPBACK_IFINDEX)
+		return SK_PASS;
 	/* The pod talking to itself on its own IP (it arrives with ingress_ifindex = eth0,
-	 * not lo), and the agent's upstream sockets made in the pod netns. */
+	 * not lo, since the local route names eth0), including the agent delivering a pod's
+	 * connection to itself, which needs no transparent socket. */
 	if (ctx->remote_ip4 == local_ip)
 		return SK_PASS;
 

@@ -64,3 +64,47 @@ struct nm_listener_key {
 	__u32 pod_ip; /* network order */
 	__u32 kind;   /* NM_LISTENER_* */
 };
+
+/* Per-pod quota of captured connections: 0 turns it off. The default lets one pod hold a
+ * quarter of nm_orig_dst (65536 entries), so no single pod can exhaust it for the others. */
+#define NM_DEFAULT_ORIG_DST_POD_QUOTA 16384
+
+/* nm_pod_owner key: SHA-256 of the pod UID (UIDs run to 253 bytes). 32 bytes. */
+struct nm_pod_owner_key {
+	__u8 uid_sha256[32];
+};
+
+/* nm_pod_owner value: which netns and IP a pod UID was attached with, so that any later
+ * agent deletes the pod's entries by owner (netns cookie), never by IP alone. 16 bytes. */
+struct nm_pod_owner {
+	__u64 netns_cookie;
+	__u32 pod_ip; /* network order */
+	__u32 pad;
+};
+
+/* nm_pod_conns value, keyed by the pod's netns cookie (u64). 16 bytes. */
+struct nm_pod_conns {
+	__u64 entries; /* captured connections established and not closed yet */
+	__u64 refused; /* connects refused because entries had reached the quota */
+};
+
+/* nm_stats (ARRAY, one entry): node-wide counters of the original-destination maps, each
+ * only ever incremented. 64 bytes. */
+struct nm_stats {
+	__u64 captured;        /* connects rewritten to the proxy */
+	__u64 record_failed;   /* nm_cookie_dst or nm_orig_dst could not be written */
+	__u64 quota_refused;   /* connects refused by the per-pod quota (EPERM) */
+	__u64 established;     /* captured connections that reached ESTABLISHED */
+	__u64 closed;          /* of those, closed again */
+	__u64 evicted_cookie;  /* a live connection's nm_cookie_dst entry was gone (LRU eviction) */
+	__u64 evicted_orig;    /* a live connection's nm_orig_dst entry was gone (LRU eviction) */
+	__u64 untracked;       /* established, but nm_pod_conns was full: not counted per pod */
+};
+
+/* nm_sk_acct value (socket local storage): what was counted for this socket, so that its
+ * close undoes exactly that, whatever the LRU maps evicted meanwhile. */
+#define NM_SK_COUNTED (1U << 0) /* counted in nm_stats.established */
+#define NM_SK_POD (1U << 1)     /* counted in its pod's nm_pod_conns.entries */
+struct nm_sk_acct {
+	__u32 flags;
+};

@@ -17,6 +17,8 @@
 #define NM_SYSCALL_DENY 0
 
 #define NM_LOOPBACK4 0x7f000001U /* 127.0.0.1, host order */
+/* The loopback device's ifindex, the same in every netns (LOOPBACK_IFINDEX, net/flow.h). */
+#define NM_LOOPBACK_IFINDEX 1
 
 /* 127.0.0.0/8; ip in network order. */
 static __always_inline int nm_is_loopback4(__u32 ip)

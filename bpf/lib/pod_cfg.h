@@ -16,6 +16,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nm_pod_cfg SEC(".maps");
 
+/* pod UID (hashed) -> the netns cookie and IP it was attached with. Written at attach and
+ * read at detach by the agent only, no program uses it: it lets any later agent delete a
+ * pod's entries by their owner (netns cookie) even after a restart, and never the entries
+ * of a newer pod that was given the same IP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct nm_pod_owner_key);
+	__type(value, struct nm_pod_owner);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nm_pod_owner SEC(".maps");
+
 /* True when the pod living in netns `netns_cookie` excluded this destination from capture.
  * ip in network order, port in host order. A pod without an entry excludes nothing. */
 static __always_inline int nm_outbound_excluded(__u64 netns_cookie, __u32 ip, __u16 port)

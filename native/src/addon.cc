@@ -18,6 +18,7 @@
 #include "libbpf_log.h"
 #include "native_error.h"
 #include "netns_thread.h"
+#include "pod_routing.h"
 #include "prog_test_run.h"
 #include "promise_worker.h"
 #include "sockets.h"
@@ -303,8 +304,10 @@ Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
       [=](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *fd); });
 }
 
-// socketsInNetns(netnsPath, bindIp | null, family 4|6, count) -> Promise<fd[]>: one thread and
-// one setns pair for the whole batch, which is what dominates the cost of one socket.
+// socketsInNetns(netnsPath, bindIp | null, family 4|6, count, transparentMark | null)
+//   -> Promise<fd[]>: one thread and one setns pair for the whole batch, which is what
+// dominates the cost of one socket. With a mark, the sockets are delivery sockets
+// (Sockets::Transparent) and bindIp must be null.
 Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string netns = StringArg(info, 0, "netnsPath");
@@ -312,6 +315,11 @@ Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
   if (info.Length() > 1 && info[1].IsString()) bind_ip = info[1].As<Napi::String>().Utf8Value();
   int family = static_cast<int>(IntegerArg(info, 2, "family", 4, 6));
   int count = static_cast<int>(IntegerArg(info, 3, "count", 1, 1024));
+  std::optional<uint32_t> mark;
+  if (info.Length() > 4 && !info[4].IsNull() && !info[4].IsUndefined())
+    mark = static_cast<uint32_t>(IntegerArg(info, 4, "transparentMark", 1, UINT32_MAX));
+  if (mark && (bind_ip || family != 4))
+    throw Napi::TypeError::New(env, "delivery sockets are IPv4 and bound at connect time: bindIp must be null and family 4");
   auto fds = std::make_shared<std::vector<int>>();
   return PromiseWorker::Start(
       env, "nodemesh.socketsInNetns",
@@ -320,7 +328,7 @@ Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
           std::vector<int> out;
           out.reserve(count);
           try {
-            for (int i = 0; i < count; i++) out.push_back(Sockets::Unconnected(bind_ip, family));
+            for (int i = 0; i < count; i++) out.push_back(mark ? Sockets::Transparent(*mark) : Sockets::Unconnected(bind_ip, family));
           } catch (...) {
             for (int fd : out) ::close(fd);
             throw;
@@ -332,6 +340,55 @@ Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
         Napi::Array a = Napi::Array::New(env, fds->size());
         for (size_t i = 0; i < fds->size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, (*fds)[i]));
         return a;
+      });
+}
+
+// ---- in-pod routing for inbound delivery --------------------------------------------------
+
+DeliveryRouting RoutingArgs(const Napi::CallbackInfo& info, size_t first) {
+  DeliveryRouting r;
+  r.mark = static_cast<uint32_t>(IntegerArg(info, first, "mark", 1, UINT32_MAX));
+  r.mask = static_cast<uint32_t>(IntegerArg(info, first + 1, "mask", 1, UINT32_MAX));
+  r.table = static_cast<uint32_t>(IntegerArg(info, first + 2, "table", 1, UINT32_MAX));
+  r.priority = static_cast<uint32_t>(IntegerArg(info, first + 3, "priority", 1, 32765));
+  return r;
+}
+
+// installDeliveryRouting(netnsPath, mark, mask, table, priority)
+//   -> Promise<{ ruleAdded, previousFwmarkAccept, previousFwmarkReflect }>
+Napi::Value InstallDeliveryRouting(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string netns = StringArg(info, 0, "netnsPath");
+  DeliveryRouting r = RoutingArgs(info, 1);
+  auto out = std::make_shared<RoutingInstalled>();
+  return PromiseWorker::Start(
+      env, "nodemesh.installDeliveryRouting", [=] { *out = NetnsThread::Run(netns, [&] { return PodRouting::Install(r); }); },
+      [=](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ruleAdded", out->rule_added);
+        o.Set("previousFwmarkAccept", out->prev_fwmark_accept);
+        o.Set("previousFwmarkReflect", out->prev_fwmark_reflect);
+        return o;
+      });
+}
+
+// removeDeliveryRouting(netnsPath, mark, mask, table, priority, fwmarkAccept, fwmarkReflect)
+//   -> Promise<{ ruleRemoved, routeRemoved }>; a sysctl value of -1 leaves it alone.
+Napi::Value RemoveDeliveryRouting(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string netns = StringArg(info, 0, "netnsPath");
+  DeliveryRouting r = RoutingArgs(info, 1);
+  int accept = static_cast<int>(IntegerArg(info, 5, "fwmarkAccept", -1, 1));
+  int reflect = static_cast<int>(IntegerArg(info, 6, "fwmarkReflect", -1, 1));
+  auto out = std::make_shared<RoutingRemoved>();
+  return PromiseWorker::Start(
+      env, "nodemesh.removeDeliveryRouting",
+      [=] { *out = NetnsThread::Run(netns, [&] { return PodRouting::Remove(r, accept, reflect); }); },
+      [=](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ruleRemoved", out->rule_removed);
+        o.Set("routeRemoved", out->route_removed);
+        return o;
       });
 }
 
@@ -420,6 +477,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
   exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns, "socketInNetns"));
   exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns, "socketsInNetns"));
+  exports.Set("installDeliveryRouting", Napi::Function::New(env, InstallDeliveryRouting, "installDeliveryRouting"));
+  exports.Set("removeDeliveryRouting", Napi::Function::New(env, RemoveDeliveryRouting, "removeDeliveryRouting"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("netnsCookieOfPath", Napi::Function::New(env, NetnsCookieOfPath, "netnsCookieOfPath"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));

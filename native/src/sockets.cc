@@ -1,4 +1,4 @@
-// Socket primitives for the redirection: listeners, unconnected sockets, cookies, peers.
+// Socket primitives for the redirection: listeners, unconnected and delivery sockets, cookies, peers.
 #include "sockets.h"
 
 #include <arpa/inet.h>
@@ -85,6 +85,18 @@ int Sockets::Unconnected(const std::optional<std::string>& bind_ip, int family) 
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
       throw NativeError::FromErrno("bind", *bind_ip);
   }
+  return fd.Release();
+}
+
+int Sockets::Transparent(uint32_t mark) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP));
+  if (!fd.valid()) throw NativeError::FromErrno("socket");
+  SetIntOption(fd.get(), IPPROTO_IP, IP_TRANSPARENT, 1, "IP_TRANSPARENT");
+  SetIntOption(fd.get(), SOL_SOCKET, SO_MARK, static_cast<int>(mark), "SO_MARK");
+  static const char kLo[] = "lo";
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE, kLo, sizeof(kLo)) != 0)
+    throw NativeError::FromErrno("setsockopt", "SO_BINDTODEVICE lo");
+  SetIntOption(fd.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT");
   return fd.Release();
 }
 

@@ -28,6 +28,12 @@ class Sockets {
   // A non-blocking TCP socket, optionally bound to bind_ip (port 0, with
   // IP_BIND_ADDRESS_NO_PORT so the port is picked at connect time). family is 4 or 6.
   static int Unconnected(const std::optional<std::string>& bind_ip, int family);
+  // A non-blocking IPv4 TCP socket for delivering inbound connections inside a pod netns
+  // with the client's address as the source: IP_TRANSPARENT (it may bind a non-local
+  // address), SO_MARK = mark (the in-pod rule routes replies back to it), bound to lo (its
+  // SYNs then arrive with ingress_ifindex = lo, which sk_lookup passes) and
+  // IP_BIND_ADDRESS_NO_PORT (the caller binds the client IP, the port is picked at connect).
+  static int Transparent(uint32_t mark);
   static uint64_t NetnsCookie(int fd);   // SO_NETNS_COOKIE
   static uint64_t SocketCookie(int fd);  // SO_COOKIE
   // The peer as IPv4 (also for a v4-mapped AF_INET6 socket); nullopt for pure IPv6.

@@ -3,4 +3,4 @@
 export { Redirector } from './redirector.js';
 export { listenInNetns, socketsInNetns } from './netns.js';
 export { findCgroup2Root } from './mounts.js';
-export type { PodRedirectSpec } from './types.js';
+export type { OrigDstStats, PodRedirectSpec } from './types.js';

@@ -1,5 +1,6 @@
 // Byte layouts of the structs in bpf/redirect.h, as map keys and values. Fields the
 // header calls "network order" are big-endian; "host order" fields follow this machine.
+import { createHash } from 'node:crypto';
 import { endianness } from 'node:os';
 import { intToIpv4, ipv4ToInt, prefixMask } from '../net/index.js';
 import type { Cidr4 } from './validate.js';
@@ -18,7 +19,14 @@ export const SIZES = {
   origDstKey: 16,
   enrolled: 32,
   listenerKey: 8,
+  podOwnerKey: 32,
+  podOwner: 16,
+  podConns: 16,
+  stats: 64,
 } as const;
+
+/** NM_DEFAULT_ORIG_DST_POD_QUOTA: captured connections one pod may hold open at once. */
+export const DEFAULT_ORIG_DST_POD_QUOTA = 16384;
 
 /** BPF_ANY: create or replace. */
 export const BPF_ANY = 0;
@@ -170,4 +178,41 @@ export function encodeOrigDstKey(netnsCookie: bigint, clientIp: string, clientPo
 /** struct nm_addr4 */
 export function decodeAddr4(b: Buffer): { ip: string; port: number } {
   return { ip: readIPv4(b, 0), port: readU16(b, 4) };
+}
+
+/** nm_pod_owner key: SHA-256 of the pod UID. */
+export function podOwnerKey(uid: string): Buffer {
+  return createHash('sha256').update(uid, 'utf8').digest();
+}
+
+export interface PodOwner {
+  ip: string;
+  netnsCookie: bigint;
+}
+
+/** struct nm_pod_owner */
+export function encodePodOwner(o: PodOwner): Buffer {
+  const b = Buffer.alloc(SIZES.podOwner);
+  writeU64(b, o.netnsCookie, 0);
+  writeIPv4(b, o.ip, 8);
+  return b;
+}
+
+export function decodePodOwner(b: Buffer): PodOwner {
+  return { netnsCookie: readU64(b, 0), ip: readIPv4(b, 8) };
+}
+
+/** struct nm_pod_conns; a count the kernel let go below zero (it must not) reads as 0. */
+export function decodePodConns(b: Buffer): { entries: number; refused: number } {
+  const entries = readU64(b, 0);
+  return { entries: entries >= 1n << 63n ? 0 : Number(entries), refused: Number(readU64(b, 8)) };
+}
+
+/** The fields of struct nm_stats, in order. */
+export const STAT_FIELDS = ['captured', 'recordFailed', 'quotaRefused', 'established', 'closed', 'evictedCookie', 'evictedOrig', 'untracked'] as const;
+export type KernelStats = Record<(typeof STAT_FIELDS)[number], number>;
+
+/** struct nm_stats */
+export function decodeStats(b: Buffer): KernelStats {
+  return Object.fromEntries(STAT_FIELDS.map((f, i) => [f, Number(readU64(b, 8 * i))])) as KernelStats;
 }

@@ -4,11 +4,11 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { NativeError } from '../errors.js';
 import { log } from '../log.js';
 import { DEFAULT_BPFFS, PORTS } from '../net/index.js';
-import { SIZES, u16 } from './layout.js';
+import { DEFAULT_ORIG_DST_POD_QUOTA, SIZES, u16, u32 } from './layout.js';
 import { findBpffsMounts, findCgroup2Root } from './mounts.js';
 import { native, nativeFailure, packageRoot, type NativeBinding, type NativeBpfObject } from './native.js';
 import { POD_LINK_NAMES, type PodLinkName, type RedirectorOptions } from './types.js';
-import { assertAbsolutePath, assertPort } from './validate.js';
+import { assertAbsolutePath, assertInteger, assertPort } from './validate.js';
 
 const rlog = log.child({ component: 'redirect' });
 
@@ -32,6 +32,9 @@ const MAPS = {
   origDst: { name: 'nm_orig_dst', keySize: SIZES.origDstKey, valueSize: SIZES.addr4 },
   enrolled: { name: 'nm_enrolled', keySize: 4, valueSize: SIZES.enrolled },
   listeners: { name: 'nm_listeners', keySize: SIZES.listenerKey, valueSize: 8 },
+  podOwner: { name: 'nm_pod_owner', keySize: SIZES.podOwnerKey, valueSize: SIZES.podOwner },
+  podConns: { name: 'nm_pod_conns', keySize: 8, valueSize: SIZES.podConns },
+  stats: { name: 'nm_stats', keySize: 4, valueSize: SIZES.stats },
 } as const;
 export type MapRole = keyof typeof MAPS;
 
@@ -56,6 +59,10 @@ export interface LoadedRedirect {
   cgroupRoot: string;
   outboundPort: number;
   hbonePort: number;
+  /** Captured connections one pod may hold open at once (0: no quota). */
+  origDstPodQuota: number;
+  /** Entries of nm_orig_dst (and nm_cookie_dst): what all pods of the node share. */
+  origDstCapacity: number;
 }
 
 function isRoot(): boolean {
@@ -133,6 +140,8 @@ export async function loadRedirect(options: RedirectorOptions): Promise<LoadedRe
   assertPort(outboundPort, 'options.outboundPort');
   const hbonePort = options.hbonePort ?? DEFAULT_HBONE_PORT;
   assertPort(hbonePort, 'options.hbonePort');
+  const origDstPodQuota = options.origDstPodQuota ?? DEFAULT_ORIG_DST_POD_QUOTA;
+  assertInteger(origDstPodQuota, 'options.origDstPodQuota', 0, 2 ** 32 - 1);
 
   if (!isRoot()) {
     throw new NativeError('NM_ERR_NOT_ROOT', 'loading the eBPF redirection needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); run the agent as root or privileged',
@@ -156,6 +165,7 @@ export async function loadRedirect(options: RedirectorOptions): Promise<LoadedRe
     object = await binding.loadObject(objectPath, join(pinRoot, 'maps'), {
       nm_outbound_port: u16(outboundPort),
       nm_hbone_port: u16(hbonePort),
+      nm_orig_dst_pod_quota: u32(origDstPodQuota),
     });
   } catch (err) {
     throw nativeFailure(
@@ -167,8 +177,9 @@ export async function loadRedirect(options: RedirectorOptions): Promise<LoadedRe
   }
   try {
     const { progs, maps } = checkObject(object);
-    rlog.info({ pinRoot, cgroupRoot, outboundPort, hbonePort }, 'redirection programs loaded');
-    return { binding, object, progs, maps, pinRoot, cgroupRoot, outboundPort, hbonePort };
+    const origDstCapacity = object.maps().find((m) => m.name === MAPS.origDst.name)!.maxEntries;
+    rlog.info({ pinRoot, cgroupRoot, outboundPort, hbonePort, origDstPodQuota, origDstCapacity }, 'redirection programs loaded');
+    return { binding, object, progs, maps, pinRoot, cgroupRoot, outboundPort, hbonePort, origDstPodQuota, origDstCapacity };
   } catch (err) {
     object.close();
     throw err;

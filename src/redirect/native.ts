@@ -72,6 +72,18 @@ export interface NativeTestRunResult {
   dataOut: Buffer;
 }
 
+export interface NativeRoutingInstalled {
+  /** false when the identical rule was already there (a re-install, e.g. adoption). */
+  ruleAdded: boolean;
+  previousFwmarkAccept: number;
+  previousFwmarkReflect: number;
+}
+
+export interface NativeRoutingRemoved {
+  ruleRemoved: boolean;
+  routeRemoved: boolean;
+}
+
 /** The binding's exports. Arguments are validated by the callers in src/redirect/. */
 export interface NativeBinding {
   isBpffs(path: string): boolean;
@@ -107,8 +119,15 @@ export interface NativeBinding {
   listenInNetns(netnsPath: string, host: string, port: number, backlog: number, reusePort: boolean): Promise<number>;
   /** A non-blocking, unconnected TCP socket created inside the netns at netnsPath. */
   socketInNetns(netnsPath: string, bindIp: string | null, family: 4 | 6): Promise<number>;
-  /** `count` such sockets, made in one visit to the netns. */
-  socketsInNetns(netnsPath: string, bindIp: string | null, family: 4 | 6, count: number): Promise<number[]>;
+  /**
+   * `count` such sockets, made in one visit to the netns. With transparentMark they are
+   * delivery sockets instead: IPv4, IP_TRANSPARENT, SO_MARK, bound to lo, unbound (bindIp null).
+   */
+  socketsInNetns(netnsPath: string, bindIp: string | null, family: 4 | 6, count: number, transparentMark?: number | null): Promise<number[]>;
+  /** The fwmark rule, the local route and the two sysctls of inbound delivery, in a netns. */
+  installDeliveryRouting(netnsPath: string, mark: number, mask: number, table: number, priority: number): Promise<NativeRoutingInstalled>;
+  /** Removes exactly that rule and route; writes the sysctls back (-1 leaves one alone). */
+  removeDeliveryRouting(netnsPath: string, mark: number, mask: number, table: number, priority: number, fwmarkAccept: number, fwmarkReflect: number): Promise<NativeRoutingRemoved>;
   /** getsockopt(SO_NETNS_COOKIE) */
   netnsCookie(fd: number): bigint;
   netnsCookieOfPath(netnsPath: string): Promise<bigint>;

@@ -6,7 +6,8 @@ import { ListenerRegistry } from './listeners.js';
 import { destroyPinRoot, loadRedirect, type LoadedRedirect } from './loader.js';
 import type { NativeBinding } from './native.js';
 import { lookupOriginalDst } from './original-dst.js';
-import type { InboundKind, PodAttachment, PodRedirectSpec, RedirectorOptions, SocketAddress } from './types.js';
+import { readOrigDstStats } from './stats.js';
+import type { InboundKind, OrigDstStats, PodAttachment, PodRedirectSpec, RedirectorOptions, SocketAddress } from './types.js';
 
 /** Test-only access to the loaded object (program and map fds); not exported by index.ts. */
 export const kTestHooks = Symbol('nodemesh.redirect.testHooks');
@@ -59,6 +60,11 @@ export class Redirector {
    * cgroup/netns (an agent restart) are updated to the programs loaded now, not attached
    * twice. On failure, what this call attached or wrote is undone.
    *
+   * Then it installs the pod's delivery routing (installDeliveryRouting: a fwmark rule, a
+   * local route, two per-netns sysctls), which inbound delivery with the client's address
+   * needs. If that fails the pod stays enrolled (NM_ERR_ENROLL, details.step
+   * 'delivery-routing'): its inbound fails closed rather than being delivered another way.
+   *
    * Once enrolled, inbound SYNs to the pod IP are dropped until registerInboundListener
    * supplies the agent's listeners (fail closed).
    */
@@ -74,8 +80,13 @@ export class Redirector {
 
   /**
    * Releases one pod: detaches and unpins its links, removes its pin directory and deletes
-   * its map entries (nm_enrolled, nm_pod_cfg, nm_listeners). Pass `ip` when this process did
-   * not attach the pod itself (after a restart); without it only the links are removed.
+   * the map entries it owns (nm_pod_cfg, nm_pod_conns, nm_pod_owner; nm_enrolled and
+   * nm_listeners only while nm_enrolled still names its netns: a newer pod given the same IP
+   * keeps its own). Which netns and IP the UID was attached with comes from this process, or
+   * after a restart from nm_pod_owner; `ip` is only needed for a pod an agent from before
+   * nm_pod_owner attached (without either, only the links are removed).
+   * For a pod this process attached, its delivery routing is removed too and the two
+   * sysctls written back (nothing to do when its netns is already gone).
    */
   async detachPod(uid: string, ip?: string): Promise<void> {
     this.#assertOpen();
@@ -97,10 +108,35 @@ export class Redirector {
     this.#listeners.register(podIp, kind, fd);
   }
 
-  /** Removes a pod's listener from nm_listeners; false when none was registered. */
-  unregisterInboundListener(podIp: string, kind: InboundKind): boolean {
+  /**
+   * Registers fd for the pod only when no listener is registered at all (its agent closed it
+   * or exited); another live socket's entry, e.g. a newer agent's, is left alone. True when
+   * it registered. This is how the agent that stays takes its pods' inbound back.
+   */
+  ensureInboundListener(podIp: string, kind: InboundKind, fd: number): boolean {
     this.#assertOpen();
-    return this.#listeners.unregister(podIp, kind);
+    return this.#listeners.ensure(podIp, kind, fd);
+  }
+
+  /** Whether fd is the socket registered for the pod (an agent asks whether its own still is). */
+  isInboundListener(podIp: string, kind: InboundKind, fd: number): boolean {
+    this.#assertOpen();
+    return this.#listeners.isRegistered(podIp, kind, fd);
+  }
+
+  /** The SO_COOKIE of the socket registered for the pod, or null when none is. */
+  inboundListenerCookie(podIp: string, kind: InboundKind): bigint | null {
+    this.#assertOpen();
+    return this.#listeners.registeredCookie(podIp, kind);
+  }
+
+  /**
+   * Removes a pod's listener from nm_listeners; false when none was registered. With `fd`,
+   * only when that socket is the one registered (owner-checked).
+   */
+  unregisterInboundListener(podIp: string, kind: InboundKind, fd?: number): boolean {
+    this.#assertOpen();
+    return this.#listeners.unregister(podIp, kind, fd);
   }
 
   /**
@@ -110,6 +146,17 @@ export class Redirector {
   originalDst(fd: number): SocketAddress | null {
     this.#assertOpen();
     return lookupOriginalDst(this.#loaded.binding, this.#loaded.maps.origDst, fd);
+  }
+
+  /**
+   * How full the node-wide original-destination maps are and what the kernel counted: open
+   * captured connections per pod, quota refusals, evictions (docs/redirect.md "Bounded
+   * kernel state"). Read at a metrics scrape or /config_dump, never per connection.
+   */
+  origDstStats(): OrigDstStats {
+    this.#assertOpen();
+    const { binding, maps, origDstCapacity, origDstPodQuota } = this.#loaded;
+    return readOrigDstStats(binding, maps, { capacity: origDstCapacity, podQuota: origDstPodQuota }, (c) => this.#pods.ownerOfNetns(c));
   }
 
   /** Closes the program and map fds. Pins (maps and links) stay, so capture continues. */

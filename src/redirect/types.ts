@@ -58,16 +58,69 @@ export interface RedirectorOptions {
   outboundPort?: number;
   /** Inbound connections to this port go to the HBONE listener; default 15008. */
   hbonePort?: number;
+  /**
+   * Captured connections one pod may hold open at once; beyond it its new captured connects
+   * fail with EPERM, so one pod cannot exhaust the node-wide original-destination maps.
+   * Default 16384 (a quarter of the maps); 0 turns the quota off.
+   */
+  origDstPodQuota?: number;
 }
 
-/** Options of `socketInNetns`. */
+/** Options of `socketInNetns` and `socketsInNetns`. */
 export interface NetnsSocketOptions {
   /** Local address to bind (port chosen at connect time); its family decides the socket's. */
   bindIp?: string;
   /** 4 (default) or 6, when no bindIp is given. */
   family?: 4 | 6;
+  /**
+   * A delivery socket (socketsInNetns only): IPv4, IP_TRANSPARENT, SO_MARK =
+   * INBOUND_DELIVERY.mark, bound to lo, and left unbound so the caller binds the client's IP
+   * (`connect({ localAddress })`). Needs the pod's delivery routing (installDeliveryRouting).
+   */
+  transparent?: boolean;
+}
+
+/**
+ * Inbound delivery with the client's address kept (docs/redirect.md "Inbound delivery"):
+ * the agent's delivery sockets carry `mark`; in each enrolled pod's netns a rule at
+ * `rulePriority` sends that mark to `table`, whose one route (`local 0.0.0.0/0 dev lo`)
+ * delivers the app's replies back to them. The values are Istio's in-pod ones.
+ */
+export const INBOUND_DELIVERY = { mark: 0x539, mask: 0xfff, table: 100, rulePriority: 32764 } as const;
+
+/** What installDeliveryRouting found and changed. */
+export interface DeliveryRoutingInstalled {
+  /** false when the identical rule was already there (a re-install, e.g. adoption). */
+  ruleAdded: boolean;
+  /** net.ipv4.tcp_fwmark_accept and net.ipv4.fwmark_reflect before the call. */
+  previous: { fwmarkAccept: number; fwmarkReflect: number };
 }
 
 /** The pinned links of one pod, by name. */
 export const POD_LINK_NAMES = ['connect4', 'connect6', 'sockops', 'getpeername4', 'getpeername6', 'sk_lookup'] as const;
 export type PodLinkName = (typeof POD_LINK_NAMES)[number];
+
+/**
+ * The original-destination maps (nm_cookie_dst, nm_orig_dst) as the kernel counts them: the
+ * node's pods share `capacity` entries; each may hold `podQuota` open captured connections.
+ */
+export interface OrigDstStats {
+  capacity: number;
+  /** 0: no quota. */
+  podQuota: number;
+  /** Captured connections established and not closed yet, node-wide. */
+  entries: number;
+  /** nm_stats, each only ever incremented (bpf/redirect.h). */
+  counters: {
+    captured: number;
+    recordFailed: number;
+    quotaRefused: number;
+    established: number;
+    closed: number;
+    evictedCookie: number;
+    evictedOrig: number;
+    untracked: number;
+  };
+  /** Per pod netns (nm_pod_conns), named when this process attached the pod. */
+  pods: Array<{ netnsCookie: string; uid?: string; ip?: string; entries: number; refused: number }>;
+}

@@ -106,14 +106,18 @@ export function bridgePorts(bridge: string): string[] {
 }
 
 /**
- * Keeps the bridge private to the simulated pods: no IPv6 link-local address for the host on
- * it, and bridged frames kept out of the host's iptables (br_netfilter would otherwise run
- * pod-to-pod traffic through the FORWARD chain, which Docker hosts set to DROP).
+ * Keeps the bridge private to the simulated pods: no IPv6 address for the host on it or on
+ * `ports` (the host ends of the pods' veths), and bridged frames kept out of the host's
+ * iptables (br_netfilter would otherwise run pod-to-pod traffic through the FORWARD chain,
+ * which Docker hosts set to DROP). The bridge still forwards IPv6 between the pods, whose eth0
+ * keeps its link-local address as on a real node: disable_ipv6 only takes the host's own IPv6
+ * off these links. The per-link settings go with the links.
  */
-export function hardenBridge(bridge: string): void {
+export function hardenBridge(bridge: string, ports: string[] = []): void {
   if (!isLinkName(bridge)) return;
   const writes: [string, string][] = [
     [`/proc/sys/net/ipv6/conf/${bridge}/disable_ipv6`, '1'],
+    ...ports.filter(isLinkName).map((port): [string, string] => [`/proc/sys/net/ipv6/conf/${port}/disable_ipv6`, '1']),
     [`/sys/class/net/${bridge}/bridge/nf_call_iptables`, '0'],
     [`/sys/class/net/${bridge}/bridge/nf_call_ip6tables`, '0'],
     [`/sys/class/net/${bridge}/bridge/nf_call_arptables`, '0'],

@@ -9,4 +9,4 @@ export { nsenter } from './process.js';
 export { nodeAgentCommand, runAgentInNode } from './agent.js';
 export { allNodeCniDirs, nodeCniDirs } from './node-cni.js';
 export type { NodeCniDirs } from './node-cni.js';
-export { CLUSTER_NETNS, CLUSTER_SERVICE_IP } from './paths.js';
+export { CLUSTER_NETNS, CLUSTER_SERVICE_IP, DEFAULT_NODE } from './paths.js';

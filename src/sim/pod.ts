@@ -9,6 +9,7 @@ import { cgroupPids, cgroupRelativePath, createCgroup, killCgroup, podCgroupPath
 import { buildCniArgs, cniAdd, cniDel, resultIPv4, type CniRuntime } from './cni.js';
 import { conflistBridge, findNetConfFile, loopbackConflist, readNetConf, type CniConfList } from './conflist.js';
 import { addNetns, deleteNetns, hardenBridge, linkExists, netnsExists, netnsNameFor, netnsPath } from './host.js';
+import { setNetnsSysctls } from './network.js';
 import { podLogPath, type SimPaths } from './paths.js';
 import { startContainer, waitPodReady, type PodSandbox, type StartedContainer } from './process.js';
 import { writeSimState, type SimContainer, type SimNode, type SimPod, type SimState } from './state.js';
@@ -125,6 +126,24 @@ function newPodRecord(state: SimState, paths: SimPaths, input: CreatePodInput): 
 }
 
 /**
+ * A pod's IPv6 as a node gives it: on, whatever the host's defaults, so eth0 gets its kernel
+ * link-local fe80:: address (and lo its ::1) and a test can see IPv6 that bypasses the mesh.
+ * Router advertisements are ignored, so no pod takes a route out from one sent on the bridge
+ * (there is no router; a pod could pose as one). Set before CNI ADD: eth0 takes `default`.
+ * Optional: a kernel without IPv6 has none of these.
+ */
+const POD_IPV6 = ['all', 'default'].flatMap((c) => [
+  { key: `net.ipv6.conf.${c}.disable_ipv6`, value: '0', optional: true },
+  { key: `net.ipv6.conf.${c}.accept_ra`, value: '0', optional: true },
+]);
+
+/** The host-side links of a CNI result other than the bridge (no sandbox): the pod's veth host end. */
+function hostLinks(result: Record<string, unknown>, bridge: string): string[] {
+  const ifaces = Array.isArray(result.interfaces) ? (result.interfaces as { name?: unknown; sandbox?: unknown }[]) : [];
+  return ifaces.filter((i) => typeof i.name === 'string' && i.name !== bridge && !i.sandbox).map((i) => i.name as string);
+}
+
+/**
  * CNI ADD of the pod's sandbox, as containerd does it: the loopback network on lo, then the
  * node's conflist (read anew) on eth0. Returns the pod's IPv4 address from the result.
  */
@@ -149,7 +168,7 @@ async function addPodNetwork(state: SimState, rec: SimPod, input: CreatePodInput
   rec.cniResult = result;
   if (bridge) {
     if (!bridgeExisted && linkExists(bridge)) node.bridgeCreated = true;
-    hardenBridge(bridge);
+    hardenBridge(bridge, hostLinks(result, bridge));
   }
   const ip = resultIPv4(result, POD_IFNAME);
   if (!ip) throw new CniError(`the CNI result has no IPv4 address for ${POD_IFNAME}: ${JSON.stringify(result)}`, { where: label });
@@ -195,6 +214,7 @@ export async function createPod(state: SimState, paths: SimPaths, input: CreateP
     await killCgroup(rec.cgroup); // a crashed run may have left one with this uid
     createCgroup(rec.cgroup);
     await addNetns(rec.netns);
+    await setNetnsSysctls(rec.netnsPath, POD_IPV6);
     rec.ip = await addPodNetwork(state, rec, input, label, progress);
     writeSimState(paths, state);
     await startPodContainers(state, paths, rec, input, label, progress);

@@ -71,9 +71,10 @@ describePrivileged('capture on one node', () => {
       const r = mesh.client('mesh/client', ['who', sip, String(port)]);
       // The app sees its real peer, not 127.0.0.1:15001 (getpeername4 hook).
       expect(r.getpeername).toBe(`${sip}:${port}`);
-      // The server saw the connection on the port the client dialed (inbound steering keeps
-      // the original local address), arriving over the pod's loopback from the proxy.
-      expect(String(r.reply).split(' ')[0]).toBe(`127.0.0.1:${port}`);
+      // The server saw the connection on the address the client dialed (inbound delivery goes
+      // to the pod's own IP, never its loopback), from the client's own IP.
+      expect(String(r.reply).split(' ')[0]).toBe(`${sip}:${port}`);
+      expect(String(r.reply).split(' ')[1]!.split(':')[0]).toBe(mesh.ip('mesh/client'));
     }
     const flows = await mesh.flows();
     for (const port of PORTS) {
@@ -103,8 +104,8 @@ describePrivileged('capture on one node', () => {
     const cip = mesh.ip('mesh/client');
     const r = mesh.client('mesh/client', ['who', cip, '7070']);
     expect(r.getpeername).toBe(`${cip}:7070`);
-    // The same-node hand-off delivers it to the app over the pod's loopback, once.
-    expect(String(r.reply).split(' ')[0]).toBe('127.0.0.1:7070');
+    // The same-node hand-off delivers it to the app at the pod's IP, once.
+    expect(String(r.reply).split(' ')[0]).toBe(`${cip}:7070`);
     const flows = (await mesh.flows()).filter((f) => f.originalDst === `${cip}:7070`);
     expect(flows.map((f) => `${f.direction} ${f.pod}`).sort()).toEqual(['inbound mesh/client', 'outbound mesh/client']);
   });
@@ -114,7 +115,7 @@ describePrivileged('capture on one node', () => {
     const sip = mesh.ip('mesh/server');
     // From the outsider to the server: not captured outbound; inbound to an enrolled pod is.
     const r = mesh.client('plain/outsider', ['who', sip, '8080']);
-    expect(String(r.reply).split(' ')[0]).toBe('127.0.0.1:8080');
+    expect(String(r.reply).split(' ')[0]).toBe(`${sip}:8080`);
     const flows = (await mesh.flows()).slice(before);
     expect(flows.filter((f) => f.direction === 'outbound')).toEqual([]);
     expect(flows.some((f) => f.direction === 'inbound' && f.src.ip === mesh.ip('plain/outsider'))).toBe(true);
@@ -160,6 +161,6 @@ describePrivileged('capture on one node', () => {
     expect(dump.pods.map((p) => p.name).sort()).toEqual(['client', 'server']);
     const after = mesh.client('mesh/client', ['who', sip, '8080']);
     expect(after.getpeername).toBe(`${sip}:8080`);
-    expect(String(after.reply).split(' ')[0]).toBe('127.0.0.1:8080');
+    expect(String(after.reply).split(' ')[0]).toBe(`${sip}:8080`);
   });
 });
