@@ -44,6 +44,16 @@ export class Balancer {
     };
   }
 
+  /** Drops a service's round-robin cursor (the service left the state). */
+  forget(service: string): void {
+    this.#cursor.delete(service);
+  }
+
+  /** Services with a cursor: those picked from since they last left. */
+  get services(): number {
+    return this.#cursor.size;
+  }
+
   active(key: string): number {
     return this.#active.get(key) ?? 0;
   }

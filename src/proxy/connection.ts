@@ -2,7 +2,8 @@
 // reporter that sees it, and a reset to the client whenever the upstream cannot be had.
 import type { Logger } from '../log.js';
 import { tcpLabels, type FlowLog, type HboneInfo, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
-import { relay, type RelayEnd, type RelayProgress, type RelayResult } from './relay.js';
+import { resetQuietly, type Boundary } from './boundary.js';
+import { relay, type RelayEnd, type RelayOptions, type RelayProgress, type RelayResult } from './relay.js';
 import type { AuthorizeInput, LocalPod } from './types.js';
 
 export interface Telemetry {
@@ -64,6 +65,11 @@ export function flagFor(err: { code?: string; status?: number }): string {
   return 'UF';
 }
 
+/** The proxy already closed this connection on purpose (abort, revoke): its records say why. */
+function isAborted(c: ActiveConnection): boolean {
+  return c.records.some((r) => r.responseFlags !== '-');
+}
+
 function labelsOf(v: ConnectionView, flags = '-'): TcpLabels {
   return tcpLabels({
     reporter: v.reporter,
@@ -75,13 +81,24 @@ function labelsOf(v: ConnectionView, flags = '-'): TcpLabels {
   });
 }
 
+export interface TrackerOptions {
+  /** Idle timeout and keepalive of the relays. */
+  relay?: RelayOptions;
+  /** Where connections that could not be set up are logged and counted. */
+  boundary?: Boundary;
+}
+
 export class ConnectionTracker {
   readonly active = new Set<ActiveConnection>();
   readonly #t: Telemetry;
+  readonly #relay: RelayOptions;
+  readonly #boundary: Boundary | undefined;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(t: Telemetry, flushMs = 5000) {
+  constructor(t: Telemetry, flushMs = 5000, o: TrackerOptions = {}) {
     this.#t = t;
+    this.#relay = o.relay ?? {};
+    this.#boundary = o.boundary;
     this.#timer = setInterval(() => this.flush(), flushMs);
     this.#timer.unref();
   }
@@ -122,7 +139,7 @@ export class ConnectionTracker {
   deny(client: RelayEnd, views: ConnectionView[], policy: { name?: string; reason: string }): void {
     client.on('error', () => {});
     this.refused(views, { flags: 'DENY', error: `denied: ${policy.reason}${policy.name ? ` by ${policy.name}` : ''}`, policy: { allowed: false, ...(policy.name ? { name: policy.name } : {}) } });
-    client.resetAndDestroy();
+    resetQuietly(client);
   }
 
   /**
@@ -148,11 +165,16 @@ export class ConnectionTracker {
    */
   async observe(client: RelayEnd, upstream: RelayEnd, r: { done: Promise<RelayResult>; progress: RelayProgress }, plan: ConnectionView & { authz?: AuthzContext }): Promise<void> {
     const t0 = performance.now();
-    const conn = this.#track(client, [plan], plan);
-    conn.upstream = upstream;
-    conn.progress = r.progress;
-    for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
-    this.#finish(conn, plan, t0, await r.done);
+    let conn: ActiveConnection | undefined;
+    try {
+      conn = this.#track(client, [plan], plan);
+      conn.upstream = upstream;
+      conn.progress = r.progress;
+      for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
+      this.#finish(conn, plan, t0, await r.done);
+    } finally {
+      if (conn && this.active.has(conn)) this.#end(conn, plan, t0);
+    }
   }
 
   /** Starts tracking a connection: its records (one per view), labels, and the active gauge. */
@@ -169,25 +191,46 @@ export class ConnectionTracker {
     return conn;
   }
 
-  /** Runs one connection to completion. Never throws: failures reset the client. */
+  /**
+   * Runs one connection to completion. An upstream that cannot be had resets the client (and is
+   * booked, never thrown). Anything else that fails (our own code, telemetry) resets both sides
+   * and rejects, for the accept boundary to book; the connection is never left half-tracked.
+   */
   async run(client: RelayEnd, plan: ConnectionPlan): Promise<void> {
     const t0 = performance.now();
-    const { metrics, log } = this.#t;
+    const { log } = this.#t;
     // Errors on the client before the relay starts are handled here; the relay adds its own.
     const early = (err: Error) => log.debug({ err, pod: plan.pod }, 'client error before relay');
     client.on('error', early);
-    const views = plan.mirror ? [plan, plan.mirror] : [plan];
-    const conn = this.#track(client, views, plan);
+    let conn: ActiveConnection | undefined;
+    try {
+      const views = plan.mirror ? [plan, plan.mirror] : [plan];
+      conn = this.#track(client, views, plan);
+      await this.#connectAndRelay(conn, views, plan, early, t0);
+    } catch (err) {
+      resetQuietly(client);
+      if (conn?.upstream) resetQuietly(conn.upstream);
+      throw err;
+    } finally {
+      if (conn && this.active.has(conn)) this.#end(conn, plan, t0);
+    }
+  }
+
+  async #connectAndRelay(conn: ActiveConnection, views: ConnectionView[], plan: ConnectionPlan, early: (err: Error) => void, t0: number): Promise<void> {
+    const { metrics } = this.#t;
+    const client = conn.client;
+    const fields = { pod: plan.pod, upstream: plan.upstreamLabel };
     let upstream: RelayEnd;
     try {
       upstream = await plan.open();
     } catch (e) {
       const err = e as Error & { code?: string; status?: number };
       const flags = flagFor(err);
+      const aborted = isAborted(conn);
       conn.labels = views.map((v) => labelsOf(v, flags));
       for (const r of conn.records) {
-        r.error = err.code ?? err.message;
-        r.responseFlags = flags;
+        r.error ??= err.code ?? err.message;
+        if (r.responseFlags === '-') r.responseFlags = flags;
       }
       for (const l of conn.labels) {
         metrics.connectionOpened(l);
@@ -195,7 +238,9 @@ export class ConnectionTracker {
       }
       // The app's connect() already succeeded against the proxy; the only honest answer
       // now is a reset, never a hang or a clean EOF.
-      if (!client.destroyed) client.resetAndDestroy();
+      resetQuietly(client);
+      // A peer's 401 is a policy decision (counted as DENY above), not a failure.
+      if (flags !== 'DENY' && !aborted) this.#boundary?.record(plan.direction, err, fields, { reason: 'upstream_connect', flags, ...(err.code ? { code: err.code } : {}) });
       this.#end(conn, plan, t0);
       return;
     }
@@ -204,16 +249,18 @@ export class ConnectionTracker {
     client.off('error', early);
     if (client.destroyed) {
       // The client went away while we connected upstream.
-      upstream.resetAndDestroy();
+      resetQuietly(upstream);
+      const aborted = isAborted(conn);
       for (const r of conn.records) {
-        r.error = 'downstream closed before upstream connected';
-        r.responseFlags = 'DC';
+        r.error ??= 'downstream closed before upstream connected';
+        if (r.responseFlags === '-') r.responseFlags = 'DC';
       }
       for (const l of conn.labels) metrics.connectionClosed(l);
+      if (!aborted) this.#boundary?.record(plan.direction, undefined, fields, { reason: 'peer_gone', flags: 'DC' });
       this.#end(conn, plan, t0);
       return;
     }
-    const r = relay(client, upstream);
+    const r = relay(client, upstream, this.#relay);
     conn.progress = r.progress;
     this.#finish(conn, plan, t0, await r.done);
   }
@@ -228,6 +275,9 @@ export class ConnectionTracker {
       if (res.error) {
         rec.error ??= `${res.failedSide}: ${res.error.code ?? res.error.message}`;
         if (rec.responseFlags === '-') rec.responseFlags = res.failedSide === 'upstream' ? 'UC' : 'DC';
+      } else if (res.idleTimeout) {
+        rec.error ??= 'closed by the idle timeout: no byte either way for too long';
+        if (rec.responseFlags === '-') rec.responseFlags = 'SI';
       }
     }
     for (const l of conn.labels) metrics.connectionClosed(l);
@@ -241,14 +291,28 @@ export class ConnectionTracker {
       r.error = `closed: ${reason}${policy ? ` by ${policy}` : ''} after a policy change`;
       r.responseFlags = 'DENY';
     }
-    c.client.resetAndDestroy();
-    c.upstream?.resetAndDestroy();
+    resetQuietly(c.client);
+    if (c.upstream) resetQuietly(c.upstream);
   }
 
+  /** Resets a connection the proxy closes on its own (its pod left the mesh), saying why. */
+  abort(c: ActiveConnection, why: string): void {
+    for (const r of c.records) {
+      r.error ??= why;
+      if (r.responseFlags === '-') r.responseFlags = 'LR';
+    }
+    resetQuietly(c.client);
+    if (c.upstream) resetQuietly(c.upstream);
+  }
+
+  /** Books the end once: bookkeeping first, so a failing telemetry hook cannot leak the entry. */
   #end(conn: ActiveConnection, plan: Pick<ConnectionPlan, 'direction' | 'onEnd'>, t0: number): void {
-    this.active.delete(conn);
-    this.#t.metrics.activeConnections.dec({ direction: plan.direction });
-    for (const r of conn.records) this.#t.flows.finish(r, t0);
-    plan.onEnd?.();
+    if (!this.active.delete(conn)) return;
+    try {
+      plan.onEnd?.();
+    } finally {
+      this.#t.metrics.activeConnections.dec({ direction: plan.direction });
+      for (const r of conn.records) this.#t.flows.finish(r, t0);
+    }
   }
 }

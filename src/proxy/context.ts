@@ -1,7 +1,8 @@
 // What the outbound and inbound handlers share: options, the node's pods, and helpers.
 import type { Logger } from '../log.js';
+import type { Boundary } from './boundary.js';
 import type { ConnectionTracker, ConnectionView } from './connection.js';
-import type { RelayEnd } from './relay.js';
+import type { RelayEnd, RelayOptions } from './relay.js';
 import type { Authorizer, LocalPod, MeshRouter, OriginalDstResolver, RouteTarget, UpstreamConnector, WorkloadIndex } from './types.js';
 
 /** Opens HBONE tunnels to other nodes (mTLS + HTTP/2 CONNECT to the destination's 15008). */
@@ -12,6 +13,10 @@ export interface HboneDialer {
 export interface ProxyContext {
   log: Logger;
   tracker: ConnectionTracker;
+  /** Resets, logs and counts a connection whose handling failed (boundary.ts). */
+  boundary: Boundary;
+  /** Idle timeout and keepalive for every relay. */
+  relay: RelayOptions;
   upstream: UpstreamConnector;
   originalDst: OriginalDstResolver;
   workloads: WorkloadIndex;

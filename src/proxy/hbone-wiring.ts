@@ -30,7 +30,7 @@ function flagsFor(r: InboundRejection): string {
  * when the pod's certificate is at hand. Until then SYNs steered to the fd wait in its backlog,
  * so a pod enrolled while the CA is slow is not refused, only delayed.
  */
-export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: HboneInboundOptions): { close(): Promise<void> } {
+export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: HboneInboundOptions): { close(): Promise<void>; stopAccepting(): void } {
   const identity = podIdentity(pod);
   const log = ctx.log.child({ pod: podName(pod), listener: 'hbone' });
   let current: HboneCredentials | undefined;
@@ -54,7 +54,7 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       destination: { ...peerOf(pod), ip: r.target.ip, port: r.target.port },
       originalDst: formatAuthority(r.target),
       securityPolicy: 'mutual_tls',
-      upstreamLabel: `127.0.0.1:${r.target.port}`,
+      upstreamLabel: `${pod.ip}:${r.target.port}`,
       hbone: { peer: `${r.clientAddr.ip}:${r.clientAddr.port}`, traceparent: r.traceparent, ...(r.forwardedFor ? { forwardedFor: r.forwardedFor } : {}) },
     };
   };
@@ -73,16 +73,20 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       localAddresses: [pod.ip],
       ...(o.tuning ? { tuning: o.tuning } : {}),
       log: ctx.log,
+      boundary: ctx.boundary,
+      relay: ctx.relay,
       authorize: (r): InboundDecision => {
         if (!ctx.authorize) return { allow: true };
         const d = ctx.authorize(input(r));
         decided.set(r, { allowed: d.allowed, ...(d.policy ? { name: d.policy } : {}) });
         return d.allowed ? { allow: true } : { allow: false, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };
       },
-      connectUpstream: (r) => ctx.upstream.connect(pod.netnsPath, { ip: '127.0.0.1', port: r.target.port }, ctx.timeoutMs),
+      // To the pod's IP from the tunnel's TCP peer: the source pod's IP, as HBONE leaves from its netns.
+      connectUpstream: (r) => ctx.upstream.deliver(pod.netnsPath, { ip: pod.ip, port: r.target.port }, r.clientAddr.ip, ctx.timeoutMs),
+      // The server awaits this inside the tunnel's failure boundary: telemetry that fails resets the tunnel.
       onStream: (r, stream, upstream, relay) => {
         const policy = decided.get(r);
-        void ctx.tracker.observe(stream, upstream, relay, { ...view(r), ...(policy ? { policy } : {}), authz: { destination: pod, input: input(r) } });
+        return ctx.tracker.observe(stream, upstream, relay, { ...view(r), ...(policy ? { policy } : {}), authz: { destination: pod, input: input(r) } });
       },
       onReject: (r) => {
         if (!r.request) return; // refused before a request existed (bad method or authority): logged by the server
@@ -110,18 +114,28 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       }
     }
   })();
+  // The listening fd is closed by the server once it took it, else by us, exactly once (a
+  // second close could hit an fd number the process reused meanwhile).
+  let fdClosed = false;
+  const stopWaiting = (): void => {
+    closed = true;
+    if (server || fdClosed) return;
+    fdClosed = true;
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
+    }
+  };
   return {
+    // A drain: no new connections; open sessions get a GOAWAY and finish their tunnels.
+    stopAccepting: () => {
+      if (server) server.drain();
+      else stopWaiting();
+    },
     close: async () => {
-      if (closed) return;
-      closed = true;
+      stopWaiting();
       if (server) await server.close();
-      else {
-        try {
-          closeSync(fd);
-        } catch {
-          /* already closed */
-        }
-      }
     },
   };
 }

@@ -4,6 +4,7 @@
 // process when the destination pod is on this node, over HBONE to another node's mesh pod,
 // or as plain TCP from the pod's own IP to anything outside the mesh.
 import type { Socket } from 'node:net';
+import { AgentError } from '../errors.js';
 import type { ConnectionView } from './connection.js';
 import { podName, type ProxyContext } from './context.js';
 import { newTraceparent } from './hbone/index.js';
@@ -16,14 +17,14 @@ function fdOf(sock: Socket): number {
   return h?.fd ?? -1;
 }
 
-export function handleOutbound(ctx: ProxyContext, pod: LocalPod, client: Socket): void {
+/**
+ * Handles one connection accepted on the pod's 15001. Runs inside the accept boundary
+ * (boundary.ts): whatever it throws, or the promise it returns rejects with, resets this
+ * connection only. A lookup that finds the peer already gone (ENOTCONN) is dropped quietly.
+ */
+export function handleOutbound(ctx: ProxyContext, pod: LocalPod, client: Socket): Promise<void> {
   const orig = ctx.originalDst.originalDst(fdOf(client));
-  if (!orig) {
-    ctx.log.warn({ pod: podName(pod), peer: `${client.remoteAddress}:${client.remotePort}`, code: 'NM_ERR_ORIGINAL_DST' }, 'original destination unknown; resetting the connection');
-    client.on('error', () => {});
-    client.resetAndDestroy();
-    return;
-  }
+  if (!orig) throw new AgentError('NM_ERR_ORIGINAL_DST', `no original destination recorded for ${client.remoteAddress}:${client.remotePort} on the outbound listener of ${podName(pod)}; was the connection captured by this agent's programs?`);
   const route: RouteTarget = ctx.router?.route(orig) ?? { addr: orig, ...(ctx.workloads.byIp(orig.ip) ? { peer: ctx.workloads.byIp(orig.ip)! } : {}), hbone: false };
   const target = `${route.addr.ip}:${route.addr.port}`;
   const source = { ...peerOf(pod), ip: pod.ip, port: client.remotePort ?? 0 };
@@ -51,16 +52,15 @@ export function handleOutbound(ctx: ProxyContext, pod: LocalPod, client: Socket)
       direction: 'inbound',
       pod: podName(local),
       originalDst: target,
-      upstreamLabel: `127.0.0.1:${route.addr.port}`,
+      upstreamLabel: `${local.ip}:${route.addr.port}`,
     };
-    deliver(ctx, local, client, [out, inn], { srcPrincipal: `spiffe://${source.principal}`, srcIp: pod.ip, dstIp: local.ip, dstPort: route.addr.port }, route.release);
-    return;
+    return deliver(ctx, local, client, [out, inn], { srcPrincipal: `spiffe://${source.principal}`, srcIp: pod.ip, dstIp: local.ip, dstPort: route.addr.port }, route.release);
   }
   if (route.hbone && route.identity && ctx.hbone) {
     const dialer = ctx.hbone;
     const withId = { ...route, identity: route.identity };
     const traceparent = newTraceparent();
-    void ctx.tracker.run(client, {
+    return ctx.tracker.run(client, {
       ...base,
       securityPolicy: 'mutual_tls',
       upstreamLabel: `${target} via HBONE ${route.addr.ip}:${HBONE_PORT}`,
@@ -68,9 +68,8 @@ export function handleOutbound(ctx: ProxyContext, pod: LocalPod, client: Socket)
       open: () => dialer.dial(pod, withId, pod.ip, traceparent),
       ...(route.release ? { onEnd: route.release } : {}),
     });
-    return;
   }
-  void ctx.tracker.run(client, {
+  return ctx.tracker.run(client, {
     ...base,
     open: async () => {
       const up = await ctx.upstream.connect(pod.netnsPath, route.addr, ctx.timeoutMs);

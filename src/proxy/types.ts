@@ -28,6 +28,12 @@ export interface SocketAddress {
 /** Creates upstream connections from inside a pod's network namespace. */
 export interface UpstreamConnector {
   connect(netnsPath: string, to: SocketAddress, timeoutMs: number): Promise<import('node:net').Socket>;
+  /**
+   * Connects to an app inside the pod whose netns this is, with `fromIp` (the client's IPv4
+   * address) as the source: the inbound delivery socket. Rejects when that cannot be done;
+   * it never falls back to another source or to loopback.
+   */
+  deliver(netnsPath: string, to: SocketAddress, fromIp: string, timeoutMs: number): Promise<import('node:net').Socket>;
   /** Drops any sockets prepared for a namespace that is going away. */
   forget(netnsPath: string): void;
 }
@@ -56,6 +62,8 @@ export interface AuthorizeInput {
   /** SPIFFE identity of the source when known for certain (our own outbound socket, or a verified certificate). */
   srcPrincipal?: string;
   srcIp: string;
+  /** The client's port, when the proxy accepted its socket (lets the node's own probes be recognised). */
+  srcPort?: number;
   dstIp: string;
   dstPort: number;
 }

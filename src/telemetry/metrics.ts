@@ -3,6 +3,37 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { TCP_LABELS, type TcpLabels } from './labels.js';
 
+/** The listener a contained connection failure happened on: 15001, 15006 (and the in-process hand-off), 15008. */
+export type ErrorDirection = 'outbound' | 'inbound' | 'hbone';
+
+/**
+ * Why the proxy gave up on a connection (a bounded set, for the counter's `reason` label):
+ * - `peer_gone`: the peer reset or closed it before the proxy was done setting it up;
+ * - `original_dst`: the original destination of a captured connection is unknown;
+ * - `authorize`: the authorization decision failed (the connection is denied);
+ * - `upstream_connect`: the upstream (app, peer or HBONE tunnel) could not be connected;
+ * - `accept`: the listener could not accept (e.g. out of file descriptors);
+ * - `internal`: anything else; a bug, reported with its stack.
+ */
+export type ConnectionErrorReason = 'peer_gone' | 'original_dst' | 'authorize' | 'upstream_connect' | 'accept' | 'internal';
+
+/**
+ * The node-wide original-destination maps of the redirection programs, as the agent exports
+ * them (docs/security.md "Bounded kernel state"): what they hold, each pod's share, and what
+ * the kernel refused or evicted. Counts are the kernel's own, only ever growing.
+ */
+export interface OrigDstMetrics {
+  capacity: number;
+  /** 0: no per-pod quota. */
+  podQuota: number;
+  entries: number;
+  recordFailures: number;
+  quotaRefusals: number;
+  evictions: { nm_cookie_dst: number; nm_orig_dst: number };
+  /** By pod `ns/name`, or `netns:<cookie>` for a netns this agent does not know. */
+  pods: Array<{ pod: string; entries: number; refused: number }>;
+}
+
 export class MeshMetrics {
   readonly registry = new Registry();
   readonly opened: Counter<string>;
@@ -11,6 +42,17 @@ export class MeshMetrics {
   readonly received: Counter<string>;
   readonly enrolledPods: Gauge<string>;
   readonly activeConnections: Gauge<string>;
+  readonly connectionErrors: Counter<'direction' | 'reason'>;
+  readonly #origDst: {
+    capacity: Gauge;
+    podQuota: Gauge;
+    entries: Gauge;
+    podEntries: Gauge<'pod'>;
+    recordFailures: Counter;
+    quotaRefusals: Counter<'pod'>;
+    evictions: Counter<'map'>;
+  };
+  #origDstSource: (() => OrigDstMetrics | undefined) | undefined;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const labelNames = [...TCP_LABELS];
@@ -21,6 +63,21 @@ export class MeshMetrics {
     this.received = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received by the client side from the server (response direction)', labelNames, registers });
     this.enrolledPods = new Gauge({ name: 'nodemesh_enrolled_pods', help: 'Pods captured by this node agent', registers });
     this.activeConnections = new Gauge({ name: 'nodemesh_active_connections', help: 'Connections open through the proxy', labelNames: ['direction'], registers });
+    this.connectionErrors = new Counter({
+      name: 'nodemesh_connection_errors_total',
+      help: 'Connections the proxy reset or dropped because their set-up failed, by listener and reason (each contained to its connection)',
+      labelNames: ['direction', 'reason'],
+      registers,
+    });
+    this.#origDst = {
+      capacity: new Gauge({ name: 'nodemesh_orig_dst_capacity', help: 'Entries of the node-wide original-destination maps (nm_cookie_dst, nm_orig_dst), shared by every pod', registers }),
+      podQuota: new Gauge({ name: 'nodemesh_orig_dst_pod_quota', help: 'Captured connections one pod may hold open at once (0: no quota); beyond it its connects fail with EPERM', registers }),
+      entries: new Gauge({ name: 'nodemesh_orig_dst_entries', help: 'Captured connections open on this node, each holding an entry in both original-destination maps', registers }),
+      podEntries: new Gauge({ name: 'nodemesh_orig_dst_pod_entries', help: 'Captured connections open, by pod', labelNames: ['pod'], registers }),
+      recordFailures: new Counter({ name: 'nodemesh_orig_dst_record_failures_total', help: 'Captured connects whose original destination could not be recorded (refused with EPERM, or reset by the proxy)', registers }),
+      quotaRefusals: new Counter({ name: 'nodemesh_orig_dst_quota_refusals_total', help: 'Connects refused with EPERM because the pod held its quota of captured connections, by pod', labelNames: ['pod'], registers }),
+      evictions: new Counter({ name: 'nodemesh_orig_dst_evictions_total', help: 'Entries of open connections the LRU maps evicted because they were full, by map', labelNames: ['map'], registers }),
+    };
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'nodemesh_agent_' });
   }
 
@@ -38,7 +95,39 @@ export class MeshMetrics {
     this.closed.inc(l);
   }
 
+  /** Counts one connection the proxy gave up on. */
+  connectionError(direction: ErrorDirection, reason: ConnectionErrorReason): void {
+    this.connectionErrors.inc({ direction, reason });
+  }
+
+  /** Where the original-destination figures come from; read once per scrape. */
+  origDstFrom(source: () => OrigDstMetrics | undefined): void {
+    this.#origDstSource = source;
+  }
+
+  /** Sets the original-destination metrics to what the kernel counts now. */
+  #refreshOrigDst(): void {
+    const s = this.#origDstSource?.();
+    if (!s) return;
+    const m = this.#origDst;
+    m.capacity.set(s.capacity);
+    m.podQuota.set(s.podQuota);
+    m.entries.set(s.entries);
+    // Pods that left take their series along: reset, then set what the kernel holds now.
+    m.podEntries.reset();
+    m.quotaRefusals.reset();
+    m.evictions.reset();
+    m.recordFailures.reset();
+    for (const p of s.pods) {
+      m.podEntries.set({ pod: p.pod }, p.entries);
+      m.quotaRefusals.inc({ pod: p.pod }, p.refused);
+    }
+    for (const [map, n] of Object.entries(s.evictions)) m.evictions.inc({ map }, n);
+    m.recordFailures.inc(s.recordFailures);
+  }
+
   async render(): Promise<{ contentType: string; body: string }> {
+    this.#refreshOrigDst();
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
 }

@@ -112,7 +112,7 @@ export class HbonePool {
     throw second.refused;
   }
 
-  stats(): { sessions: HboneSessionInfo[] } {
+  stats(): { sessions: HboneSessionInfo[]; tlsContexts: number } {
     const now = Date.now();
     const sessions: HboneSessionInfo[] = [];
     for (const list of this.#pools.values()) {
@@ -131,15 +131,17 @@ export class HbonePool {
         });
       }
     }
-    return { sessions };
+    return { sessions, tlsContexts: this.#contexts.size };
   }
 
   /** Closes every session now; open tunnels are reset. Further connect() calls fail. */
   async close(): Promise<void> {
     this.#closed = true;
     const waits: Promise<void>[] = [];
-    for (const list of this.#pools.values()) {
-      for (const s of list) {
+    // Over copies: aborting a session still connecting forgets it (splices it out of its list)
+    // at once, which would skip the next session of the same key and leak it.
+    for (const list of [...this.#pools.values()]) {
+      for (const s of [...list]) {
         clearTimeout(s.idleTimer);
         s.abort?.(new HboneError('NM_ERR_HBONE_CLOSED', 'the HBONE pool was closed'));
         const h2 = s.h2;
@@ -248,7 +250,11 @@ export class HbonePool {
     if (!list) return;
     const i = list.indexOf(s);
     if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.#pools.delete(s.key);
+    if (list.length > 0) return;
+    this.#pools.delete(s.key);
+    // A source identity's TLS context (its key) lives as long as a session of it: nothing is
+    // kept for an identity whose pods left the node or that stopped talking.
+    if (![...this.#pools.values()].some((l) => l.some((x) => x.source === s.source))) this.#contexts.delete(s.source);
   }
 
   /** Dials the session's HTTP/2 connection and keeps the pool's view of it current. */

@@ -1,53 +1,21 @@
 // The inbound HBONE handler (port 15008): mutual TLS that admits only workloads of our trust
 // domain, then one HTTP/2 CONNECT per proxied connection, checked, authorized and relayed to the app.
-import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { constants, performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { HboneError } from '../../errors.js';
 import { log as rootLog, type Logger } from '../../log.js';
-import { relay, type RelayProgress, type RelayResult } from '../relay.js';
+import { Boundary, classify, resetQuietly } from '../boundary.js';
+import { relay, type RelayOptions } from '../relay.js';
 import { MESH_PORTS, type SocketAddress } from '../types.js';
 import { DENY_POLICY_HEADER, formatAuthority, isValidTraceparent, newTraceparent, parseAuthority, parseForwardedFor } from './headers.js';
 import { verifyClientIdentity } from './identity.js';
 import { HboneStream } from './stream.js';
 import { ALPN_H2, contextOptions, sameCredentials, type HboneCredentials } from './tls.js';
 import { applyConnectionWindow, localSettings, resolveTuning, type HboneTuning } from './tuning.js';
+import type { InboundDecision, InboundRejection, InboundRelay, InboundRequest, InboundStatus } from './requests.js';
 
-/** One CONNECT request that passed the request checks, as authorization and telemetry see it. */
-export interface InboundRequest {
-  /** `:authority`: the address the source dialed, an address of this pod. */
-  target: SocketAddress;
-  /** The client certificate's SPIFFE ID (verified: chain and trust domain). */
-  peerIdentity: string;
-  /** The TCP peer of the HBONE connection (the source pod, or its node). */
-  clientAddr: SocketAddress;
-  /** The original client IP from `forwarded: for=...`, when sent and valid. */
-  forwardedFor?: string;
-  /** W3C traceparent as received, or a new one when it was missing or invalid. */
-  traceparent: string;
-}
-
-export type InboundDecision = { allow: true } | { allow: false; reason: string; policy?: string };
-
-export type InboundStatus = 400 | 401 | 500 | 503;
-
-/** A CONNECT answered with something other than 200, for telemetry and access logs. */
-export interface InboundRejection {
-  status: InboundStatus;
-  reason: string;
-  peerIdentity: string;
-  clientAddr: SocketAddress;
-  /** Present once the request passed the checks (401, 500, 503). */
-  request?: InboundRequest;
-  policy?: string;
-  error?: Error;
-}
-
-/** A relay in flight: live byte counts and its outcome. */
-export interface InboundRelay {
-  done: Promise<RelayResult>;
-  progress: RelayProgress;
-}
+export type { InboundDecision, InboundRejection, InboundRelay, InboundRequest, InboundStatus } from './requests.js';
 
 export interface HboneServerOptions {
   /**
@@ -66,8 +34,11 @@ export interface HboneServerOptions {
    * created with `allowHalfOpen: true`. A rejection answers 503.
    */
   connectUpstream: (r: InboundRequest) => Promise<Socket>;
-  /** Called once a tunnel is established (200 sent) and the relay started; observation only. */
-  onStream?: (r: InboundRequest, stream: HboneStream, upstream: Socket, relay: InboundRelay) => void;
+  /**
+   * Called once a tunnel is established (200 sent) and the relay started; observation only. A
+   * promise it returns is part of the tunnel: if it rejects, the tunnel is reset.
+   */
+  onStream?: (r: InboundRequest, stream: HboneStream, upstream: Socket, relay: InboundRelay) => unknown;
   /** Called for every CONNECT answered with an error status. */
   onReject?: (r: InboundRejection) => void;
   /** Send the denying policy's name to the client on 401 (default true; mesh peers only). */
@@ -77,6 +48,13 @@ export interface HboneServerOptions {
   maxConcurrentStreams?: number;
   /** A TLS handshake must complete within this time (default 10 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * Contains the failures of each connection and each tunnel: reset, logged with
+   * response_flags, counted (default: a boundary that logs and counts nothing).
+   */
+  boundary?: Boundary;
+  /** Idle timeout and keepalive of the relays from tunnels to the app. */
+  relay?: RelayOptions;
   log?: Logger;
 }
 
@@ -91,16 +69,24 @@ export interface HboneServerStats {
   answered: Record<string, number>;
 }
 
+/** What a tunnel's failure boundary must reset: its HBONE stream once it is up, its app socket. */
+interface Held {
+  tunnel?: HboneStream;
+  upstream?: Socket;
+}
+
 export class HboneServer {
   readonly #o: HboneServerOptions;
   readonly #log: Logger;
   readonly #tuning: HboneTuning;
   readonly #tls: TlsServer;
+  readonly #boundary: Boundary;
   readonly #sockets = new Set<Socket>();
   readonly #sessions = new Set<ServerHttp2Session>();
   #local: Set<string>;
   #creds: HboneCredentials;
   #closed = false;
+  #draining = false;
   #activeStreams = 0;
   #tlsRejected = 0;
   #identityRejected = 0;
@@ -111,6 +97,7 @@ export class HboneServer {
     this.#o = o;
     this.#log = (o.log ?? rootLog).child({ component: 'hbone-inbound' });
     this.#tuning = resolveTuning(o.tuning);
+    this.#boundary = o.boundary ?? new Boundary({ log: this.#log });
     this.#local = new Set(o.localAddresses);
     this.#creds = o.credentials();
     this.#tls = createServer({
@@ -132,10 +119,16 @@ export class HboneServer {
       sock.once('close', () => this.#sockets.delete(sock));
       this.#refreshCredentials();
     });
-    this.#tls.on('secureConnection', (sock: TLSSocket) => this.#onSecure(sock));
+    // Each connection is its own failure domain: whatever its set-up throws closes it alone.
+    this.#tls.on('secureConnection', (sock: TLSSocket) => this.#boundary.run('hbone', () => sock.destroy(), () => this.#onSecure(sock), { client: `${sock.remoteAddress}:${sock.remotePort}` }));
     this.#tls.on('tlsClientError', (err: Error & { code?: string }, sock: TLSSocket) => {
       this.#tlsRejected++;
-      this.#log.info({ err, client: `${sock.remoteAddress}:${sock.remotePort}`, tlsCode: err.code }, 'HBONE TLS handshake failed; the client gets no connection');
+      const client = `${sock.remoteAddress}:${sock.remotePort}`;
+      const f = classify(err);
+      // A client that reset or closed before its handshake (including one gone before the
+      // accept) is counted quietly; a refused handshake is worth an info line.
+      if (f.reason === 'peer_gone') this.#boundary.record('hbone', err, { client }, f);
+      else this.#log.info({ err, client, tlsCode: err.code }, 'HBONE TLS handshake failed; the client gets no connection');
     });
   }
 
@@ -166,6 +159,18 @@ export class HboneServer {
     };
   }
 
+  /**
+   * A drain (the agent is stopping): stops listening and sends every session a GOAWAY, so
+   * the peer's pool opens its next session to the node's other agent while the tunnels
+   * already open here run to their end. close() later resets what is left.
+   */
+  drain(): void {
+    if (this.#draining || this.#closed) return;
+    this.#draining = true;
+    if (this.#tls.listening) this.#tls.close();
+    for (const s of this.#sessions) if (!s.closed && !s.destroyed) s.close();
+  }
+
   /** Stops listening and resets every session and tunnel (the pod is going away). */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -182,6 +187,7 @@ export class HboneServer {
       this.#tls.once('error', reject);
       this.#tls.listen(o, () => {
         this.#tls.off('error', reject);
+        if (this.#draining) this.#tls.close();
         this.#tls.on('error', (err) => this.#log.error({ err }, 'HBONE listener failed'));
         resolve();
       });
@@ -235,12 +241,21 @@ export class HboneServer {
     this.#sessions.add(session);
     session.on('error', (err) => this.#log.debug({ err, peerIdentity }, 'HBONE session error'));
     session.on('close', () => this.#sessions.delete(session));
+    if (this.#draining) session.close();
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-      void this.#onStream(stream, headers, peerIdentity, clientAddr);
+      // Each tunnel is its own failure domain too: a failure resets its stream and its app socket.
+      const held: Held = {};
+      const reset = (): void => {
+        if (held.tunnel) resetQuietly(held.tunnel); // RST_STREAM(CONNECT_ERROR), never a clean END_STREAM
+        else if (!stream.destroyed && !stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
+        else if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+        if (held.upstream) resetQuietly(held.upstream);
+      };
+      this.#boundary.run('hbone', reset, () => this.#onStream(stream, headers, peerIdentity, clientAddr, held), { peerIdentity, client: `${clientAddr.ip}:${clientAddr.port}`, authority: headers[':authority'] });
     });
   }
 
-  async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string, clientAddr: SocketAddress): Promise<void> {
+  async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string, clientAddr: SocketAddress, held: Held): Promise<void> {
     // Until the tunnel owns it: a client reset must not become an unhandled 'error'.
     const early = (err: Error) => this.#log.debug({ err, peerIdentity }, 'HBONE stream error before the tunnel was up');
     stream.on('error', early);
@@ -278,6 +293,8 @@ export class HboneServer {
     try {
       decision = await this.#o.authorize(req);
     } catch (e) {
+      // Fail closed: no decision is a refusal, booked like any connection failure.
+      this.#boundary.record('hbone', e, { peerIdentity, client: `${clientAddr.ip}:${clientAddr.port}`, authority }, { reason: 'authorize', flags: 'DENY' });
       return reject(500, 'authorization failed with an internal error', { request: req, error: e as Error });
     }
     if (!decision.allow) return reject(401, decision.reason, { request: req, ...(decision.policy ? { policy: decision.policy } : {}) });
@@ -288,6 +305,7 @@ export class HboneServer {
       upstream = await this.#o.connectUpstream(req);
     } catch (e) {
       const err = e as Error & { code?: string };
+      this.#boundary.record('hbone', err, { peerIdentity, client: `${clientAddr.ip}:${clientAddr.port}`, authority }, { reason: 'upstream_connect', flags: 'UF', ...(err.code ? { code: err.code } : {}) });
       return reject(503, `the app at ${formatAuthority(target)} refused or did not answer (${err.code ?? err.message})`, { request: req, error: err });
     }
     if (stream.destroyed || stream.closed) {
@@ -296,18 +314,20 @@ export class HboneServer {
       upstream.resetAndDestroy();
       return;
     }
+    held.upstream = upstream;
     this.#answered[200] = (this.#answered[200] ?? 0) + 1;
     stream.respond({ ':status': 200 });
     const tunnel = new HboneStream(stream, `${formatAuthority(target)} from ${peerIdentity}`);
+    held.tunnel = tunnel;
     stream.off('error', early);
     this.#activeStreams++;
     // relay() takes sockets; HboneStream has the socket surface it uses (setNoDelay,
     // resetAndDestroy, bytesRead), so an upstream reset becomes RST_STREAM(CONNECT_ERROR).
-    const r = relay(tunnel as unknown as Socket, upstream);
+    const r = relay(tunnel as unknown as Socket, upstream, this.#o.relay);
     void r.done.then((res) => {
       this.#activeStreams--;
-      this.#log.debug({ peerIdentity, target: formatAuthority(target), sent: res.sent, received: res.received, ...(res.error ? { err: res.error, failedSide: res.failedSide } : {}) }, 'HBONE tunnel closed');
+      this.#log.debug({ peerIdentity, target: formatAuthority(target), sent: res.sent, received: res.received, ...(res.error ? { err: res.error, failedSide: res.failedSide } : {}), ...(res.idleTimeout ? { idleTimeout: true } : {}) }, 'HBONE tunnel closed');
     });
-    this.#o.onStream?.(req, tunnel, upstream, r);
+    await this.#o.onStream?.(req, tunnel, upstream, r);
   }
 }

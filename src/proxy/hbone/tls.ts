@@ -36,6 +36,10 @@ export class ContextCache {
     return ctx;
   }
 
+  get size(): number {
+    return this.#byKey.size;
+  }
+
   delete(key: string): void {
     this.#byKey.delete(key);
   }
