@@ -34,6 +34,7 @@ export const ErrorFamilies = {
     NM_ERR_AGENT_UNAVAILABLE: 'The node agent is not running or not answering on its socket.',
     NM_ERR_ENROLL: 'A pod could not be enrolled into the mesh.',
     NM_ERR_ORIGINAL_DST: 'The original destination of a captured connection is unknown.',
+    NM_ERR_STATE_FILE: "A file of the agent's persisted state (xDS snapshot, workload certificate) is unreadable or corrupt.",
   },
   XdsError: {
     NM_ERR_XDS_RESOURCE: 'An xDS resource was rejected (NACK).',

@@ -1,16 +1,18 @@
 // The node agent: loads the redirection programs, serves the CNI relay, enrolls pods, runs
-// the shared proxy and the admin, metrics and readiness endpoints.
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+// the shared proxy and the admin, metrics and readiness endpoints; takes a node over from an
+// agent running beside it (an upgrade) and drains when it stops.
+import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import type { Server } from 'node:http';
-import { CniError, NativeError, UsageError } from '../errors.js';
+import { NativeError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
 import { FlowLog, MeshMetrics } from '../telemetry/index.js';
-import { serveRoutes, type Endpoint } from './admin.js';
-import { CniServer, podAddressOf, type CniRequest } from './cni-server.js';
-import { Enroller, exclusionsFrom } from './enrollment.js';
+import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.js';
+import { pruneIdentities, readOrigDst } from './bounded.js';
+import { NodeHandoff } from './handoff.js';
+import { handleCni, type CniContext } from './cni-handler.js';
+import { Enroller } from './enrollment.js';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS, type AgentPaths } from '../net/index.js';
 import type { PodMeta, PodSource } from './podsource.js';
 import { LocalWorkloads } from './workloads.js';
@@ -36,9 +38,13 @@ export interface AgentOptions {
   metrics?: Endpoint;
   ready?: Endpoint;
   connectTimeoutMs?: number;
+  /** Relayed connections idle this long are closed (default 1 h); 0 disables. */
+  idleTimeoutMs?: number;
   log: Logger;
   /** Runs after the CNI socket is up, e.g. to chain our plugin into the node's conflist. */
   onCniReady?: (socketPath: string) => void | Promise<void>;
+  /** On stop, open connections keep running this long before they are closed (default 30 s, as ztunnel's). */
+  drainMs?: number;
 }
 
 export class Agent {
@@ -52,10 +58,14 @@ export class Agent {
   #redirect?: Redirector;
   #proxy?: NodeProxy;
   #enroller?: Enroller;
-  #cni?: CniServer;
-  #servers: Server[] = [];
+  #http?: HttpEndpoints;
   #cp?: ControlPlaneSource;
   #ready = false;
+  readonly #node: NodeHandoff;
+  #stopping?: Promise<void>;
+  /** Aborted by stop() (start gives up waiting) and again by endDrain() (the drain ends now). */
+  readonly #stopSignal = new AbortController();
+  readonly #endDrain = new AbortController();
   /** Pods of a previous agent adopted: only from then on does a pod status report tell the truth. */
   #adopted = false;
   readonly #startedAt = new Date().toISOString();
@@ -65,12 +75,25 @@ export class Agent {
     this.paths = agentPaths(o.stateDir);
     this.node = o.nodeName ?? hostname();
     this.#log = o.log.child({ component: 'agent', node: this.node });
+    this.#node = new NodeHandoff({ cniSocket: this.paths.cniSocket, pidFile: this.paths.pidFile, log: o.log, node: this.node, onCni: (req) => handleCni(this.#cniContext(), req) });
     this.flows = new FlowLog(o.log);
     this.workloads = new LocalWorkloads(o.trustDomain);
   }
 
   get ready(): boolean {
-    return this.#ready && (!this.#cp || this.#cp.xds.isReady);
+    return this.notReadyReasons().length === 0;
+  }
+
+  /** Why the agent is not ready (empty when it is): each thing it cannot do yet, said plainly. */
+  notReadyReasons(): string[] {
+    const out: string[] = [];
+    if (this.#stopping) out.push('draining: the agent is stopping');
+    else if (!this.#ready) out.push('starting');
+    // Synced with the control plane, or serving the last good state restored from disk.
+    if (this.#cp && !this.#cp.serving) out.push('waiting for the first xDS sync (no saved state to serve)');
+    for (const e of this.#http?.unbound() ?? []) out.push(`${e.name} endpoint ${e.address} not bound (${e.error ?? 'not tried yet'}); retrying`);
+    for (const p of this.#enroller?.pending() ?? []) out.push(`pod ${p.pod} enrolled but not served, its connections are refused (${p.error}); retry ${p.attempts} at ${p.nextRetryAt}`);
+    return out;
   }
 
   async start(): Promise<void> {
@@ -82,14 +105,18 @@ export class Agent {
     }
     mkdirSync(this.paths.dir, { recursive: true });
     if (this.#o.controlPlane) {
-      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin');
-      this.#cp.start(() => (this.#adopted ? this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })) : undefined));
+      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin', this.paths.dir);
+      // ---- last good state (docs/security.md "Fail closed") ----
+      // The xDS snapshot and workload certificates a previous run saved, loaded before the
+      // first xDS request (it resumes from their versions) and before any listener opens.
+      this.#cp.restore();
+      // ---- end of last good state ----
+      this.#cp.start(() => (this.#reportsPods ? this.workloads.all().map((p) => ({ uid: p.uid, namespace: p.namespace, name: p.name, ip: p.ip, phase: 'Running' as const })) : undefined));
       this.#cp.xds.once('ready', () => this.#log.info('first xDS sync complete'));
       // Open connections that a policy change now denies are closed, not left running.
-      this.#cp.state.on('change', (c) => {
+      // (Policies, a workload's policy bindings, or a rejection changed; see onPolicyChange.)
+      this.#cp.onPolicyChange(() => {
         if (this.#o.closeDeniedConnections === false) return;
-        // Policies, or a workload's policy bindings, changed.
-        if (c.policies.upserted.length + c.policies.removed.length + c.workloads.upserted.length === 0) return;
         const n = this.#proxy?.reevaluate() ?? 0;
         if (n) this.#log.info({ closed: n }, 'closed connections denied by the new policy');
       });
@@ -98,9 +125,10 @@ export class Agent {
     const cgroupRoot = findCgroup2Root();
     const redirect = await Redirector.open({ pinRoot: this.#o.pinRoot ?? DEFAULT_PIN_ROOT });
     this.#redirect = redirect;
+    this.metrics.origDstFrom(() => readOrigDst(this.#redirect, this.#enroller, this.#log));
     const proxy = new NodeProxy({
       listen: (ns, opts) => listenInNetns(ns, opts),
-      upstream: new NetnsConnector((ns, n) => socketsInNetns(ns, n)),
+      upstream: new NetnsConnector((ns, n, o) => socketsInNetns(ns, n, o)),
       originalDst: redirect,
       workloads: cp ?? this.workloads,
       ...(cp ? { authorize: (i) => cp.authorize(i) } : {}),
@@ -111,24 +139,78 @@ export class Agent {
       // over HBONE (mTLS on 15008). Local mode has no CA, so it stays plain TCP.
       ...(cp ? { hbone: { credentials: cp.secrets, trustDomain: this.#o.trustDomain ?? 'cluster.local' } } : {}),
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
+      ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),
     });
     this.#proxy = proxy;
-    this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log });
+    this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
 
-    const { adopted, removed } = await this.#enroller.adopt();
-    for (const p of this.#enroller.pods()) this.#remember(p.uid, p.namespace, p.name, p.ip, true);
-    this.#adopted = true;
-    if (adopted.length || removed.length) this.#log.info({ adopted, removed: removed.length }, 'adopted pods enrolled by a previous agent');
-    this.metrics.enrolledPods.set(this.#enroller.pods().length);
-
+    // The endpoints first, so that whatever the agent waits for below shows in its readiness
+    // and /config_dump.
     await this.#serveHttp();
-    this.#cni = await CniServer.listen(this.paths.cniSocket, (req) => this.#onCni(req), this.#o.log);
+    // Only with policy to serve does this agent open listeners: beside a live agent (an
+    // upgrade) they share the pods' connections the moment they open, and an agent without
+    // state would refuse its share.
+    if (!(await this.#waitForState())) return;
+    const previous = this.#node.claim.holder();
+    await this.#node.take();
     await this.#o.onCniReady?.(this.paths.cniSocket);
-    writeFileSync(this.paths.pidFile, `${process.pid}\n`);
+    if (previous !== undefined && previous !== process.pid) this.#log.info({ previousAgent: previous }, 'taking this node over from the agent running beside this one (an upgrade): it drains when it is stopped');
+    await this.#adopt();
+    if (this.#stopSignal.signal.aborted) return;
     this.#ready = true;
+    const enroller = this.#enroller;
+    this.#node.watch({ enroller, proxy, redirect, draining: () => this.#stopping !== undefined, adopt: () => this.#adopt(),
+      onForgotten: (uids) => {
+        for (const uid of uids) this.workloads.deleteUid(uid);
+        this.metrics.enrolledPods.set(enroller.pods().length);
+        this.#prune();
+      },
+    });
     if (cp) void cp.reportPods().catch(() => {});
-    for (const p of this.#enroller.pods()) this.#requestCert(p.trustDomain, p.namespace, p.serviceAccount);
-    this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length }, 'agent ready');
+    this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length, pending: this.#enroller.pending().length }, 'agent ready');
+  }
+
+  /** True once there is policy to serve (at once in local mode); false when stop() came first. */
+  async #waitForState(): Promise<boolean> {
+    const cp = this.#cp;
+    const stopped = this.#stopSignal.signal;
+    if (cp && !cp.serving && !stopped.aborted) {
+      this.#log.info('waiting for the first xDS sync before opening listeners (no saved state to serve)');
+      await Promise.race([cp.xds.ready, new Promise((r) => stopped.addEventListener('abort', r, { once: true }))]);
+    }
+    return !stopped.aborted;
+  }
+
+  /** Adopts what the records name (again after a reclaim); a pod that fails stays enrolled and is retried. */
+  async #adopt(): Promise<void> {
+    const enroller = this.#enroller!;
+    const { adopted, removed, pending } = await enroller.adopt();
+    for (const p of [...enroller.pods(), ...enroller.pendingPods()]) this.#remember(p.uid, p.namespace, p.name, p.ip, true);
+    this.#adopted = true;
+    if (adopted.length || removed.length || pending.length) this.#log.info({ adopted, removed: removed.length, pending }, 'adopted pods enrolled by a previous agent');
+    this.metrics.enrolledPods.set(enroller.pods().length);
+    for (const p of enroller.pods()) this.#requestCert(p.trustDomain, p.namespace, p.serviceAccount);
+    this.#prune(); // certificates restored from disk for pods that left while no agent ran
+  }
+
+  /** Forgets the certificates (memory and disk) of identities no pod of the node has any more. */
+  #prune(): void {
+    if (this.#cp && this.#enroller) pruneIdentities(this.#cp.secrets, this.#enroller, this.#log);
+  }
+
+  /** A pod that waited (pending) is served now. */
+  #served(p: { uid: string; namespace: string; name: string; ip: string; trustDomain: string; serviceAccount: string }): void {
+    this.#remember(p.uid, p.namespace, p.name, p.ip, true);
+    this.metrics.enrolledPods.set(this.#enroller?.pods().length ?? 0);
+    this.#requestCert(p.trustDomain, p.namespace, p.serviceAccount);
+  }
+
+  /**
+   * Whether this agent's pod list is the node's truth: after adoption, and not once a newer
+   * agent took the node over or this one is stopping (its list would withdraw the new pods).
+   */
+  get #reportsPods(): boolean {
+    return this.#adopted && !this.#stopping && this.#node.supersededBy === undefined;
   }
 
   #remember(uid: string, namespace: string, name: string, ip: string, enrolled: boolean, meta?: PodMeta): void {
@@ -144,88 +226,19 @@ export class Agent {
     cp.secrets.get(id).catch((err: unknown) => this.#log.warn({ err, identity: id }, 'certificate request failed; will retry'));
   }
 
-  /** Pod metadata: from the config dir in local mode; from the published workload otherwise. */
-  async #podMeta(uid: string, ns: string, name: string, ip: string, runtimeAnnotations: Record<string, string> | undefined): Promise<PodMeta | undefined> {
-    if (this.#o.podSource) {
-      const m = this.#o.podSource.lookup(ns, name);
-      return m && runtimeAnnotations ? { ...m, annotations: { ...m.annotations, ...runtimeAnnotations } } : m;
-    }
-    const cp = this.#cp!;
-    // Tell the control plane the pod runs here with this IP, as the kubelet would, then wait
-    // for it to publish the workload: its tunnel protocol says whether the mesh captures it.
-    this.workloads.set({ uid, namespace: ns, name, ip, enrolled: false, serviceAccount: 'default', labels: {} });
-    await cp.reportPods().catch(() => {});
-    const w = await cp.awaitWorkload(ns, name, ip, this.#o.workloadWaitMs ?? 10_000);
-    if (!w) {
-      this.workloads.deleteUid(uid);
-      throw new CniError(`nodemesh agent: the control plane has not published pod ${ns}/${name} (${ip}) within ${(this.#o.workloadWaitMs ?? 10_000) / 1000} s; is it running and does it know this pod?`, { cniCode: 11 });
-    }
+  #cniContext(): CniContext {
     return {
-      uid,
-      namespace: ns,
-      name,
-      serviceAccount: w.serviceAccount,
-      labels: w.canonicalName ? { app: w.canonicalName } : {},
-      annotations: runtimeAnnotations ?? {},
-      ambient: w.tunnelProtocol === 'HBONE',
+      enroller: this.#enroller!,
+      workloads: this.workloads,
+      cp: this.#cp,
+      podSource: this.#o.podSource,
+      trustDomain: this.#o.trustDomain,
+      workloadWaitMs: this.#o.workloadWaitMs,
+      metrics: this.metrics,
+      log: this.#log,
+      remember: (...a) => this.#remember(...a),
+      requestCert: (...a) => this.#requestCert(...a),
     };
-  }
-
-  async #onCni(req: CniRequest): Promise<void> {
-    const enroller = this.#enroller!;
-    const ns = req.args.K8S_POD_NAMESPACE;
-    const name = req.args.K8S_POD_NAME;
-    const uid = req.args.K8S_POD_UID;
-    if (req.command === 'DEL') {
-      // DEL must always succeed so the runtime can clean the pod up.
-      const known = uid ? uid : enroller.pods().find((p) => p.containerId === req.containerId)?.uid;
-      if (known) {
-        await enroller.unenroll(known).catch((err: unknown) => this.#log.error({ err, uid: known }, 'detach failed during DEL'));
-        this.workloads.deleteUid(known);
-        void this.#cp?.reportPods().catch(() => {});
-      }
-      this.metrics.enrolledPods.set(enroller.pods().length);
-      return;
-    }
-    if (!ns || !name || !uid) throw new CniError('nodemesh agent: CNI_ARGS must carry K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID', { cniCode: 4 });
-    if (req.command === 'CHECK') {
-      const known = this.workloads.all().find((p) => p.uid === uid);
-      if (known?.enrolled && !enroller.get(uid)) throw new CniError(`nodemesh agent: pod ${ns}/${name} should be enrolled but is not`, { cniCode: 100 });
-      return;
-    }
-    if (!req.netns) throw new CniError('nodemesh agent: CNI_NETNS is empty', { cniCode: 4 });
-    if (!existsSync(req.netns)) throw new CniError(`nodemesh agent: network namespace ${req.netns} does not exist`, { cniCode: 4 });
-    const addr = podAddressOf(req.config);
-    if (!addr) throw new CniError(`nodemesh agent: no IPv4 address in prevResult for ${ns}/${name}; nodemesh-cni must be chained after an IPAM-assigning plugin`, { cniCode: 7 });
-    const rc = req.config.runtimeConfig as Record<string, unknown> | undefined;
-    const annotations = rc?.['io.kubernetes.cri.pod-annotations'] as Record<string, string> | undefined;
-    const meta = await this.#podMeta(uid, ns, name, addr.ip, annotations);
-    if (!meta?.ambient) {
-      this.#remember(uid, ns, name, addr.ip, false, meta);
-      this.#log.info({ pod: `${ns}/${name}`, ip: addr.ip }, meta ? 'pod not enrolled: no nodemesh.io/dataplane-mode=ambient label on it or its namespace' : 'pod not enrolled: unknown to the pod source');
-      return;
-    }
-    let exclusions;
-    try {
-      exclusions = exclusionsFrom(meta.annotations);
-    } catch (e) {
-      throw new CniError(`nodemesh agent: ${(e as Error).message}`, { cniCode: 7 });
-    }
-    await enroller.enroll({
-      uid,
-      namespace: ns,
-      name,
-      ip: addr.ip,
-      netnsPath: req.netns,
-      containerId: req.containerId,
-      serviceAccount: meta.serviceAccount,
-      labels: meta.labels,
-      trustDomain: this.#o.trustDomain ?? 'cluster.local',
-      exclusions,
-    });
-    this.#remember(uid, ns, name, addr.ip, true, meta);
-    this.metrics.enrolledPods.set(enroller.pods().length);
-    this.#requestCert(this.#o.trustDomain ?? 'cluster.local', ns, meta.serviceAccount);
   }
 
   configDump(): object {
@@ -241,7 +254,19 @@ export class Agent {
           }
         : {}),
       startedAt: this.#startedAt,
-      ready: this.#ready,
+      ready: this.ready,
+      // Which agent answered: during an upgrade two agents share the node's ports.
+      agent: {
+        pid: process.pid,
+        notReady: this.notReadyReasons(),
+        draining: this.#stopping !== undefined,
+        holdsNode: this.#node.claim.holder() === process.pid,
+        ...(this.#node.supersededBy !== undefined ? { supersededBy: this.#node.supersededBy } : {}),
+        endpoints: this.#http?.status() ?? [],
+        openConnections: this.#proxy?.openConnections() ?? 0,
+      },
+      /** Enrolled in the kernel (connections refused) but not served by this agent yet: retried. */
+      pendingPods: this.#enroller?.pending() ?? [],
       pods: this.#enroller?.pods().map((p) => ({
         uid: p.uid,
         namespace: p.namespace,
@@ -255,6 +280,8 @@ export class Agent {
         enrolledAt: p.enrolledAt,
       })) ?? [],
       listeners: this.#proxy?.listeners() ?? [],
+      // The node-wide original-destination maps: how full, each pod's share, refusals, evictions.
+      kernel: { origDst: readOrigDst(this.#redirect, this.#enroller, this.#log) ?? null },
       hbonePool: this.#proxy?.hboneSessions() ?? [],
       workloads: this.#cp ? [...this.#cp.state.workloads()] : this.workloads.all(),
       connections: this.flows.open(),
@@ -262,34 +289,56 @@ export class Agent {
   }
 
   async #serveHttp(): Promise<void> {
-    const log = this.#o.log.child({ component: 'admin' });
-    const readiness = () => (this.ready ? { body: 'ready\n' } : { status: 503, body: this.#cp && !this.#cp.xds.isReady ? 'not ready: waiting for the first xDS sync\n' : 'not ready\n' });
-    const metrics = async () => {
-      const r = await this.metrics.render();
-      return { type: r.contentType, body: r.body };
-    };
-    this.#servers.push(
-      await serveRoutes(this.#o.admin ?? { host: '127.0.0.1', port: PORTS.admin }, {
-        '/config_dump': () => ({ body: this.configDump() }),
-        '/debug/flows': (_req, url) => ({ body: this.flows.recent(Number(url.searchParams.get('limit') ?? 1000)) }),
-        '/healthz/ready': readiness,
-        '/metrics': metrics,
-      }, log),
-      await serveRoutes(this.#o.metrics ?? { host: '0.0.0.0', port: PORTS.metrics }, { '/metrics': metrics, '/stats/prometheus': metrics }, log),
-      await serveRoutes(this.#o.ready ?? { host: '0.0.0.0', port: PORTS.ready }, { '/healthz/ready': readiness }, log),
-    );
+    this.#http = await serveAgentEndpoints({
+      log: this.#o.log.child({ component: 'admin' }),
+      admin: this.#o.admin ?? { host: '127.0.0.1', port: PORTS.admin },
+      metricsAt: this.#o.metrics ?? { host: '0.0.0.0', port: PORTS.metrics },
+      readyAt: this.#o.ready ?? { host: '0.0.0.0', port: PORTS.ready },
+      notReady: () => this.notReadyReasons(),
+      configDump: () => this.configDump(),
+      flows: (limit) => this.flows.recent(limit),
+      metrics: () => this.metrics.render(),
+    });
   }
 
-  /** Stops serving. Pinned programs stay, so pods keep failing closed until an agent adopts them. */
-  async stop(): Promise<void> {
+  /**
+   * Stops, in two steps. At once it takes no new work: an agent it took the node from that
+   * still runs gets the node back first (NodeHandoff.handBack), the CNI socket and the HTTP
+   * endpoints close (the socket path is removed only while it is still this agent's), and so
+   * do the pod listeners, which leaves new connections to an agent beside this one. Then
+   * connections already open keep running until they end, for at most `drainMs` (default:
+   * the option, else 30 s) or until endDrain(); what is left then is closed. Pinned programs
+   * and map entries stay: pods keep failing closed until an agent adopts them.
+   */
+  stop(o: { drainMs?: number } = {}): Promise<void> {
+    this.#stopping ??= this.#shutdown(o.drainMs ?? this.#o.drainMs ?? 30_000);
+    return this.#stopping;
+  }
+
+  /** Ends a drain now (a second SIGTERM): the open connections are closed. */
+  endDrain(): void {
+    this.#endDrain.abort();
+  }
+
+  async #shutdown(drainMs: number): Promise<void> {
     this.#ready = false;
-    await this.#cni?.close();
-    await Promise.all(this.#servers.map((s) => new Promise((r) => s.close(r))));
-    this.#servers = [];
-    await this.#proxy?.close();
+    this.#stopSignal.abort();
+    this.#enroller?.stop();
+    const proxy = this.#proxy;
+    const redirect = this.#redirect;
+    await this.#node.handBack(() => (proxy && redirect ? proxy.inboundListeners().some((l) => redirect.isInboundListener(l.pod.ip, l.kind, l.fd)) : false));
+    await this.#node.close();
+    await this.#http?.close();
+    let draining = false;
+    const left = await proxy?.drain(drainMs, this.#endDrain.signal, (open) => {
+      draining = true;
+      this.#log.info({ open, drainSeconds: drainMs / 1000 }, 'draining: listeners closed, open connections keep running until they end or the drain period is over (signal again to close them now)');
+    });
+    if (left) this.#log.warn({ closed: left, by: this.#endDrain.signal.aborted ? 'signal' : 'drain period over' }, 'drain over: closed the connections still open');
+    else if (draining) this.#log.info('drained: every open connection ended');
     await this.#cp?.stop();
     this.#redirect?.close();
-    rmSync(this.paths.pidFile, { force: true });
+    this.#node.claim.release();
     this.#log.info('agent stopped');
   }
 }

@@ -1,7 +1,8 @@
 // The agent's end of the CNI relay (docs/cni.md): a unix socket the nodemesh-cni plugin
 // connects to once per ADD/CHECK/DEL. The answer is sent only when the work is done, so a
 // pod's containers never start before its redirection is in place.
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
@@ -66,19 +67,38 @@ function parseRequest(raw: string): CniRequest {
   };
 }
 
+function inodeOf(path: string): bigint | undefined {
+  try {
+    return statSync(path, { bigint: true }).ino;
+  } catch {
+    return undefined;
+  }
+}
+
 export class CniServer {
   readonly #server: Server;
   readonly #path: string;
+  readonly #ino: bigint | undefined;
 
-  private constructor(server: Server, path: string) {
+  private constructor(server: Server, path: string, ino: bigint | undefined) {
     this.#server = server;
     this.#path = path;
+    this.#ino = ino;
+  }
+
+  /** Whether the socket path is still this server's (false once a newer agent took it over). */
+  owns(): boolean {
+    return this.#ino !== undefined && inodeOf(this.#path) === this.#ino;
   }
 
   static async listen(path: string, handler: CniHandler, log: Logger): Promise<CniServer> {
     const l = log.child({ component: 'cni' });
     mkdirSync(dirname(path), { recursive: true });
-    rmSync(path, { force: true }); // a stale socket from a previous agent
+    // Bound at a name of its own, then renamed over `path` in one step: during a takeover (a
+    // new agent beside the old one, or a stale socket left by a dead one) a plugin never finds
+    // the path missing. And libuv unlinks the name it bound when the server closes, so the
+    // old agent's close can never remove the socket that replaced its own.
+    const bound = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
     // allowHalfOpen: the plugin shuts down its write side to mark the end of the request,
     // and the answer must still go back on the same connection.
     const server = createServer({ allowHalfOpen: true }, (sock) => {
@@ -109,17 +129,24 @@ export class CniServer {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(path, () => {
+      server.listen(bound, () => {
         server.off('error', reject);
         resolve();
       });
     });
-    chmodSync(path, 0o600);
-    return new CniServer(server, path);
+    try {
+      chmodSync(bound, 0o600);
+      renameSync(bound, path);
+    } catch (err) {
+      server.close();
+      throw err;
+    }
+    return new CniServer(server, path, inodeOf(path));
   }
 
+  /** Stops serving; the socket path is removed only while it is still this server's. */
   async close(): Promise<void> {
+    if (this.owns()) rmSync(this.#path, { force: true });
     await new Promise((r) => this.#server.close(r));
-    rmSync(this.#path, { force: true });
   }
 }

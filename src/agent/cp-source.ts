@@ -1,14 +1,30 @@
 // The agent's view of the mesh when a control plane drives it: xDS state (workloads,
 // services, policies), pod status reports (how the control plane learns pod IPs, the way
-// the kubelet reports pod status), and workload certificates from the control plane's CA.
+// the kubelet reports pod status), and workload certificates from the control plane's CA;
+// the last good state of both kept on disk, and authorization that fails closed.
+import { join } from 'node:path';
+import { isNodemeshError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { CaClient, SecretManager } from '../identity/index.js';
+import { CaClient, SecretManager, SecretStore } from '../identity/index.js';
 import { Balancer, type LbPolicy, type MeshRouter, type RouteTarget, type SocketAddress, type WorkloadIndex } from '../proxy/index.js';
 import { evaluate } from '../rbac/index.js';
-import { ProxyState, selectPolicies, type Workload } from '../state/index.js';
+import { ProxyState, type StateChange, type Workload } from '../state/index.js';
 import type { PeerInfo } from '../telemetry/index.js';
 import { PodStatusClient, XdsClient, type ControlPlaneConnection, type PodStatus } from '../xds/index.js';
 import type { AuthorizeInput, AuthorizeResult } from '../proxy/index.js';
+import { NodeOrigin } from './node-origin.js';
+import { encodeSnapshot, readSnapshot, SnapshotWriter } from './persist.js';
+
+/** How long policy re-evaluation of open connections waits for named policies to arrive. */
+const POLICY_SETTLE_MS = 2000;
+
+/** What the agent restored from its state directory at start. */
+export interface Restored {
+  /** Resources of the xDS snapshot now in the state (0: none, or it was unusable). */
+  resources: number;
+  /** Identities whose certificate was restored. */
+  certificates: string[];
+}
 
 export function peerOfWorkload(w: Workload): PeerInfo {
   return {
@@ -32,13 +48,65 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
   #reporting: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   #pods: () => PodStatus[] | undefined = () => undefined;
+  readonly #node: string;
+  readonly #snapshotPath: string | undefined;
+  readonly #writer: SnapshotWriter | undefined;
+  readonly #origin = new NodeOrigin();
+  #restored = false;
 
-  constructor(conn: ControlPlaneConnection, log: Logger, lb: LbPolicy = 'round-robin') {
+  /** With `stateDir` (the agent's directory), the last good xDS state and certificates persist there. */
+  constructor(conn: ControlPlaneConnection, log: Logger, lb: LbPolicy = 'round-robin', stateDir?: string) {
     this.#log = log.child({ component: 'cp-source' });
+    this.#node = conn.nodeName;
     this.balancer = new Balancer(lb);
     this.xds = new XdsClient({ ...conn, state: this.state, logger: log });
     this.#status = new PodStatusClient(conn);
-    this.secrets = new SecretManager({ ca: new CaClient(conn), rootsPem: String(conn.rootCertPem), logger: log });
+    // A service that left the state takes its round-robin cursor along.
+    this.state.on('change', (c) => c.services.removed.forEach((k) => this.balancer.forget(k)));
+    const store = stateDir ? new SecretStore(join(stateDir, 'secrets')) : undefined;
+    this.secrets = new SecretManager({ ca: new CaClient(conn), rootsPem: String(conn.rootCertPem), logger: log, ...(store ? { store } : {}) });
+    if (stateDir) {
+      const path = join(stateDir, 'xds-snapshot.json');
+      this.#snapshotPath = path;
+      this.#writer = new SnapshotWriter({ path, take: () => encodeSnapshot(this.xds.snapshot(), this.#node), log: this.#log });
+    }
+  }
+
+  /** Serving policy: synced with the control plane, or restored from the last good snapshot. */
+  get serving(): boolean {
+    return this.xds.isReady || this.#restored;
+  }
+
+  /**
+   * Loads the last good xDS snapshot and the workload certificates from the state dir. Call
+   * before start() and before any listener opens. A file that cannot be used is logged with
+   * its path and skipped: the agent then starts as if it had none (fail closed: connections
+   * to its pods are denied until xDS arrives), and never crashes.
+   */
+  restore(): Restored {
+    let certificates: string[] = [];
+    try {
+      certificates = this.secrets.restore();
+    } catch (err) {
+      this.#log.error({ err }, 'stored certificates not used; requesting new ones from the CA');
+    }
+    let resources = 0;
+    if (this.#snapshotPath) {
+      try {
+        const snap = readSnapshot(this.#snapshotPath, this.#node);
+        if (snap) {
+          const r = this.xds.restore(snap);
+          resources = r.resources;
+          this.#restored = resources > 0;
+          if (r.rejected.length) this.#log.warn({ file: this.#snapshotPath, rejected: r.rejected }, 'xDS snapshot: some resources were rejected on restore');
+        }
+      } catch (err) {
+        // A bad file is NM_ERR_STATE_FILE; anything else is a bug, and still must not stop the agent.
+        this.#log.error({ err, ...(isNodemeshError(err, 'NM_ERR_STATE_FILE') ? {} : { file: this.#snapshotPath }) }, 'xDS snapshot not used; denying connections to this node\'s pods until the control plane syncs');
+      }
+    }
+    if (resources || certificates.length) this.#log.info({ resources, certificates: certificates.length, file: this.#snapshotPath }, 'restored the last good state from disk');
+    return { resources, certificates };
   }
 
   /**
@@ -49,6 +117,8 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
    */
   start(pods: () => PodStatus[] | undefined): void {
     this.#pods = pods;
+    // Every applied response (ACKed, or NACKed with the rest applied) is saved, debounced.
+    if (this.#writer) this.xds.on('applied', () => this.#writer!.schedule());
     this.xds.start();
     // Re-report periodically and on every reconnect, so a restarted control plane relearns
     // this node's pods without waiting for a pod to change.
@@ -130,11 +200,24 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
     return w ? peerOfWorkload(w) : undefined;
   }
 
-  /** Istio's evaluation for a connection to a workload on this node. */
+  /**
+   * Istio's evaluation for a connection to a workload on this node, allowed only on positive
+   * knowledge (docs/security.md, "Fail closed"): a plaintext connection the node itself
+   * opened (kubelet probes) passes; otherwise the destination must be a known workload, every
+   * policy it names must have arrived, nothing that bears on it may stand rejected, and the
+   * policies must allow it.
+   */
   authorize(i: AuthorizeInput): AuthorizeResult {
+    if (!i.srcPrincipal && i.srcPort !== undefined && this.#origin.opened({ srcIp: i.srcIp, srcPort: i.srcPort, dstIp: i.dstIp, dstPort: i.dstPort })) {
+      return { allowed: true, reason: 'node-probe' };
+    }
     const dst = this.state.workloadByIp(i.dstIp);
-    if (!dst) return { allowed: true, reason: 'destination not in mesh state' };
-    const policies = selectPolicies(this.state.policies(), dst);
+    if (!dst) return { allowed: false, reason: this.serving ? 'destination-unknown' : 'no-xds-state' };
+    const view = this.state.policyView(dst);
+    if (view.missing.length) return { allowed: false, reason: 'policy-not-arrived', policy: view.missing[0]! };
+    const rejected = view.rejected[0];
+    if (rejected) return { allowed: false, reason: `${rejected.kind}-rejected`, policy: rejected.name };
+    const policies = view.policies;
     const d = evaluate(policies, {
       ...(i.srcPrincipal ? { srcPrincipal: i.srcPrincipal } : {}),
       srcIp: i.srcIp,
@@ -145,8 +228,35 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
     return { allowed: d.allowed, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };
   }
 
+  /**
+   * Calls `fn` after each state change that may change a verdict (policies, workload
+   * updates, rejections), so open connections are re-authorized. While a workload names a policy that
+   * has not arrived (the control plane sends a workload's new policy list just before the
+   * policy), the call waits for it, up to POLICY_SETTLE_MS, instead of resetting every
+   * connection to that workload for the moment in between.
+   */
+  onPolicyChange(fn: () => void): void {
+    let timer: NodeJS.Timeout | undefined;
+    const fire = (): void => {
+      clearTimeout(timer);
+      timer = undefined;
+      fn();
+    };
+    this.state.on('change', (c: StateChange) => {
+      // A workload that left the state is not a reason to reset its connections (a deleted
+      // pod ends them itself; a control plane that lost track must not cut the node off).
+      if (c.policies.upserted.length + c.policies.removed.length + c.workloads.upserted.length + c.rejected.upserted.length + c.rejected.removed.length === 0) return;
+      const settled = [...this.state.workloads()].every((w) => w.authorizationPolicies.every((k) => this.state.policy(k) !== undefined));
+      if (settled) return fire();
+      timer ??= setTimeout(fire, POLICY_SETTLE_MS);
+      timer.unref();
+    });
+  }
+
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    // The last word on disk is the state we stop with.
+    this.#writer?.flush();
     await this.xds.stop();
     this.#status.close();
     this.secrets.close();

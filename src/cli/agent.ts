@@ -18,14 +18,15 @@ the node's CNI config beforehand by \`nodemesh install-cni\` (the DaemonSet's in
 \`nodemesh up\` and \`nodemesh sim agent\` run it for a simulated node).
 
 With --control-plane, workloads, services, authorization policies and workload
-certificates come from the control plane (delta xDS over TLS, authenticated by the bootstrap
+certificates come from the control plane (delta xDS over TLS, authenticated by this node's
 token), the agent reports its pods' IPs to it, and it is ready after the first full sync.
 In local mode (--config) pod metadata comes from a directory of Kubernetes YAML, no control
 plane is used, and no policy is enforced.
 
 Options:
   --control-plane <addr> control plane gRPC address, e.g. 127.0.0.1:15012
-  --token-file <file>   bootstrap token (written by the control plane at start)
+  --token-file <file>   this node's token (\`nodemesh control-plane node-token --node <name>\`);
+                        it must be minted for the --node name
   --root-cert <file>    mesh root certificate the control plane's certificate chains to
   --config <dir>        directory of Kubernetes YAML (local mode)
   --state-dir <dir>     state directory (default $NODEMESH_STATE_DIR or /run/nodemesh)
@@ -36,6 +37,8 @@ Options:
   --ready <addr>        readiness endpoint (default 0.0.0.0:15021)
   --trust-domain <td>   SPIFFE trust domain (default cluster.local)
   --connect-timeout <ms> upstream connect timeout before the client is reset (default 5000)
+  --idle-timeout <s>    close a relayed connection after this many seconds without a byte
+                        either way (default 3600, as Envoy's tcp_proxy); 0 disables
   --no-install-cni      the agent itself never edits a CNI config; given to \`sim agent\`
                         (or \`nodemesh up\`'s agents), skips the install-cni step run before it
   --lb <policy>         how a Service VIP picks among ready endpoints: round-robin (default)
@@ -43,10 +46,20 @@ Options:
   --keep-denied-connections
                         leave open connections running when a policy change denies them
                         (Istio's behaviour); by default they are reset within a second
+  --drain-seconds <s>   on SIGTERM/SIGINT, let open connections run this long before they
+                        are closed (default 30, as ztunnel's); 0 closes them at once
   -h, --help            this help
 
-Stops on SIGINT/SIGTERM. Pinned programs stay, so enrolled pods keep failing closed until
-the next agent adopts them; 'nodemesh down' removes everything.
+Upgrades: a new agent started beside a running one (a DaemonSet rolling update with surge)
+binds beside it (SO_REUSEPORT), takes the CNI socket and its pods' inbound listeners, and
+the two share new connections until the old one is stopped. Neither removes what the other
+registered.
+
+Stops on SIGINT/SIGTERM: new connections go to another agent of the node, or are refused
+(outbound) and dropped (inbound) when there is none; open ones keep running for
+--drain-seconds, then are closed; a second signal closes them at once. Pinned programs stay,
+so enrolled pods keep failing closed until the next agent adopts them; 'nodemesh down'
+removes everything.
 `;
 
 export const agentCommand: Command = {
@@ -64,8 +77,10 @@ export const agentCommand: Command = {
       ready: { type: 'string' },
       'trust-domain': { type: 'string' },
       'connect-timeout': { type: 'string' },
+      'idle-timeout': { type: 'string' },
       'no-install-cni': { type: 'boolean' },
       'keep-denied-connections': { type: 'boolean' },
+      'drain-seconds': { type: 'string' },
       lb: { type: 'string' },
       'control-plane': { type: 'string' },
       'token-file': { type: 'string' },
@@ -87,6 +102,10 @@ export const agentCommand: Command = {
     const sd = stateDir(values['state-dir']);
     const timeout = values['connect-timeout'] ? Number(values['connect-timeout']) : undefined;
     if (timeout !== undefined && !(timeout > 0)) throw usageError('--connect-timeout must be a positive number of milliseconds');
+    const idle = values['idle-timeout'] !== undefined ? Number(values['idle-timeout']) : undefined;
+    if (idle !== undefined && !(Number.isFinite(idle) && idle >= 0)) throw usageError('--idle-timeout must be a number of seconds, 0 or more (0 disables it)');
+    const drain = values['drain-seconds'] !== undefined ? Number(values['drain-seconds']) : 30;
+    if (!(Number.isFinite(drain) && drain >= 0)) throw usageError('--drain-seconds must be a number of seconds, 0 or more');
     const lb = values.lb ?? 'round-robin';
     if (lb !== 'round-robin' && lb !== 'least-conn') throw usageError(`--lb must be round-robin or least-conn, got ${JSON.stringify(lb)}`);
     const agent = new Agent({
@@ -99,17 +118,24 @@ export const agentCommand: Command = {
       ...(values.metrics ? { metrics: parseEndpoint(values.metrics, '--metrics') } : {}),
       ...(values.ready ? { ready: parseEndpoint(values.ready, '--ready') } : {}),
       ...(timeout ? { connectTimeoutMs: timeout } : {}),
+      ...(idle !== undefined ? { idleTimeoutMs: Math.round(idle * 1000) } : {}),
       closeDeniedConnections: !values['keep-denied-connections'],
+      drainMs: Math.round(drain * 1000),
       ...(values.config ? { podSource: new ConfigDirPodSource(resolve(values.config), log) } : {}),
       ...(controlPlane ? { controlPlane } : {}),
       log,
     });
+    // The first signal starts the drain; another one ends it.
     const stopped = new Promise<void>((res) => {
       const stop = () => {
+        process.removeListener('SIGINT', stop);
+        process.removeListener('SIGTERM', stop);
+        process.on('SIGINT', () => agent.endDrain());
+        process.on('SIGTERM', () => agent.endDrain());
         agent.stop().then(res, res);
       };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
     });
     await agent.start();
     await stopped;

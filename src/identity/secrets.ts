@@ -1,9 +1,11 @@
 // Per-identity keys and certificates for the proxy: generates an ECDSA P-256 key and a CSR per
-// SPIFFE identity, gets it signed, and rotates it well before it expires.
+// SPIFFE identity, gets it signed, and rotates it well before it expires. With a store, every
+// certificate issued is kept on disk and restore() serves them again after a restart.
 import { EventEmitter } from 'node:events';
 import { IdentityError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { CertificateSigner } from './ca-client.js';
+import type { SecretStore } from './secret-store.js';
 import { parseSpiffeId } from './spiffe.js';
 import { createCsr, exportPrivateKeyPem, generateKeyPair, isSignedBy, splitPem, summarizeCert } from './x509.js';
 
@@ -42,6 +44,8 @@ export interface SecretManagerOptions {
   rotateAtFraction?: number;
   /** Retry backoff after a failed request. */
   retry?: { initialMs?: number; maxMs?: number };
+  /** Where issued secrets are kept across restarts (restore() reads them back). */
+  store?: SecretStore;
   logger?: Logger;
 }
 
@@ -88,12 +92,73 @@ export class SecretManager extends EventEmitter<Events> {
     return e.pending ?? this.#fetch(e);
   }
 
-  /** Drops an identity (its last pod left the node): no more rotation. */
+  /**
+   * Drops an identity (its last pod left the node): no more rotation, the key and certificate
+   * out of memory, and its file off the disk (also when only the file was left). A request
+   * in flight for it is dropped when it completes.
+   */
   forget(identity: string): void {
     const e = this.#entries.get(identity);
-    if (!e) return;
-    clearTimeout(e.timer);
-    this.#entries.delete(identity);
+    if (e) {
+      clearTimeout(e.timer);
+      this.#entries.delete(identity);
+    }
+    try {
+      this.#opts.store?.remove(identity);
+    } catch (err) {
+      this.#log.warn({ err, identity }, 'cannot remove the stored certificate');
+    }
+    if (e) this.#log.info({ identity }, 'certificate forgotten: no pod of this node has the identity any more');
+  }
+
+  /** Forgets every identity held that is not in `keep` (the node's pods' identities); returns them. */
+  retain(keep: Iterable<string>): string[] {
+    const wanted = new Set(keep);
+    const gone = [...this.#entries.keys()].filter((id) => !wanted.has(id));
+    for (const id of gone) this.forget(id);
+    return gone;
+  }
+
+  /**
+   * Serves the certificates the store holds (checked: identity, expiry, key, chain to the
+   * configured roots) until they are rotated, on the schedule they were issued with; one due
+   * already is rotated now, in the background, and served meanwhile. Unusable files are
+   * logged (never their content). Call before anything asks for a certificate.
+   */
+  restore(): string[] {
+    const store = this.#opts.store;
+    if (!store || this.#closed) return [];
+    const { secrets, errors } = store.load(this.#opts.rootsPem);
+    for (const err of errors) this.#log.warn({ err }, 'stored certificate not used');
+    const restored: string[] = [];
+    for (const s of secrets) {
+      if (this.#entries.get(s.identity)?.secret) continue;
+      const secret: Secret = { identity: s.identity, certChainPem: s.certChainPem, keyPem: s.keyPem, rootsPem: s.rootsPem, notBefore: s.notBefore, notAfter: s.notAfter };
+      const e: Entry = { identity: s.identity, failures: 0, secret };
+      this.#entries.set(s.identity, e);
+      const sum = summarizeCert(secret.certChainPem);
+      e.serialNumber = sum.serialNumber;
+      e.subjectAltNames = sum.subjectAltNames;
+      e.rotateAt = this.#rotateAt(s.issuedAt.getTime(), secret.notAfter);
+      this.#schedule(e, e.rotateAt - Date.now());
+      this.#log.info({ identity: s.identity, serialNumber: sum.serialNumber, notAfter: secret.notAfter.toISOString(), rotateAt: new Date(e.rotateAt).toISOString() }, 'certificate restored from disk');
+      restored.push(s.identity);
+    }
+    return restored;
+  }
+
+  /** Rotation is due at a fraction of the lifetime left at issue. */
+  #rotateAt(issuedAt: number, notAfter: Date): number {
+    return issuedAt + Math.max(0, notAfter.getTime() - issuedAt) * (this.#opts.rotateAtFraction ?? 0.5);
+  }
+
+  #persist(secret: Secret, issuedAt: number): void {
+    try {
+      this.#opts.store?.save({ identity: secret.identity, certChainPem: secret.certChainPem, keyPem: secret.keyPem, rootsPem: secret.rootsPem, issuedAt: new Date(issuedAt) });
+    } catch (err) {
+      // The certificate is served all the same; only a restart without the CA would miss it.
+      this.#log.warn({ err, identity: secret.identity }, 'cannot store the certificate on disk');
+    }
   }
 
   list(): SecretInfo[] {
@@ -129,9 +194,9 @@ export class SecretManager extends EventEmitter<Events> {
         // Rotate at a fraction of the lifetime left at issue, so a CA that backdates notBefore
         // (clock skew allowance) does not make us rotate early or late.
         const now = Date.now();
-        const frac = this.#opts.rotateAtFraction ?? 0.5;
-        e.rotateAt = now + Math.max(0, secret.notAfter.getTime() - now) * frac;
+        e.rotateAt = this.#rotateAt(now, secret.notAfter);
         this.#schedule(e, e.rotateAt - now);
+        this.#persist(secret, now);
         this.#log.info({ identity: e.identity, serialNumber: s.serialNumber, notAfter: secret.notAfter.toISOString(), rotateAt: new Date(e.rotateAt).toISOString() }, rotated ? 'certificate rotated' : 'certificate issued');
         if (rotated) this.emit('rotated', secret);
         return secret;

@@ -92,13 +92,44 @@ export interface PolicyTarget {
   authorizationPolicies: readonly string[];
 }
 
+/**
+ * A resource the control plane sent and this agent rejected (NACKed). Its last good version,
+ * if any, stays in the store, but nothing it could bear on is decided on that version alone.
+ */
+export interface RejectedResource {
+  kind: 'address' | 'authorization';
+  /** The resource name: a workload uid or `ns/hostname`, or an authorization's `ns/name`. */
+  name: string;
+  reason: string;
+  /**
+   * An authorization's scope and namespace, when the rejected message still decoded that far.
+   * Absent, the policy may be anything, GLOBAL included.
+   */
+  scope?: Scope;
+  namespace?: string;
+}
+
+/**
+ * Whether a rejected resource may bear on connections to `target`: its own workload's
+ * resource, a policy it names, and a rejected policy whose scope reaches it (a policy of
+ * unknown scope reaches every workload).
+ */
+export function rejectionApplies(r: RejectedResource, target: PolicyTarget & { uid: string }): boolean {
+  if (r.kind === 'address') return r.name === target.uid;
+  if (target.authorizationPolicies.includes(r.name)) return true;
+  if (r.scope === undefined || r.scope === 'GLOBAL') return true;
+  return r.scope === 'NAMESPACE' && r.namespace === target.namespace;
+}
+
 export function policyKey(p: { namespace: string; name: string }): string {
   return `${p.namespace}/${p.name}`;
 }
 
 /**
  * The policies that apply to a destination workload: every GLOBAL policy, the NAMESPACE
- * policies of its namespace, and the WORKLOAD_SELECTOR policies the workload names.
+ * policies of its namespace, and the WORKLOAD_SELECTOR policies the workload names. A named
+ * policy that is not in `all` is simply not selected: missingPolicies says which those are,
+ * and an authorizer must not decide while any is missing (fail closed).
  */
 export function selectPolicies(all: Iterable<Authorization>, target: PolicyTarget): Authorization[] {
   const named = new Set(target.authorizationPolicies);
@@ -113,4 +144,9 @@ export function selectPolicies(all: Iterable<Authorization>, target: PolicyTarge
     }
   }
   return out;
+}
+
+/** The policies `target` names that `has` does not know (not arrived yet, or removed). */
+export function missingPolicies(has: (key: string) => boolean, target: PolicyTarget): string[] {
+  return target.authorizationPolicies.filter((k) => !has(k));
 }

@@ -1,7 +1,7 @@
 // The data plane's store of workloads, services and policies. Every change goes through one
 // updater (ProxyState.update), which emits one `change` event per batch; readers only read.
 import { EventEmitter } from 'node:events';
-import { policyKey, selectPolicies, type Authorization } from './policy.js';
+import { missingPolicies, policyKey, rejectionApplies, selectPolicies, type Authorization, type RejectedResource } from './policy.js';
 import type { AddressResource, Service, Workload } from './types.js';
 
 export interface KeyChanges {
@@ -14,6 +14,8 @@ export interface StateChange {
   workloads: KeyChanges;
   services: KeyChanges;
   policies: KeyChanges;
+  /** Rejections recorded (upserted) or lifted (removed), by `<kind>:<name>`. */
+  rejected: KeyChanges;
 }
 
 /** The only way to change a ProxyState; obtained inside ProxyState.update. */
@@ -25,6 +27,21 @@ export interface ProxyStateUpdater {
   insertAuthorization(policy: Authorization): void;
   /** Removes the policy with key `ns/name`, if any. */
   removeAuthorization(key: string): void;
+  /**
+   * Records that the latest version of a resource was rejected. Its last good version stays;
+   * the rejection is lifted when a valid version of it arrives or it is removed.
+   */
+  reject(r: RejectedResource): void;
+}
+
+/** What authorizing a connection to a workload needs to know. */
+export interface PolicyView {
+  /** The policies that apply (selectPolicies). */
+  policies: Authorization[];
+  /** Policies the workload names that are not here: nothing may be decided on the rest. */
+  missing: string[];
+  /** Rejected resources that may bear on the workload: nothing may be decided either. */
+  rejected: RejectedResource[];
 }
 
 export interface ProxyStateSnapshot {
@@ -37,7 +54,10 @@ const emptyChange = (): StateChange => ({
   workloads: { upserted: [], removed: [] },
   services: { upserted: [], removed: [] },
   policies: { upserted: [], removed: [] },
+  rejected: { upserted: [], removed: [] },
 });
+
+const rejectionKey = (kind: RejectedResource['kind'], name: string): string => `${kind}:${name}`;
 
 export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
   #workloads = new Map<string, Workload>();
@@ -45,6 +65,7 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
   #services = new Map<string, Service>();
   #servicesByVip = new Map<string, Service>();
   #policies = new Map<string, Authorization>();
+  #rejected = new Map<string, RejectedResource>();
 
   workloadByUid(uid: string): Workload | undefined {
     return this.#workloads.get(uid);
@@ -90,6 +111,18 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
     return selectPolicies(this.#policies.values(), w);
   }
 
+  /** Resources whose latest version was rejected, each with the reason. */
+  rejected(): RejectedResource[] {
+    return [...this.#rejected.values()];
+  }
+
+  /** The policies for a destination workload, and anything that forbids deciding on them. */
+  policyView(w: Pick<Workload, 'uid' | 'namespace' | 'authorizationPolicies'>): PolicyView {
+    const rejected: RejectedResource[] = [];
+    for (const r of this.#rejected.values()) if (rejectionApplies(r, w)) rejected.push(r);
+    return { policies: selectPolicies(this.#policies.values(), w), missing: missingPolicies((k) => this.#policies.has(k), w), rejected };
+  }
+
   snapshot(): ProxyStateSnapshot {
     return { workloads: [...this.#workloads.values()], services: [...this.#services.values()], policies: [...this.#policies.values()] };
   }
@@ -97,6 +130,10 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
   /** Runs `fn` with the updater and emits one `change` event when anything changed. */
   update(fn: (u: ProxyStateUpdater) => void): StateChange {
     const change = emptyChange();
+    const lift = (kind: RejectedResource['kind'], name: string): void => {
+      const key = rejectionKey(kind, name);
+      if (this.#rejected.delete(key)) change.rejected.removed.push(key);
+    };
     const u: ProxyStateUpdater = {
       insertAddress: (name, r) => {
         if (r.kind === 'workload') {
@@ -105,25 +142,35 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
           this.#workloads.set(name, r.workload);
           for (const ip of r.workload.addresses) this.#workloadsByIp.set(ip, r.workload);
           change.workloads.upserted.push(name);
+          lift('address', name);
         } else {
           if (this.#deleteWorkload(name)) change.workloads.removed.push(name);
           this.#deleteService(name);
           this.#services.set(name, r.service);
           for (const v of r.service.vips) this.#servicesByVip.set(v.address, r.service);
           change.services.upserted.push(name);
+          lift('address', name);
         }
       },
       removeAddress: (name) => {
         if (this.#deleteWorkload(name)) change.workloads.removed.push(name);
         if (this.#deleteService(name)) change.services.removed.push(name);
+        lift('address', name);
       },
       insertAuthorization: (p) => {
         const key = policyKey(p);
         this.#policies.set(key, p);
         change.policies.upserted.push(key);
+        lift('authorization', key);
       },
       removeAuthorization: (key) => {
         if (this.#policies.delete(key)) change.policies.removed.push(key);
+        lift('authorization', key);
+      },
+      reject: (r) => {
+        const key = rejectionKey(r.kind, r.name);
+        this.#rejected.set(key, { ...r });
+        change.rejected.upserted.push(key);
       },
     };
     fn(u);

@@ -1,81 +1,19 @@
 // The node agent's delta ADS client: subscribes to workloads/services and authorizations,
 // validates each resource with one typed handler per type, ACKs or NACKs, and keeps the last
 // good state across NACKs and disconnections; reconnects with backoff and resumes from the
-// versions it holds (initial_resource_versions).
+// versions it holds (initial_resource_versions). What it holds can be snapshotted and restored
+// (the agent persists it), and a restored snapshot resumes exactly as a reconnect does.
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { errorFor, isNodemeshError, XdsError } from '../errors.js';
+import { errorFor, XdsError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
-import { addressFromProto, authorizationFromProto } from './convert.js';
 import { authMetadata, controlPlaneClient, type ControlPlaneConnection } from './credentials.js';
-import {
-  adsService,
-  codecs,
-  toStruct,
-  TYPE_ADDRESS,
-  TYPE_AUTHORIZATION,
-  type JsonValue,
-  type PbAny,
-  type PbDeltaRequest,
-  type PbDeltaResponse,
-} from './proto.js';
-import type { ProxyState, ProxyStateUpdater } from '../state/index.js';
+import { handleAddresses, handleAuthorizations, KINDS, type HeldRejection, type HeldResource, type Rejection, type ResourceHandler, type ResourceUpdate, type XdsSnapshot } from './handlers.js';
+import { adsService, toStruct, TYPE_ADDRESS, TYPE_AUTHORIZATION, type JsonValue, type PbDeltaRequest, type PbDeltaResponse } from './proto.js';
+import type { ProxyState } from '../state/index.js';
 
-export interface ResourceUpdate {
-  name: string;
-  version: string;
-  resource: PbAny;
-}
-
-export interface Rejection {
-  name: string;
-  reason: string;
-}
-
-/** One typed handler per resource type: applies what is valid, returns what it rejects. */
-export type ResourceHandler = (u: ProxyStateUpdater, updates: ResourceUpdate[], removed: string[]) => Rejection[];
-
-function decodeAny<T>(r: ResourceUpdate, typeUrl: string, decode: (b: Uint8Array) => T): T {
-  if (r.resource.type_url !== typeUrl) throw new XdsError('NM_ERR_XDS_RESOURCE', `type_url ${JSON.stringify(r.resource.type_url)} is not ${typeUrl}`);
-  try {
-    return decode(r.resource.value);
-  } catch (e) {
-    throw new XdsError('NM_ERR_XDS_RESOURCE', `cannot decode: ${(e as Error).message}`);
-  }
-}
-
-/** A rejection reason; an unexpected error rejects the resource instead of killing the agent. */
-function reasonOf(e: unknown): string {
-  return isNodemeshError(e, 'NM_ERR_XDS_RESOURCE') ? e.message : `internal error while applying it: ${(e as Error).message}`;
-}
-
-/** istio.workload.Address: workloads (by uid) and services (by `ns/hostname`). */
-export const handleAddresses: ResourceHandler = (u, updates, removed) => {
-  const rejected: Rejection[] = [];
-  for (const r of updates) {
-    try {
-      u.insertAddress(r.name, addressFromProto(decodeAny(r, TYPE_ADDRESS, codecs.address.decode), r.name));
-    } catch (e) {
-      rejected.push({ name: r.name, reason: reasonOf(e) });
-    }
-  }
-  for (const name of removed) u.removeAddress(name);
-  return rejected;
-};
-
-/** istio.security.Authorization, by `ns/name`. */
-export const handleAuthorizations: ResourceHandler = (u, updates, removed) => {
-  const rejected: Rejection[] = [];
-  for (const r of updates) {
-    try {
-      u.insertAuthorization(authorizationFromProto(decodeAny(r, TYPE_AUTHORIZATION, codecs.authorization.decode), r.name));
-    } catch (e) {
-      rejected.push({ name: r.name, reason: reasonOf(e) });
-    }
-  }
-  for (const name of removed) u.removeAuthorization(name);
-  return rejected;
-};
+export { handleAddresses, handleAuthorizations };
+export type { HeldRejection, HeldResource, Rejection, ResourceHandler, ResourceUpdate, XdsSnapshot };
 
 export interface XdsClientOptions extends ControlPlaneConnection {
   state: ProxyState;
@@ -113,8 +51,10 @@ export class XdsClient extends EventEmitter<Events> {
     [TYPE_ADDRESS, handleAddresses],
     [TYPE_AUTHORIZATION, handleAuthorizations],
   ]);
-  /** Per type: name → version of each resource we hold (accepted). */
-  readonly #versions = new Map<string, Map<string, string>>();
+  /** Per type: name → each resource we hold (accepted), with its version. */
+  readonly #held = new Map<string, Map<string, HeldResource>>();
+  /** Per type: name → the latest rejected version of a resource, until a good one or a removal. */
+  readonly #rejected = new Map<string, Map<string, HeldRejection>>();
   readonly #synced = new Set<string>();
   #resolveReady!: () => void;
   #isReady = false;
@@ -129,7 +69,10 @@ export class XdsClient extends EventEmitter<Events> {
     super();
     this.#opts = opts;
     this.#log = (opts.logger ?? rootLog).child({ component: 'xds' });
-    for (const t of this.#handlers.keys()) this.#versions.set(t, new Map());
+    for (const t of this.#handlers.keys()) {
+      this.#held.set(t, new Map());
+      this.#rejected.set(t, new Map());
+    }
     this.ready = new Promise((resolve) => (this.#resolveReady = resolve));
   }
 
@@ -142,9 +85,61 @@ export class XdsClient extends EventEmitter<Events> {
     return this.#connected;
   }
 
-  /** The versions this client holds for a type (what it would resume from). */
+  /**
+   * The versions this client holds for a type: what a (re)connect resumes from. For a
+   * rejected resource that is the version it rejected, so the server resends only a newer
+   * one, or removes the name when it no longer has it (which lifts the rejection).
+   */
   versions(typeUrl: string): ReadonlyMap<string, string> {
-    return this.#versions.get(typeUrl) ?? new Map();
+    const out = new Map([...(this.#held.get(typeUrl) ?? new Map<string, HeldResource>()).values()].map((r) => [r.name, r.version]));
+    for (const j of this.#rejected.get(typeUrl)?.values() ?? []) out.set(j.name, j.version);
+    return out;
+  }
+
+  /** What the client holds now, per type: accepted resources and standing rejections. */
+  snapshot(): XdsSnapshot {
+    const out: XdsSnapshot = {};
+    for (const t of this.#handlers.keys()) out[t] = { resources: [...this.#held.get(t)!.values()], rejected: [...this.#rejected.get(t)!.values()] };
+    return out;
+  }
+
+  /**
+   * Loads a snapshot into the state before the first connect, through the same handlers a
+   * response goes through, so a stale or tampered snapshot is validated like the wire. The
+   * versions restored are what the first request resumes from: the server then sends what
+   * changed and removes what it no longer has, in one response per type, so the state never
+   * goes through empty. Rejections are replayed as well (they still deny). Types this client
+   * does not serve are ignored. Returns what the handlers rejected now.
+   */
+  restore(snap: XdsSnapshot): { resources: number; rejected: Rejection[] } {
+    if (!this.#stopped) throw new XdsError('NM_ERR_XDS_RESOURCE', 'restore() must run before start()');
+    let resources = 0;
+    const rejected: Rejection[] = [];
+    this.#opts.state.update((u) => {
+      for (const [typeUrl, handler] of this.#handlers) {
+        const t = snap[typeUrl];
+        if (!t) continue;
+        const now = handler(u, t.resources, []);
+        rejected.push(...now);
+        const bad = new Set(now.map((r) => r.name));
+        for (const r of t.resources) {
+          if (bad.has(r.name)) continue;
+          this.#held.get(typeUrl)!.set(r.name, r);
+          resources++;
+        }
+        for (const j of t.rejected) {
+          // Replayed through the handler, a rejection rejects again; if an upgraded agent
+          // accepts it now, it is held like any accepted resource.
+          if (!j.resource) u.reject({ kind: KINDS[typeUrl]!, name: j.name, reason: j.reason });
+          else if (handler(u, [{ name: j.name, version: j.version, resource: j.resource }], []).length === 0) {
+            this.#held.get(typeUrl)!.set(j.name, { name: j.name, version: j.version, resource: j.resource });
+            continue;
+          }
+          this.#rejected.get(typeUrl)!.set(j.name, j);
+        }
+      }
+    });
+    return { resources, rejected };
   }
 
   start(): void {
@@ -212,7 +207,7 @@ export class XdsClient extends EventEmitter<Events> {
         node,
         typeUrl,
         resourceNamesSubscribe: [],
-        initialResourceVersions: Object.fromEntries(this.#versions.get(typeUrl)!),
+        initialResourceVersions: Object.fromEntries(this.versions(typeUrl)),
       });
     }
   }
@@ -246,20 +241,33 @@ export class XdsClient extends EventEmitter<Events> {
       stream.write({ typeUrl: res.typeUrl, responseNonce: res.nonce, errorDetail: { code: grpc.status.INVALID_ARGUMENT, message: `unsupported type ${res.typeUrl}` } });
       return;
     }
-    const versions = this.#versions.get(res.typeUrl)!;
+    const held = this.#held.get(res.typeUrl)!;
+    const standing = this.#rejected.get(res.typeUrl)!;
     const updates: ResourceUpdate[] = [];
     const rejected: Rejection[] = [];
+    const bodiless: HeldRejection[] = [];
     for (const r of res.resources) {
       if (!r.name) rejected.push({ name: '(unnamed)', reason: 'resource has no name' });
-      else if (!r.resource) rejected.push({ name: r.name, reason: 'resource has no body' });
+      else if (!r.resource) bodiless.push({ name: r.name, version: r.version, reason: 'resource has no body' });
       else updates.push({ name: r.name, version: r.version, resource: r.resource });
     }
     this.#opts.state.update((u) => {
-      rejected.push(...handler(u, updates, res.removedResources));
+      for (const b of bodiless) u.reject({ kind: KINDS[res.typeUrl]!, name: b.name, reason: b.reason });
+      rejected.push(...bodiless, ...handler(u, updates, res.removedResources));
     });
-    const bad = new Set(rejected.map((r) => r.name));
-    for (const r of updates) if (!bad.has(r.name)) versions.set(r.name, r.version);
-    for (const name of res.removedResources) versions.delete(name);
+    const bad = new Map(rejected.map((r) => [r.name, r.reason]));
+    for (const b of bodiless) standing.set(b.name, b);
+    for (const r of updates) {
+      const reason = bad.get(r.name);
+      if (reason === undefined) {
+        held.set(r.name, { name: r.name, version: r.version, resource: r.resource });
+        standing.delete(r.name);
+      } else standing.set(r.name, { name: r.name, version: r.version, reason, resource: r.resource });
+    }
+    for (const name of res.removedResources) {
+      held.delete(name);
+      standing.delete(name);
+    }
     if (rejected.length > 0) {
       const message = rejected.map((r) => `${r.name}: ${r.reason}`).join('; ');
       this.#log.warn({ err: new XdsError('NM_ERR_XDS_RESOURCE', message), typeUrl: res.typeUrl, nonce: res.nonce }, 'rejected xDS resources (NACK); keeping their last good version');

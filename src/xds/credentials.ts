@@ -1,5 +1,6 @@
 // How a node agent reaches the control plane: TLS verified against the mesh root, plus the
-// bootstrap token and the node name in the metadata of every call.
+// node's own token (which proves the node) and the node name in the metadata of every call.
+// The control plane takes the node from the token; a name that differs is refused.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -18,7 +19,7 @@ export interface ControlPlaneConnection {
   address: string;
   /** PEM of the mesh root that signed the control plane's serving certificate. */
   rootCertPem: string | Buffer;
-  /** The bootstrap token; a function is called for every call (so a rotated file is re-read). */
+  /** This node's token (`nodemesh control-plane node-token`); a function is called for every call (so a rotated file is re-read). */
   token: string | (() => string);
   /** This node's name, as pods name it in spec.nodeName. */
   nodeName: string;

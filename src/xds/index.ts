@@ -1,6 +1,7 @@
 // xDS, the wire: the .proto files (./proto), the delta ADS client and server, the codecs that
 // turn resources into state/ types, and the CA and pod-status clients' channel.
 export { XdsClient } from './client.js';
+export type { HeldRejection, HeldResource, XdsSnapshot } from './client.js';
 export { authorizationFromProto, serviceFromProto, workloadFromProto } from './convert.js';
 export { authMetadata, CONTROL_PLANE_DNS_NAME, controlPlaneClient, NODE_HEADER, readTokenFile } from './credentials.js';
 export type { ControlPlaneConnection } from './credentials.js';

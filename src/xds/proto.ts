@@ -261,6 +261,8 @@ export interface PbPodStatusReport {
 export interface PbPodStatusReply {
   accepted: number;
   unknown: string[];
+  /** `<namespace>/<name>: <reason>` of entries the control plane refused (field 3). */
+  refused?: string[];
 }
 
 export const codecs = {

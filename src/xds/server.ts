@@ -1,6 +1,7 @@
 // The control plane's delta ADS server: holds the current resources of each type with a
 // version per resource (a hash of its bytes), and pushes to every stream only what changed
-// since what that stream holds.
+// since what that stream holds. A stream that does not keep up is pushed nothing more until
+// it drains; then it gets one response per type with what changed meanwhile.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
@@ -46,6 +47,13 @@ export interface StreamInfo {
   metadata: Record<string, JsonValue>;
   connectedAt: string;
   types: Record<string, { resources: number; wildcard: boolean; lastAckNonce: string; lastNack?: NackRecord }>;
+  /**
+   * Flow control: `blocked` while the stream's last write() said its buffer was full (the
+   * client reads slower than we push); `queued`, the types with a response owed once it
+   * drains (one each, however many changes came meanwhile); `buffered`, the responses
+   * written but not yet sent.
+   */
+  backpressure: { blocked: boolean; queued: string[]; buffered: number; coalesced: number };
 }
 
 export interface RequestEvent {
@@ -74,6 +82,12 @@ class Connection {
   readonly lastAck = new Map<string, string>();
   readonly lastNack = new Map<string, NackRecord>();
   nonce = 0;
+  /** write() returned false: nothing more is written until 'drain'. */
+  blocked = false;
+  /** Types owed a response at 'drain' → whether it must be sent even when empty (a first subscribe). */
+  readonly queued = new Map<string, boolean>();
+  /** Pushes folded into a queued one. */
+  coalesced = 0;
   nodeId = '';
   metadata: Record<string, JsonValue> = {};
   readonly connectedAt = new Date().toISOString();
@@ -145,6 +159,7 @@ export class XdsServer extends EventEmitter<Events> {
           { resources: s.known.size, wildcard: s.wildcard, lastAckNonce: c.lastAck.get(t) ?? '', ...(c.lastNack.has(t) ? { lastNack: c.lastNack.get(t)! } : {}) },
         ]),
       ),
+      backpressure: { blocked: c.blocked, queued: [...c.queued.keys()], buffered: c.call.writableLength, coalesced: c.coalesced },
     }));
   }
 
@@ -231,9 +246,21 @@ export class XdsServer extends EventEmitter<Events> {
     this.#push(c, typeUrl, false);
   }
 
+  /**
+   * Sends a stream what changed of one type since what it holds. While the stream is
+   * blocked (its buffer is full), the push is only noted, once per type: the diff is taken
+   * when it drains, against the resources of that moment, so a later change replaces an
+   * earlier one and a slow client never makes the server buffer more than one response
+   * per type beyond the stream's own high-water mark.
+   */
   #push(c: Connection, typeUrl: string, always: boolean): void {
     const sub = c.subs.get(typeUrl);
     if (!sub) return;
+    if (c.blocked) {
+      if (c.queued.has(typeUrl)) c.coalesced++;
+      c.queued.set(typeUrl, always || c.queued.get(typeUrl) === true);
+      return;
+    }
     const cur = this.#resources.get(typeUrl) ?? new Map<string, Stored>();
     const wanted = (n: string) => sub.wildcard || sub.names.has(n);
     const resources: PbResource[] = [];
@@ -247,7 +274,22 @@ export class XdsServer extends EventEmitter<Events> {
     for (const r of resources) sub.known.set(r.name, r.version);
     for (const n of removed) sub.known.delete(n);
     const nonce = String(++c.nonce);
-    c.call.write({ typeUrl, nonce, resources, removedResources: removed, systemVersionInfo: '' });
+    const more = c.call.write({ typeUrl, nonce, resources, removedResources: removed, systemVersionInfo: '' });
     this.emit('push', { stream: c.id, node: c.node, typeUrl, resources: resources.map((r) => r.name), removed, nonce });
+    if (!more) {
+      // The response is buffered; what comes next waits for the client to read.
+      c.blocked = true;
+      c.call.once('drain', () => this.#drained(c));
+    }
+  }
+
+  /** The stream took its buffer: sends each type owed, each with what changed by now. */
+  #drained(c: Connection): void {
+    c.blocked = false;
+    if (!this.#conns.has(c)) return;
+    const owed = [...c.queued];
+    c.queued.clear();
+    // A push that blocks again queues the types after it once more.
+    for (const [typeUrl, always] of owed) this.#push(c, typeUrl, always);
   }
 }

@@ -1,10 +1,12 @@
-// SPIFFE IDs and the SecretManager (keys, CSRs, rotation) against the real CA.
-import { mkdtempSync, rmSync } from 'node:fs';
+// SPIFFE IDs and the SecretManager (keys, CSRs, rotation, persistence) against the real CA.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CertificateAuthority } from '../../src/controlplane/index.js';
-import { formatSpiffeId, parseSpiffeId, principalOf, SecretManager, tryParseSpiffeId } from '../../src/identity/index.js';
+import { formatSpiffeId, parseSpiffeId, principalOf, SecretManager, SecretStore, tryParseSpiffeId } from '../../src/identity/index.js';
+import { secretFileName } from '../../src/identity/secret-store.js';
+import { pino } from 'pino';
 import type { CertificateSigner } from '../../src/identity/ca-client.js';
 import { summarizeCert } from '../../src/identity/x509.js';
 
@@ -121,5 +123,129 @@ describe('SecretManager', () => {
     expect(await sm.get(ID)).toBe(good);
     await vi.advanceTimersByTimeAsync(5000);
     await until(() => signer.calls >= 4);
+  });
+});
+
+describe('SecretManager with a store: certificates across restarts', () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  const store = (): SecretStore => {
+    const d = mkdtempSync(join(tmpdir(), 'nodemesh-secrets-'));
+    dirs.push(d);
+    return new SecretStore(join(d, 'secrets'));
+  };
+  const logged = (): { logger: pino.Logger; text: () => string } => {
+    const lines: string[] = [];
+    return { logger: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }), text: () => lines.join('') };
+  };
+  const OTHER = 'spiffe://cluster.local/ns/foo/sa/db';
+
+  it('keeps every issued certificate 0600 in a 0700 directory and serves it after a restart without the CA', async () => {
+    const st = store();
+    const signer = countingSigner();
+    const { logger, text } = logged();
+    const first = new SecretManager({ ca: signer, rootsPem: ca.rootCertPem, store: st, logger });
+    managers.push(first);
+    const issued = await first.get(ID);
+    const file = join(st.dir, secretFileName(ID));
+    expect(statSync(st.dir).mode & 0o777).toBe(0o700);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    first.close();
+
+    const down = countingSigner();
+    down.failNext = 100; // the CA is away
+    const second = new SecretManager({ ca: down, rootsPem: ca.rootCertPem, store: st, logger });
+    managers.push(second);
+    expect(second.restore()).toEqual([ID]);
+    const served = await second.get(ID);
+    expect(down.calls).toBe(0);
+    expect(served.keyPem).toBe(issued.keyPem);
+    expect(served.certChainPem).toBe(issued.certChainPem);
+    expect(second.list()[0]).toMatchObject({ identity: ID, state: 'ready', serialNumber: summarizeCert(issued.certChainPem).serialNumber });
+    // Keys never reach the log, neither when issued nor when restored.
+    expect(text()).toMatch(/certificate restored from disk/);
+    expect(text()).not.toMatch(/PRIVATE KEY|BEGIN/);
+  });
+
+  it('does not use a corrupt, mismatched or foreign-root file, names it, and asks the CA instead', async () => {
+    const st = store();
+    const signer = countingSigner();
+    const sm = new SecretManager({ ca: signer, rootsPem: ca.rootCertPem, store: st });
+    managers.push(sm);
+    const good = await sm.get(ID);
+    const other = await sm.get(OTHER);
+    sm.close();
+    const goodFile = join(st.dir, secretFileName(ID));
+    const otherFile = join(st.dir, secretFileName(OTHER));
+    const saved = JSON.parse(readFileSync(goodFile, 'utf8')) as Record<string, string>;
+
+    // 1. Garbage that happens to hold key-like text: not valid JSON.
+    writeFileSync(otherFile, '{"keyPem": "-----BEGIN PRIVATE KEY----- SECRET');
+    // 2. Swap in another identity's key: the pair does not match.
+    const swapped = { ...saved, keyPem: other.keyPem };
+    const check = (contents: object | string, want: RegExp) => {
+      writeFileSync(goodFile, typeof contents === 'string' ? contents : JSON.stringify(contents));
+      const { secrets, errors } = st.load(ca.rootCertPem);
+      expect(secrets).toEqual([]);
+      const messages = errors.map((e) => `${e.code} ${e.message}`).join('\n');
+      expect(messages).toContain(goodFile);
+      expect(messages).toContain(otherFile);
+      expect(messages).toMatch(want);
+      expect(messages).not.toMatch(/SECRET|BEGIN/);
+    };
+    check(swapped, /the key does not belong to the certificate/);
+    check({ ...saved, identity: OTHER }, /identity does not match the file name/);
+    writeFileSync(goodFile, JSON.stringify(saved));
+    // 3. A different mesh root: the chain does not lead to it.
+    const foreignDir = mkdtempSync(join(tmpdir(), 'nodemesh-id2-'));
+    dirs.push(foreignDir);
+    const foreign = await CertificateAuthority.open({ stateDir: foreignDir, trustDomain: 'cluster.local' });
+    expect(st.load(foreign.rootCertPem).errors.map((e) => e.message).join()).toMatch(/does not lead to the mesh roots/);
+    // The positive twin, the untouched good file, is used; the corrupt one is not.
+    const loaded = st.load(ca.rootCertPem);
+    expect(loaded.secrets.map((x) => x.identity)).toEqual([ID]);
+    expect(loaded.secrets[0]!.keyPem).toBe(good.keyPem);
+    expect(loaded.errors).toHaveLength(1);
+
+    // A manager restores the good one and asks the CA for the other.
+    const next = countingSigner();
+    const sm2 = new SecretManager({ ca: next, rootsPem: ca.rootCertPem, store: st });
+    managers.push(sm2);
+    expect(sm2.restore()).toEqual([ID]);
+    await sm2.get(OTHER);
+    expect(next.calls).toBe(1);
+  });
+
+  it('removes an expired file, rotates one that is due at once, and drops a forgotten identity from disk', async () => {
+    const st = store();
+    const sm = new SecretManager({ ca: countingSigner(), rootsPem: ca.rootCertPem, store: st, validitySeconds: 3600 });
+    managers.push(sm);
+    const s = await sm.get(ID);
+    sm.close();
+    const file = join(st.dir, secretFileName(ID));
+    // Past notAfter: not used, and removed.
+    expect(st.load(ca.rootCertPem, s.notAfter.getTime() + 1).errors[0]!.message).toMatch(/expired/);
+    expect(existsSync(file)).toBe(false);
+
+    // Issued long ago (rotation due): served at once, renewed in the background.
+    const sm2 = new SecretManager({ ca: countingSigner(), rootsPem: ca.rootCertPem, store: st, validitySeconds: 3600 });
+    managers.push(sm2);
+    const fresh = await sm2.get(ID);
+    sm2.close();
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>;
+    writeFileSync(file, JSON.stringify({ ...saved, issuedAt: new Date(fresh.notAfter.getTime() - 10 * 3600_000).toISOString() }));
+    const signer = countingSigner();
+    const sm3 = new SecretManager({ ca: signer, rootsPem: ca.rootCertPem, store: st, validitySeconds: 3600 });
+    managers.push(sm3);
+    const rotated = new Promise<void>((r) => sm3.once('rotated', () => r()));
+    expect(sm3.restore()).toEqual([ID]);
+    expect((await sm3.get(ID)).keyPem).toBe(fresh.keyPem);
+    await rotated;
+    expect(signer.calls).toBe(1);
+    expect((await sm3.get(ID)).keyPem).not.toBe(fresh.keyPem);
+    sm3.forget(ID);
+    expect(readdirSync(st.dir)).toEqual([]);
   });
 });

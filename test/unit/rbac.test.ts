@@ -7,7 +7,8 @@ import { DEFAULT_MESH } from '../../src/controlplane/translate.js';
 import { parseConfigFile, type ConfigProblem } from '../../src/controlplane/validate.js';
 import type { Pod } from '../../src/k8s/index.js';
 import { evaluate } from '../../src/rbac/index.js';
-import { selectPolicies, type Authorization, type Connection, type Decision } from '../../src/state/index.js';
+import type { Authorization, Connection, Decision } from '../../src/state/index.js';
+import { selectPolicies } from '../../src/state/policy.js';
 import { authorizationFromProto, codecs } from '../../src/xds/index.js';
 
 const POD_NS_FOO = `apiVersion: v1

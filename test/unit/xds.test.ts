@@ -107,7 +107,7 @@ describe('delta ADS over TLS', () => {
   });
 
   it('publishes pods whose IP an agent reports, from a second node too', async () => {
-    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'pods.yaml': pod('a', { sa: 'sa-a' }) + '---\n' + pod('b', { sa: 'sa-b' }) });
+    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'pods.yaml': pod('a', { sa: 'sa-a', node: 'node-a' }) + '---\n' + pod('b', { sa: 'sa-b', node: 'node-b' }) });
     const { c, state } = client(env, 'node-a');
     c.start();
     await c.ready;
@@ -117,7 +117,7 @@ describe('delta ADS over TLS', () => {
     const rb = new PodStatusClient(env.conn('node-b'));
     clients.push({ stop: () => ra.close() }, { stop: () => rb.close() });
     const reply = await ra.report([{ namespace: 'foo', name: 'a', ip: '10.2.0.2', phase: 'Running' }, { namespace: 'foo', name: 'ghost', ip: '10.2.0.9', phase: 'Running' }]);
-    expect(reply).toEqual({ accepted: 1, unknown: ['foo/ghost'] });
+    expect(reply).toEqual({ accepted: 1, unknown: ['foo/ghost'], refused: [] });
     await rb.report([{ namespace: 'foo', name: 'b', ip: '10.3.0.2', phase: 'Running' }]);
     await waitFor(() => state.workloadByIp('10.3.0.2') !== undefined && state.workloadByIp('10.2.0.2') !== undefined, 'both workloads');
     expect(state.workloadByIp('10.2.0.2')?.node).toBe('node-a');
@@ -134,7 +134,7 @@ describe('delta ADS over TLS', () => {
   });
 
   it('refuses a pod status report about another node with PERMISSION_DENIED, and takes the caller node\'s own', async () => {
-    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'pods.yaml': pod('a') });
+    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'pods.yaml': pod('a', { node: 'node-b' }) });
     const raw = controlPlaneClient(env.conn('node-b'));
     clients.push({ stop: () => raw.close() });
     const m = podStatusService.Report;
@@ -149,7 +149,7 @@ describe('delta ADS over TLS', () => {
     expect(env.cp.pods.pods()).toEqual([]);
     const own = await report('node-b');
     expect(own.err).toBeNull();
-    expect(own.reply).toEqual({ accepted: 1, unknown: [] });
+    expect(own.reply).toEqual({ accepted: 1, unknown: [], refused: [] });
     expect(env.cp.pods.pods()).toMatchObject([{ namespace: 'foo', name: 'a', node: 'node-b' }]);
   });
 
@@ -239,11 +239,23 @@ describe('delta ADS over TLS', () => {
     const call = raw.makeBidiStreamRequest<PbDeltaRequest, PbDeltaResponse>(m.path, m.requestSerialize, m.responseDeserialize, new grpc.Metadata());
     const err = await new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve));
     expect(err.code).toBe(grpc.status.UNAUTHENTICATED);
-    // With the token but no node name, too.
+    // node-a's token with a header naming node-b: the node comes from the token, the claim is refused.
     const md = authMetadata(env.conn('node-a'));
-    md.remove('x-nodemesh-node');
+    md.set('x-nodemesh-node', 'node-b');
     const call2 = raw.makeBidiStreamRequest<PbDeltaRequest, PbDeltaResponse>(m.path, m.requestSerialize, m.responseDeserialize, md);
     const err2 = await new Promise<grpc.ServiceError>((resolve) => call2.on('error', resolve));
-    expect(err2.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(err2.code).toBe(grpc.status.PERMISSION_DENIED);
+    // The twin: the same token without the header opens a stream, as node-a.
+    const md3 = authMetadata(env.conn('node-a'));
+    md3.remove('x-nodemesh-node');
+    const call3 = raw.makeBidiStreamRequest<PbDeltaRequest, PbDeltaResponse>(m.path, m.requestSerialize, m.responseDeserialize, md3);
+    call3.write({ typeUrl: TYPE_ADDRESS });
+    const first = await new Promise<PbDeltaResponse>((resolve, reject) => {
+      call3.on('data', resolve);
+      call3.on('error', reject);
+    });
+    expect(first.typeUrl).toBe(TYPE_ADDRESS);
+    expect(env.cp.xds.streams().map((st) => st.node)).toContain('node-a');
+    call3.cancel();
   });
 });
