@@ -4,6 +4,7 @@ import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mintNodeToken, readNodeSecret } from '../controlplane/index.js';
 import { TYPE_AUTHORIZATION } from '../xds/index.js';
 import { Child, progress, sleep, type Stoppable } from './cp-child.js';
 import { probePolicy, type BenchConfig } from './cp-config.js';
@@ -171,7 +172,10 @@ export class Bench {
     try {
       for (let i = 0; i < n; i++) {
         const node = `bench-${tag}-${n}-${String(i).padStart(2, '0')}`;
-        const a: AgentChild = new Child(`xds client ${node}`, this.#agentModule, ['--address', ready.address, '--root-cert', ready.rootCert, '--token', ready.token, '--node', node], log.fd, log.file);
+        // Each client proves its own node, as an agent does (it reports no pods: no pod CIDR).
+        const token = join(this.root, `${node}.token`);
+        writeFileSync(token, mintNodeToken(readNodeSecret(ready.nodeSecret), { node, podCidrs: [] }) + '\n', { mode: 0o600 });
+        const a: AgentChild = new Child(`xds client ${node}`, this.#agentModule, ['--address', ready.address, '--root-cert', ready.rootCert, '--token', token, '--node', node], log.fd, log.file);
         this.children.add(a);
         agents.push(a);
       }

@@ -7,7 +7,7 @@ import { memoryReport, nowMs, type MemoryReport } from './xds-agent.js';
 
 /** What the control-plane process tells the parent. */
 export type CpReport =
-  | { type: 'ready'; address: string; token: string; rootCert: string; startMs: number; readyMs: number; addresses: number; authorizations: number; errors: string[] }
+  | { type: 'ready'; address: string; nodeSecret: string; rootCert: string; startMs: number; readyMs: number; addresses: number; authorizations: number; errors: string[] }
   /** A rescan that changed something: when it started, finished parsing, and had queued every push. */
   | { type: 'rescan'; startMs: number; parsedMs: number; doneMs: number; cpuMs: number; pushes: number }
   | (MemoryReport & { streams: number })
@@ -63,7 +63,7 @@ export async function serveControlPlane(argv: string[]): Promise<void> {
   send({
     type: 'ready',
     address: cp.address,
-    token: cp.paths.token,
+    nodeSecret: cp.paths.nodeSecret,
     rootCert: cp.paths.rootCert,
     startMs,
     readyMs: nowMs(),

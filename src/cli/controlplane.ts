@@ -1,6 +1,8 @@
-// `nodemesh control-plane`: runs the control plane in the foreground, or checks a config dir.
+// `nodemesh control-plane`: runs the control plane in the foreground, or checks a config dir;
+// `nodemesh control-plane node-token` mints a node's credential.
 import { join, resolve } from 'node:path';
-import { checkConfigDir, ControlPlane, DEFAULT_ADMIN, DEFAULT_LISTEN, formatProblems } from '../controlplane/index.js';
+import { checkConfigDir, ControlPlane, DEFAULT_ADMIN, DEFAULT_LISTEN, formatProblems, mintNodeToken, readNodeSecret } from '../controlplane/index.js';
+import { writeFileAtomic } from '../files.js';
 import { listConfigFiles } from '../k8s/index.js';
 import { parse, usageError, type Command } from './command.js';
 
@@ -15,20 +17,30 @@ built-in CA signs each agent's SPIFFE certificates. Changes to the directory rea
 within a second; a bad file is reported (log, /debug/config-errors) and never withdraws what
 was already served.
 
-At start it writes, in the state directory:
-  token          the bootstrap token agents present (mode 0600)
-  root-cert.pem  the mesh root agents trust (root-key.pem stays here, mode 0600)
-  cert.pem       the control plane's serving certificate (key.pem, mode 0600)
+Each agent authenticates with its own node token (\`nodemesh control-plane node-token\`),
+which proves its node: it gets certificates only for pods the config places on that node,
+and may report only those pods, with IPs inside that node's pod CIDRs.
+
+In the state directory (kept across restarts):
+  node-secret     the key node tokens are signed with (mode 0600; or --node-secret)
+  admin-token     opens /debug/* to non-loopback peers; proves no node (mode 0600)
+  pod-status.json what the nodes last reported, served again after a restart (mode 0600)
+  root-cert.pem   the mesh root agents trust (root-key.pem stays here, mode 0600)
+  cert.pem        the control plane's serving certificate (key.pem, mode 0600)
 
 Options:
   --config <dir>          directory of Kubernetes YAML (required)
   --listen <host:port>    gRPC listener for xDS, CA and pod status (default ${DEFAULT_LISTEN})
-  --admin <host:port>     HTTP admin: /healthz/ready, /debug/config-errors, /debug/resources
+  --admin <host:port>     HTTP admin: /healthz/ready (open), /debug/config-errors and
+                          /debug/resources (loopback peers, or the admin token)
                           (default ${DEFAULT_ADMIN})
+  --default-node <name>   the node pods without spec.nodeName run on (default: the host
+                          name; \`nodemesh up\` gives the simulator's)
+  --node-secret <file>    the node token key (default <state-dir>/node-secret, generated)
   --trust-domain <td>     SPIFFE trust domain (default cluster.local)
   --root-namespace <ns>   namespace whose policies apply mesh-wide (default istio-system)
   --cluster-id <id>       cluster id in workload uids (default Kubernetes)
-  --state-dir <dir>       where token and certificates go
+  --state-dir <dir>       where the secrets, pod status and certificates go
                           (default $NODEMESH_STATE_DIR/control-plane, or /run/nodemesh/control-plane)
   --root-cert <file>      use this root CA certificate instead of generating one
   --root-key <file>       ... and its key (ECDSA P-256, PKCS#8 PEM)
@@ -68,6 +80,8 @@ export const controlPlaneCommand: Command = {
       'root-key': { type: 'string' },
       'cert-ttl': { type: 'string' },
       'max-cert-ttl': { type: 'string' },
+      'default-node': { type: 'string' },
+      'node-secret': { type: 'string' },
       check: { type: 'boolean' },
     });
     if (positionals.length > (values.check ? 1 : 0)) throw usageError(`unexpected argument ${JSON.stringify(positionals[values.check ? 1 : 0])}; see nodemesh control-plane --help`);
@@ -91,10 +105,11 @@ export const controlPlaneCommand: Command = {
       return r.errors > 0 ? 1 : 0;
     }
 
-    const stateDir = values['state-dir'] ?? join(process.env.NODEMESH_STATE_DIR ?? '/run/nodemesh', 'control-plane');
     const cp = await ControlPlane.start({
       configDir: resolve(dir),
-      stateDir: resolve(stateDir),
+      stateDir: resolve(defaultStateDir(values['state-dir'])),
+      ...(values['default-node'] ? { defaultNode: values['default-node'] } : {}),
+      ...(values['node-secret'] ? { nodeSecretFile: resolve(values['node-secret']) } : {}),
       ...(values.listen ? { listen: values.listen } : {}),
       ...(values.admin ? { admin: values.admin } : {}),
       ...mesh,
@@ -108,7 +123,9 @@ export const controlPlaneCommand: Command = {
       [
         `nodemesh control plane serving ${cp.address} (xDS, CA, pod status); admin http://${cp.adminAddress}`,
         `  config:      ${resolve(dir)} (${problems.errors} error(s), ${problems.warnings} warning(s); see /debug/config-errors)`,
-        `  token:       ${cp.paths.token}`,
+        `  node secret: ${cp.paths.nodeSecret} (mint agent tokens: nodemesh control-plane node-token --node <name> --pod-cidr <cidr>)`,
+        `  admin token: ${cp.paths.adminToken}`,
+        `  pod status:  ${cp.paths.podStatus}; pods without spec.nodeName run on node ${cp.defaultNode}`,
         `  root CA:     ${cp.paths.rootCert}`,
         `  serving:     ${cp.paths.servingCert}`,
         `  trust domain ${cp.mesh.trustDomain}`,
@@ -130,4 +147,51 @@ export const controlPlaneCommand: Command = {
   },
 };
 
-export const controlPlaneCommands: Command[] = [controlPlaneCommand];
+const nodeTokenHelp = `Usage: nodemesh control-plane node-token --node <name> --pod-cidr <cidr> [options]
+
+Mints the credential of one node's agent and prints it (or writes it with --out). Give it to
+that node's agent only (\`nodemesh agent --token-file <file> --node <name>\`): it proves that
+node to the control plane, which then signs certificates only for pods the config places on
+it, and takes pod reports only for those pods with IPs inside the node's pod CIDRs. The token
+is an HMAC over the node name and CIDRs with the control plane's node secret, so the control
+plane needs no list of tokens; replacing the node secret revokes every token.
+
+Options:
+  --node <name>           the node, as pods name it in spec.nodeName (required)
+  --pod-cidr <cidr>       the node's pod CIDR (Node spec.podCIDR), repeatable (required);
+                          0.0.0.0/0 accepts any IPv4 pod IP (a CNI without per-node ranges)
+  --state-dir <dir>       the control plane's state dir, holding node-secret
+                          (default $NODEMESH_STATE_DIR/control-plane, or /run/nodemesh/control-plane)
+  --node-secret <file>    the node secret file instead (default <state-dir>/node-secret)
+  --out <file>            write the token here (mode 0600) instead of printing it
+  -h, --help              this help
+`;
+
+/** The control plane's state dir: the flag, else $NODEMESH_STATE_DIR/control-plane, else /run/nodemesh/control-plane. */
+function defaultStateDir(flag: string | undefined): string {
+  return flag ?? join(process.env.NODEMESH_STATE_DIR ?? '/run/nodemesh', 'control-plane');
+}
+
+export const nodeTokenCommand: Command = {
+  path: ['control-plane', 'node-token'],
+  summary: "mint a node agent's credential (bound to its node name and pod CIDRs)",
+  help: nodeTokenHelp,
+  async run(argv) {
+    const { values } = parse(argv, {
+      node: { type: 'string' },
+      'pod-cidr': { type: 'string', multiple: true },
+      'state-dir': { type: 'string' },
+      'node-secret': { type: 'string' },
+      out: { type: 'string' },
+    }, false);
+    if (!values.node) throw usageError('--node <name> is required; see nodemesh control-plane node-token --help');
+    const cidrs = values['pod-cidr'] ?? [];
+    if (cidrs.length === 0) throw usageError('--pod-cidr <cidr> is required (the node\'s spec.podCIDR; 0.0.0.0/0 accepts any IPv4 pod IP)');
+    const token = mintNodeToken(readNodeSecret(resolve(values['node-secret'] ?? join(defaultStateDir(values['state-dir']), 'node-secret'))), { node: values.node, podCidrs: cidrs });
+    if (values.out) writeFileAtomic(resolve(values.out), token + '\n', { mode: 0o600 });
+    else process.stdout.write(token + '\n');
+    return 0;
+  },
+};
+
+export const controlPlaneCommands: Command[] = [controlPlaneCommand, nodeTokenCommand];

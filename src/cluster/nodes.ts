@@ -7,9 +7,10 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
-import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
+import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, DEFAULT_NODE, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
 import { installNodeCni } from './cni.js';
 import { controlPlaneDaemon, controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
+import { issueNodeToken } from './node-tokens.js';
 
 /** The control plane's gRPC address on the cluster network. */
 export const CLUSTER_CP_ADDRESS = `${CLUSTER_SERVICE_IP}:${PORTS.controlPlane}`;
@@ -53,10 +54,14 @@ export async function captureClusterTcp(fn: () => void, opts: { until?: (text: s
   return { text, log };
 }
 
-/** Starts the control plane inside the cluster network's netns, serving the nodes on 10.240.0.254:15012. */
-export function startClusterControlPlane(dir: string, sd: string): Promise<number> {
+/**
+ * Starts the control plane inside the cluster network's netns, serving the nodes on
+ * 10.240.0.254:15012; pods without spec.nodeName run on the simulator's default node.
+ * `extraArgs` go after those (e.g. `--admin 0.0.0.0:15014`).
+ */
+export function startClusterControlPlane(dir: string, sd: string, extraArgs: string[] = []): Promise<number> {
   return startDaemon({
-    ...controlPlaneDaemon(dir, sd, ['--listen', CLUSTER_CP_ADDRESS]),
+    ...controlPlaneDaemon(dir, sd, ['--listen', CLUSTER_CP_ADDRESS, '--default-node', DEFAULT_NODE, ...extraArgs]),
     netnsPath: CLUSTER_NETNS_PATH,
     ready: async () => (await curlIn(CLUSTER_NETNS_PATH, `http://127.0.0.1:${PORTS.controlPlaneAdmin}/healthz/ready`, 1)).code === 0,
   });
@@ -65,11 +70,14 @@ export function startClusterControlPlane(dir: string, sd: string): Promise<numbe
 /**
  * Starts a node's agent in its netns with `sim agent`'s per-node flags, after the node's init
  * container step (nodemesh-cni chained into the node's conflist). With `local`, it reads pod
- * metadata from `dir`; otherwise it takes everything from the cluster's control plane.
+ * metadata from `dir`; otherwise it takes everything from the cluster's control plane,
+ * authenticated by its own node's token (bound to the node's name and pod subnet).
  */
 export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts: { local?: boolean; extra?: string[] } = {}): Promise<number> {
   const cp = controlPlaneDir(sd);
-  const source = opts.local ? ['--config', dir] : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', join(cp, 'token'), '--root-cert', join(cp, 'root-cert.pem')];
+  const source = opts.local
+    ? ['--config', dir]
+    : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', issueNodeToken(sd, node.name, [node.subnet], node.agentStateDir), '--root-cert', join(cp, 'root-cert.pem')];
   const c = nodeAgentCommand(node.name, [...source, ...(opts.extra ?? [])], { stateDir: sd });
   if (c.installCni) installNodeCni(c.installCni, c.installCni.agentSocket);
   const { dir: agentDir, logFile, pidFile } = agentPaths(node.agentStateDir);

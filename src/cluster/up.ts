@@ -9,6 +9,7 @@ import { installNodeCni, uninstallChainedPlugin } from './cni.js';
 import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './nodes.js';
 import { UsageError } from '../errors.js';
 import { controlPlaneDaemon, controlPlaneDir, controlPlaneFiles, getJson, httpReady, pidIn, startDaemon, stopPid } from './daemon.js';
+import { hostNode, issueNodeToken } from './node-tokens.js';
 
 
 export const ADMIN = `http://127.0.0.1:${PORTS.admin}`;
@@ -29,10 +30,15 @@ export async function startAgent(dir: string, sd: string, extra: string[] = []):
   return startAgentWith(sd, ['--config', dir, ...extra]);
 }
 
-/** Starts the agent against the embedded control plane that `startControlPlane` ran. */
+/**
+ * Starts the agent against the embedded control plane that `startControlPlane` ran, with the
+ * host node's own token (its name and pod subnet), issued here as a node's bootstrap would.
+ */
 export async function startAgentWithControlPlane(sd: string, extra: string[] = []): Promise<number> {
   const cp = controlPlaneDir(sd);
-  return startAgentWith(sd, ['--control-plane', CP_ADDRESS, '--token-file', join(cp, 'token'), '--root-cert', join(cp, 'root-cert.pem'), ...extra]);
+  const node = hostNode(sd);
+  const token = issueNodeToken(sd, node.name, node.podCidrs, sd);
+  return startAgentWith(sd, ['--control-plane', CP_ADDRESS, '--node', node.name, '--token-file', token, '--root-cert', join(cp, 'root-cert.pem'), ...extra]);
 }
 
 async function startAgentWith(sd: string, args: string[]): Promise<number> {
@@ -48,8 +54,9 @@ export async function stopAgent(sd: string): Promise<boolean> {
   return stopPid(agentPid(sd));
 }
 
+/** Starts the control plane for host mode: pods without spec.nodeName run on the host node. */
 export async function startControlPlane(dir: string, sd: string): Promise<number> {
-  return startDaemon({ ...controlPlaneDaemon(dir, sd), ready: httpReady(`${CP_ADMIN}/healthz/ready`) });
+  return startDaemon({ ...controlPlaneDaemon(dir, sd, ['--default-node', hostNode(sd).name]), ready: httpReady(`${CP_ADMIN}/healthz/ready`) });
 }
 
 export async function stopControlPlane(sd: string): Promise<boolean> {

@@ -1,8 +1,12 @@
 // The control plane's HTTP admin endpoint (loopback by default): readiness, config errors and
-// the resources being served, as JSON.
-import { createServer, type Server } from 'node:http';
+// the resources being served, as JSON. Readiness is open to all; the /debug pages, which list
+// every workload, answer only a loopback peer or a request carrying the admin token, so an
+// admin bound to a pod IP (for the kubelet's readiness probe) shows nothing to the network.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
+import { isIPv4 } from '../net/index.js';
+import { bearerToken, sameSecret } from './auth.js';
 
 export interface AdminHandlers {
   ready(): boolean;
@@ -17,7 +21,21 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export async function startAdmin(host: string, port: number, h: AdminHandlers, log: Logger): Promise<AdminServer> {
+/** Whether a peer address is loopback (127/8, ::1, or 127/8 mapped into IPv6). */
+export function isLoopbackPeer(address: string | undefined): boolean {
+  if (!address) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return address === '::1' || (isIPv4(v4) && v4.startsWith('127.'));
+}
+
+function mayDebug(req: IncomingMessage, adminToken: string): boolean {
+  if (isLoopbackPeer(req.socket.remoteAddress)) return true;
+  const token = bearerToken(req.headers.authorization);
+  return token !== undefined && sameSecret(token, adminToken);
+}
+
+/** `adminToken` opens the /debug pages to a non-loopback peer that sends it as a bearer token. */
+export async function startAdmin(host: string, port: number, h: AdminHandlers, log: Logger, adminToken: string): Promise<AdminServer> {
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const json = (code: number, body: unknown) => {
@@ -25,6 +43,11 @@ export async function startAdmin(host: string, port: number, h: AdminHandlers, l
       res.end(JSON.stringify(body, null, 2) + '\n');
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, { error: 'only GET' });
+    if (url.pathname.startsWith('/debug/') && !mayDebug(req, adminToken)) {
+      log.warn({ peer: req.socket.remoteAddress, path: url.pathname }, 'refused a /debug request without the admin token');
+      res.setHeader('www-authenticate', 'Bearer realm="nodemesh-control-plane"');
+      return json(401, { error: 'the /debug pages need "authorization: Bearer <admin token>" (the admin-token file of the state dir), or a loopback connection' });
+    }
     try {
       switch (url.pathname) {
         case '/healthz/ready':

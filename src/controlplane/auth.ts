@@ -1,11 +1,13 @@
-// Authentication of node agents: a bootstrap token (written 0600 at first start) presented as
-// `authorization: Bearer <token>`, plus the caller's node name in `x-nodemesh-node`.
+// Authentication of node agents: each presents its own node token (node-credentials.ts) as
+// `authorization: Bearer <token>`, and the control plane takes the caller's node from that
+// token alone. The admin token (written 0600 at first start) is for operators (the admin
+// endpoint's /debug pages) and is refused here: it proves no node.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { IdentityError } from '../errors.js';
-import { NODE_HEADER } from '../xds/index.js';
+import { writeFileAtomic } from '../files.js';
+import { verifyNodeToken, type NodeCaller } from './node-credentials.js';
 
 /** Reads the token file, or creates it with a fresh random token (mode 0600). */
 export function loadOrCreateToken(file: string): string {
@@ -14,14 +16,22 @@ export function loadOrCreateToken(file: string): string {
     if (t.length >= 16) return t;
     throw new IdentityError('NM_ERR_AUTH', `the token file ${file} holds no usable token (at least 16 characters); delete it to have a new one generated`);
   }
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const token = randomBytes(32).toString('base64url');
-  writeFileSync(file, token + '\n', { mode: 0o600 });
-  chmodSync(file, 0o600);
+  writeFileAtomic(file, token + '\n', { mode: 0o600 });
   return token;
 }
 
-const NODE_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+/** Whether two secrets are equal, in constant time for equal lengths. */
+export function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** The token of an `authorization: Bearer <token>` value, or undefined. */
+export function bearerToken(value: unknown): string | undefined {
+  return typeof value === 'string' ? /^Bearer\s+(\S+)$/i.exec(value)?.[1] : undefined;
+}
 
 /** An error a gRPC handler can pass to its callback or emit. */
 export function grpcError(code: grpc.status, details: string): grpc.ServiceError {
@@ -29,19 +39,18 @@ export function grpcError(code: grpc.status, details: string): grpc.ServiceError
 }
 
 /**
- * Returns a function that checks a call's metadata and returns the caller's node name, or
- * throws a gRPC UNAUTHENTICATED error saying what is missing.
+ * Returns a function that checks a call's metadata and returns the node its token proves, or
+ * throws a gRPC UNAUTHENTICATED error saying what is wrong.
  */
-export function tokenAuthenticator(token: string): (md: grpc.Metadata) => string {
-  const want = Buffer.from(token);
+export function nodeTokenAuthenticator(nodeSecret: string, adminToken: string): (md: grpc.Metadata) => NodeCaller {
   return (md) => {
-    const auth = md.get('authorization')[0];
-    const m = typeof auth === 'string' ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
-    if (!m) throw grpcError(grpc.status.UNAUTHENTICATED, 'missing "authorization: Bearer <token>" metadata; give the agent the control plane token file');
-    const got = Buffer.from(m[1]!);
-    if (got.length !== want.length || !timingSafeEqual(got, want)) throw grpcError(grpc.status.UNAUTHENTICATED, 'the bootstrap token is not valid; check the token file the agent uses');
-    const node = md.get(NODE_HEADER)[0];
-    if (typeof node !== 'string' || !NODE_NAME.test(node)) throw grpcError(grpc.status.UNAUTHENTICATED, `missing or invalid ${NODE_HEADER} metadata (the node name)`);
-    return node;
+    const token = bearerToken(md.get('authorization')[0]);
+    if (!token) throw grpcError(grpc.status.UNAUTHENTICATED, 'missing "authorization: Bearer <token>" metadata; give the agent its node token file (nodemesh control-plane node-token)');
+    if (sameSecret(token, adminToken)) {
+      throw grpcError(grpc.status.UNAUTHENTICATED, 'the control plane\'s admin token proves no node; give the agent its own node token (nodemesh control-plane node-token --node <name>)');
+    }
+    const r = verifyNodeToken(nodeSecret, token);
+    if ('refused' in r) throw grpcError(grpc.status.UNAUTHENTICATED, r.refused);
+    return r;
   };
 }

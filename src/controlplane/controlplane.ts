@@ -1,20 +1,19 @@
 // The control plane's wiring: starts the config source, the CA, the gRPC listener with its
 // three services (delta ADS, CA, pod status) behind the node-auth gate, and the admin
 // endpoint, and recomputes the xDS resources whenever the config or the reported pods change.
-import { networkInterfaces } from 'node:os';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { UsageError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
-import { formatCidr, hostPort, isIp, PORTS } from '../net/index.js';
+import { formatCidr, hostPort, PORTS } from '../net/index.js';
 import {
   adsService,
   authorizationFromProto,
   caService,
   codecs,
-  CONTROL_PLANE_DNS_NAME,
   podStatusService,
   serviceFromProto,
   TYPE_ADDRESS,
@@ -28,11 +27,14 @@ import {
   type PbWorkload,
 } from '../xds/index.js';
 import { startAdmin, type AdminServer } from './admin.js';
-import { loadOrCreateToken, tokenAuthenticator } from './auth.js';
+import { parseHostPort, servingNames } from './serving.js';
+import { loadOrCreateToken, nodeTokenAuthenticator } from './auth.js';
 import { buildPolicySet, type EffectiveMtls } from './authz.js';
 import { CertificateAuthority } from './ca.js';
 import { caServiceImpl } from './ca-service.js';
 import { nodeGate } from './node-auth.js';
+import { loadOrCreateNodeSecret, mintNodeToken } from './node-credentials.js';
+import { placementAllows, podIndex } from './placement.js';
 import { PodStatusStore } from './podstatus.js';
 import { podStatusServiceImpl } from './podstatus-service.js';
 import { ConfigSource, type ConfigSnapshot } from './sources.js';
@@ -45,8 +47,12 @@ export const DEFAULT_ADMIN = hostPort('127.0.0.1', PORTS.controlPlaneAdmin);
 export interface ControlPlaneOptions {
   /** The directory of Kubernetes YAML (the one the simulator reads). */
   configDir: string;
-  /** Where the token, root CA and serving certificate are written. */
+  /** Where the admin token, node secret, pod status, root CA and serving certificate are kept. */
   stateDir: string;
+  /** The HMAC key node tokens are signed with; default `<stateDir>/node-secret` (generated). */
+  nodeSecretFile?: string;
+  /** The node that pods without spec.nodeName run on (the simulator's default node); default the host name. */
+  defaultNode?: string;
   /** gRPC listener (xDS, CA, pod status): `host:port`; port 0 picks one. Default 127.0.0.1:15012. */
   listen?: string;
   /** HTTP admin listener; default 127.0.0.1:15014. */
@@ -70,29 +76,15 @@ export interface ControlPlaneOptions {
 
 export interface ControlPlanePaths {
   stateDir: string;
-  token: string;
+  /** Opens the admin endpoint's /debug pages to non-loopback peers; proves no node. */
+  adminToken: string;
+  /** The key node tokens are signed with. */
+  nodeSecret: string;
+  /** What nodes reported, kept across restarts. */
+  podStatus: string;
   rootCert: string;
   servingCert: string;
   servingKey: string;
-}
-
-/** Splits `host:port` / `[v6]:port`. */
-export function parseHostPort(s: string, what: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`${what} must be host:port (e.g. 127.0.0.1:15012), got ${JSON.stringify(s)}`);
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-function servingNames(host: string, extra: string[]): { dns: string[]; ips: string[] } {
-  const ips = new Set(['127.0.0.1', '::1']);
-  const dns = new Set(['localhost', CONTROL_PLANE_DNS_NAME]);
-  if (host === '0.0.0.0' || host === '::') {
-    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) ips.add(a.address.replace(/%.*$/, ''));
-  } else if (isIp(host)) ips.add(host);
-  else dns.add(host);
-  for (const n of extra) (isIp(n) ? ips : dns).add(n);
-  return { dns: [...dns], ips: [...ips] };
 }
 
 /** JSON for operators: IP bytes and CIDRs as strings. */
@@ -110,9 +102,12 @@ export class ControlPlane {
   readonly paths: ControlPlanePaths;
   readonly xds: XdsServer;
   readonly config: ConfigSource;
-  readonly pods = new PodStatusStore();
+  readonly pods: PodStatusStore;
   readonly ca: CertificateAuthority;
-  readonly token: string;
+  readonly adminToken: string;
+  /** Where pods without spec.nodeName run. */
+  readonly defaultNode: string;
+  readonly #nodeSecret: string;
   /** `host:port` of the gRPC listener. */
   readonly address: string;
   /** `host:port` of the admin listener. */
@@ -135,7 +130,10 @@ export class ControlPlane {
     xds: XdsServer;
     config: ConfigSource;
     ca: CertificateAuthority;
-    token: string;
+    pods: PodStatusStore;
+    adminToken: string;
+    nodeSecret: string;
+    defaultNode: string;
     server: grpc.Server;
     address: string;
     admin: AdminServer;
@@ -146,7 +144,10 @@ export class ControlPlane {
     this.xds = init.xds;
     this.config = init.config;
     this.ca = init.ca;
-    this.token = init.token;
+    this.pods = init.pods;
+    this.adminToken = init.adminToken;
+    this.#nodeSecret = init.nodeSecret;
+    this.defaultNode = init.defaultNode;
     this.#server = init.server;
     this.address = init.address;
     this.#admin = init.admin;
@@ -169,7 +170,13 @@ export class ControlPlane {
     // A missing directory is an operator error: fail now rather than serve nothing.
     config.rescan(true);
 
-    const token = loadOrCreateToken(join(opts.stateDir, 'token'));
+    const adminTokenFile = join(opts.stateDir, 'admin-token');
+    const nodeSecretFile = opts.nodeSecretFile ?? join(opts.stateDir, 'node-secret');
+    const adminToken = loadOrCreateToken(adminTokenFile);
+    const nodeSecret = loadOrCreateNodeSecret(nodeSecretFile);
+    const defaultNode = opts.defaultNode ?? hostname();
+    const podStatusFile = join(opts.stateDir, 'pod-status.json');
+    const pods = new PodStatusStore({ file: podStatusFile, logger: log });
     const ca = await CertificateAuthority.open({
       stateDir: opts.stateDir,
       trustDomain: mesh.trustDomain,
@@ -182,7 +189,9 @@ export class ControlPlane {
     const serving = await ca.issueServingCert(servingNames(listen.host, opts.serverNames ?? []));
     const paths: ControlPlanePaths = {
       stateDir: opts.stateDir,
-      token: join(opts.stateDir, 'token'),
+      adminToken: adminTokenFile,
+      nodeSecret: nodeSecretFile,
+      podStatus: podStatusFile,
       rootCert: ca.rootCertFile,
       servingCert: join(opts.stateDir, 'cert.pem'),
       servingKey: join(opts.stateDir, 'key.pem'),
@@ -200,25 +209,31 @@ export class ControlPlane {
     let cp: ControlPlane | undefined;
     let admin: AdminServer;
     try {
-      admin = await startAdmin(adminAt.host, adminAt.port, { ready: () => cp?.ready ?? false, configErrors: () => cp!.configErrors(), resources: () => cp!.resources() }, log);
+      admin = await startAdmin(adminAt.host, adminAt.port, { ready: () => cp?.ready ?? false, configErrors: () => cp!.configErrors(), resources: () => cp!.resources() }, log, adminToken);
     } catch (err) {
       server.forceShutdown();
       throw new UsageError(`cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
     }
-    cp = new ControlPlane({ mesh, paths, xds, config, ca, token, server, address: `${bindHost}:${port}`, admin, log });
-    // Every service answers only authenticated node agents, and knows which node calls.
-    const gate = nodeGate(tokenAuthenticator(token), log);
+    cp = new ControlPlane({ mesh, paths, xds, config, ca, pods, adminToken, nodeSecret, defaultNode, server, address: `${bindHost}:${port}`, admin, log });
+    // Every service answers only node agents with a valid node token, and knows which node
+    // calls from that token alone.
+    const gate = nodeGate(nodeTokenAuthenticator(nodeSecret, adminToken), log);
     const configPods = () => config.snapshot().pods;
     server.addService(adsService, {
-      DeltaAggregatedResources: gate({ what: 'an xDS stream' }, (node, call: grpc.ServerDuplexStream<PbDeltaRequest, PbDeltaResponse>) => xds.serve(call, node)),
+      DeltaAggregatedResources: gate({ what: 'an xDS stream' }, (caller, call: grpc.ServerDuplexStream<PbDeltaRequest, PbDeltaResponse>) => xds.serve(call, caller.node)),
     });
-    server.addService(caService, caServiceImpl(gate, { ca, configPods, pods: cp.pods, log }));
-    server.addService(podStatusService, podStatusServiceImpl(gate, { pods: cp.pods, configPods, onChange: () => cp!.#recompute(), log }));
+    server.addService(caService, caServiceImpl(gate, { ca, configPods, pods, defaultNode, log }));
+    server.addService(podStatusService, podStatusServiceImpl(gate, { pods, configPods, defaultNode, onChange: () => cp!.#recompute(), log }));
     cp.#recompute();
     config.on('change', () => cp!.#recompute());
     config.start();
-    log.info({ address: cp.address, admin: cp.adminAddress, configDir: opts.configDir, trustDomain: mesh.trustDomain, ...paths }, 'control plane started');
+    log.info({ address: cp.address, admin: cp.adminAddress, configDir: opts.configDir, trustDomain: mesh.trustDomain, defaultNode, ...paths }, 'control plane started');
     return cp;
+  }
+
+  /** A node token for `node` (what `nodemesh control-plane node-token` prints). */
+  nodeToken(node: string, podCidrs: string[]): string {
+    return mintNodeToken(this.#nodeSecret, { node, podCidrs });
   }
 
   /** True once the config is loaded and the listeners are up. */
@@ -278,7 +293,8 @@ export class ControlPlane {
     const policySet = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, this.mesh);
     this.#logPolicyProblems(policySet.problems);
     this.#problems = [...snap.problems, ...policySet.problems];
-    this.#running = runningPods(snap.pods, this.pods.pods());
+    // Each pod only from the node the config places it on (a stored report included).
+    this.#running = runningPods(snap.pods, this.pods.pods(placementAllows(podIndex(snap.pods), this.defaultNode)));
     const byIp = new Map<string, RunningPod>();
     for (const r of this.#running) {
       const other = byIp.get(r.ip);

@@ -1,12 +1,17 @@
 // The one gate every control-plane gRPC handler (xDS, CA, pod status) is registered through:
-// it authenticates the calling node agent, finds its node, and refuses a call the same way
-// for unary calls and streams (UNAUTHENTICATED, or PERMISSION_DENIED for another node's data).
+// it authenticates the calling node agent by its node token, takes the caller's node from that
+// token, and refuses a call the same way for unary calls and streams: UNAUTHENTICATED without
+// a valid token, PERMISSION_DENIED when the call claims another node (its x-nodemesh-node
+// header or the node a request names). Every refusal is logged with the claimed and the
+// proven node.
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
+import { NODE_HEADER } from '../xds/index.js';
 import { grpcError } from './auth.js';
+import type { NodeCaller } from './node-credentials.js';
 
-/** Checks a call's metadata: returns the caller's node, or throws a gRPC UNAUTHENTICATED error. */
-export type Authenticator = (md: grpc.Metadata) => string;
+/** Checks a call's metadata: returns the node it proves, or throws a gRPC UNAUTHENTICATED error. */
+export type Authenticator = (md: grpc.Metadata) => NodeCaller;
 
 /** What every grpc-js server call has (grpc-js's ServerSurfaceCall, which it does not export). */
 export interface SurfaceCall {
@@ -15,8 +20,8 @@ export interface SurfaceCall {
   emit(event: 'error', err: grpc.ServiceError): boolean;
 }
 
-/** A grpc-js handler (`call`, then `callback` for unary calls) that is told the caller's node first. */
-export type NodeHandler<C extends SurfaceCall, R extends unknown[]> = (node: string, call: C, ...rest: R) => void;
+/** A grpc-js handler (`call`, then `callback` for unary calls) that is told the proven caller first. */
+export type NodeHandler<C extends SurfaceCall, R extends unknown[]> = (caller: NodeCaller, call: C, ...rest: R) => void;
 
 export interface GateOptions<C> {
   /** The call as the refusal's log line names it: "a certificate request". */
@@ -46,22 +51,28 @@ function refuse(call: SurfaceCall, rest: unknown[], err: grpc.ServiceError): voi
 export function nodeGate(authenticate: Authenticator, log: Logger): NodeGate {
   return (opts, handler) =>
     (call, ...rest) => {
-      let node: string;
+      const header = call.metadata.get(NODE_HEADER)[0];
+      let caller: NodeCaller;
       try {
-        node = authenticate(call.metadata);
+        caller = authenticate(call.metadata);
       } catch (e) {
         const err = asServiceError(e);
-        log.warn({ peer: call.getPeer(), reason: err.details ?? err.message }, `refused ${opts.what}`);
+        log.warn({ peer: call.getPeer(), claimedNode: typeof header === 'string' ? header : undefined, reason: err.details ?? err.message }, `refused ${opts.what}`);
         refuse(call, rest, err);
         return;
       }
-      const claimed = opts.claim?.node(call);
-      if (claimed && claimed !== node) {
-        const err = grpcError(grpc.status.PERMISSION_DENIED, `the ${opts.claim!.noun} is for node ${claimed} but the caller is node ${node}`);
-        log.warn({ peer: call.getPeer(), node, reason: err.details }, `refused ${opts.what}`);
+      // The node comes from the token alone; a call that says otherwise is refused, not trusted.
+      const claims: [string, unknown][] = [
+        ['x-nodemesh-node header', header],
+        [opts.claim?.noun ?? '', opts.claim?.node(call)],
+      ];
+      for (const [noun, claimed] of claims) {
+        if (claimed === undefined || claimed === '' || claimed === caller.node) continue;
+        const err = grpcError(grpc.status.PERMISSION_DENIED, `the ${noun} names node ${String(claimed)} but the caller's token is node ${caller.node}'s`);
+        log.warn({ peer: call.getPeer(), node: caller.node, claimedNode: String(claimed), reason: err.details }, `refused ${opts.what}`);
         refuse(call, rest, err);
         return;
       }
-      handler(node, call, ...rest);
+      handler(caller, call, ...rest);
     };
 }

@@ -1,17 +1,24 @@
 // nodemesh.v1.PodStatusService/Report: a node agent reports the pods on its node (as a kubelet
-// writes pod status); the report replaces that node's pods, and a change recomputes the resources.
+// writes pod status); the report replaces that node's pods, and a change recomputes the
+// resources. A node speaks only for itself: entries about a pod the config places on another
+// node, or with an IP outside the node's pod CIDRs, are refused and logged; the rest of the
+// report is taken.
 import * as grpc from '@grpc/grpc-js';
 import type { Pod } from '../k8s/index.js';
 import type { Logger } from '../log.js';
-import type { PbPodStatusReply, PbPodStatusReport } from '../xds/index.js';
+import type { PbPodStatus, PbPodStatusReply, PbPodStatusReport } from '../xds/index.js';
 import { grpcError } from './auth.js';
+import type { NodeCaller } from './node-credentials.js';
 import type { NodeGate } from './node-auth.js';
+import { podIndex, reportRefusal } from './placement.js';
 import { invalidPodStatus, type PodStatusStore } from './podstatus.js';
 
 export interface PodStatusServiceDeps {
   pods: PodStatusStore;
   /** The Pods of the config: a reported pod the config does not know is answered as unknown. */
   configPods: () => readonly Pod[];
+  /** Where pods without spec.nodeName run. */
+  defaultNode: string;
   /** Called after a report changed what a node runs. */
   onChange: () => void;
   log: Logger;
@@ -21,8 +28,10 @@ type ReportCall = grpc.ServerUnaryCall<PbPodStatusReport, PbPodStatusReply>;
 
 /** The service implementation to register for `podStatusService`. */
 export function podStatusServiceImpl(gate: NodeGate, deps: PodStatusServiceDeps): { Report: grpc.handleUnaryCall<PbPodStatusReport, PbPodStatusReply> } {
-  const report = (node: string, call: ReportCall, callback: grpc.sendUnaryData<PbPodStatusReply>): void => {
+  const report = (caller: NodeCaller, call: ReportCall, callback: grpc.sendUnaryData<PbPodStatusReply>): void => {
+    const { node } = caller;
     const req = call.request;
+    // A malformed entry is a broken agent: the whole report is refused and the last one stays.
     for (const p of req.pods) {
       const why = invalidPodStatus(p);
       if (why) {
@@ -30,13 +39,24 @@ export function podStatusServiceImpl(gate: NodeGate, deps: PodStatusServiceDeps)
         return;
       }
     }
-    if (deps.pods.report(node, req.pods)) {
-      deps.log.info({ node, pods: req.pods.length }, 'pod status reported');
+    const index = podIndex(deps.configPods());
+    const taken: PbPodStatus[] = [];
+    const refused: string[] = [];
+    for (const p of req.pods) {
+      const why = reportRefusal(p, caller, index, deps.defaultNode);
+      if (!why) {
+        taken.push(p);
+        continue;
+      }
+      refused.push(`${p.namespace}/${p.name}: ${why}`);
+      deps.log.warn({ node, pod: `${p.namespace}/${p.name}`, ip: p.ip, peer: call.getPeer(), reason: why }, 'refused a pod status entry');
+    }
+    if (deps.pods.report(node, taken)) {
+      deps.log.info({ node, pods: taken.length, refused: refused.length }, 'pod status reported');
       deps.onChange();
     }
-    const known = new Set(deps.configPods().map((p) => `${p.metadata.namespace}/${p.metadata.name}`));
-    const unknown = req.pods.map((p) => `${p.namespace}/${p.name}`).filter((k) => !known.has(k));
-    callback(null, { accepted: req.pods.length - unknown.length, unknown });
+    const unknown = taken.map((p) => `${p.namespace}/${p.name}`).filter((k) => !index.has(k));
+    callback(null, { accepted: taken.length - unknown.length, unknown, refused });
   };
   // A node reports only its own pods: a report naming another node is refused.
   return { Report: gate({ what: 'a pod status report', claim: { noun: 'report', node: (call: ReportCall) => call.request.node } }, report) };

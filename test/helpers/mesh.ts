@@ -85,9 +85,22 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
   const pinRoot = `/sys/fs/bpf/nodemesh-e2e-${process.pid}`;
   const agentArgs = ['--pin-root', pinRoot, '--connect-timeout', '3000'];
   const agent = () => (opts.controlPlane ? startAgentWithControlPlane(sd, agentArgs) : startAgent(configDir, sd, agentArgs));
-  if (opts.controlPlane) await startControlPlane(configDir, sd);
-  await agent();
-  await simUp(configDir, { stateDir: sd });
+  const down = async (): Promise<void> => {
+    await simDown({ stateDir: sd });
+    await stopAgent(sd);
+    await stopControlPlane(sd);
+    uninstallChainedPlugin(sd);
+    await Redirector.destroyAll(pinRoot);
+  };
+  try {
+    if (opts.controlPlane) await startControlPlane(configDir, sd);
+    await agent();
+    await simUp(configDir, { stateDir: sd });
+  } catch (err) {
+    // A half-started mesh must not outlive the failed suite: its daemons hold the node's ports.
+    await down().catch(() => {});
+    throw err;
+  }
   const pods = await listPods({ stateDir: sd });
   const ips = new Map(pods.map((p) => [`${p.namespace}/${p.name}`, p.ip]));
   const run = podRunner(sd);
@@ -110,13 +123,7 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
     stopAgent: async () => {
       await stopAgent(sd);
     },
-    down: async () => {
-      await simDown({ stateDir: sd });
-      await stopAgent(sd);
-      await stopControlPlane(sd);
-      uninstallChainedPlugin(sd);
-      await Redirector.destroyAll(pinRoot);
-    },
+    down,
   };
 }
 

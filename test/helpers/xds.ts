@@ -7,15 +7,24 @@ import { ControlPlane, type ControlPlaneOptions } from '../../src/controlplane/c
 import type { ControlPlaneConnection } from '../../src/xds/index.js';
 
 export interface TestControlPlane {
+  /** The running control plane (a new one after `restart`). */
   cp: ControlPlane;
   configDir: string;
   stateDir: string;
-  /** Connection settings for an agent on `node`. */
+  /**
+   * Connection settings for an agent on `node`: by default with `node`'s own token, whose pod
+   * CIDR is 10.0.0.0/8 (every pod IP these suites use).
+   */
   conn(node: string, token?: string): ControlPlaneConnection;
   write(file: string, text: string): void;
   remove(file: string): void;
+  /** Stops the control plane and starts a new one on the same config and state dirs. */
+  restart(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** The pod CIDR of the tokens `conn` mints by default. */
+export const TEST_POD_CIDR = '10.0.0.0/8';
 
 export async function startTestControlPlane(files: Record<string, string>, opts: Partial<ControlPlaneOptions> = {}): Promise<TestControlPlane> {
   const root = mkdtempSync(join(tmpdir(), 'nodemesh-cp-'));
@@ -24,14 +33,21 @@ export async function startTestControlPlane(files: Record<string, string>, opts:
   const write = (file: string, text: string) => writeFileSync(join(configDir, file), text);
   mkdirSync(configDir);
   for (const [f, t] of Object.entries(files)) write(f, t);
-  const cp = await ControlPlane.start({ configDir, stateDir, listen: '127.0.0.1:0', admin: '127.0.0.1:0', debounceMs: 50, rescanMs: 500, ...opts });
+  const start = () => ControlPlane.start({ configDir, stateDir, listen: '127.0.0.1:0', admin: '127.0.0.1:0', debounceMs: 50, rescanMs: 500, ...opts });
+  let cp = await start();
   return {
-    cp,
+    get cp() {
+      return cp;
+    },
     configDir,
     stateDir,
-    conn: (node, token) => ({ address: cp.address, rootCertPem: cp.ca.rootCertPem, token: token ?? cp.token, nodeName: node }),
+    conn: (node, token) => ({ address: cp.address, rootCertPem: cp.ca.rootCertPem, token: token ?? cp.nodeToken(node, [TEST_POD_CIDR]), nodeName: node }),
     write,
     remove: (file) => unlinkSync(join(configDir, file)),
+    restart: async () => {
+      await cp.stop();
+      cp = await start();
+    },
     close: async () => {
       await cp.stop();
       rmSync(root, { recursive: true, force: true });

@@ -46,7 +46,8 @@ describe('certificate authority', () => {
     // The root key is never served, and its file is private.
     expect(chain.join('')).not.toMatch(/PRIVATE KEY/);
     expect(statSync(join(env.stateDir, 'root-key.pem')).mode & 0o777).toBe(0o600);
-    expect(statSync(env.cp.paths.token).mode & 0o777).toBe(0o600);
+    expect(statSync(env.cp.paths.nodeSecret).mode & 0o777).toBe(0o600);
+    expect(statSync(env.cp.paths.adminToken).mode & 0o777).toBe(0o600);
   });
 
   it('caps the requested lifetime at the maximum', async () => {
@@ -66,7 +67,7 @@ describe('certificate authority', () => {
   });
 
   it('signs for a pod once its node has reported it', async () => {
-    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'web.yaml': pod('web') });
+    env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'web.yaml': pod('web', { node: 'node-c' }) });
     const client = ca(env, 'node-c');
     await expect(client.createCertificate(await csrFor(WEB), 3600)).rejects.toMatchObject({ code: 'NM_ERR_CA' });
     const ps = new PodStatusClient(env.conn('node-c'));
@@ -76,9 +77,12 @@ describe('certificate authority', () => {
     expect(summarizeCert(chain[0]!).subjectAltNames).toEqual([`URI:${WEB}`]);
   });
 
-  it('refuses an unauthenticated caller', async () => {
+  it('refuses an unauthenticated caller, and the admin token, which proves no node', async () => {
     env = await startTestControlPlane({ 'ns.yaml': NS_FOO, 'web.yaml': pod('web', { ip: '10.1.0.5', node: 'node-a' }) });
     await expect(ca(env, 'node-a', 'wrong-token-wrong-token').createCertificate(await csrFor(WEB), 3600)).rejects.toMatchObject({ code: 'NM_ERR_AUTH' });
+    await expect(ca(env, 'node-a', env.cp.adminToken).createCertificate(await csrFor(WEB), 3600)).rejects.toMatchObject({ code: 'NM_ERR_AUTH', details: { grpcCode: 16 } });
+    // The twin: node-a's own token gets the certificate.
+    await expect(ca(env, 'node-a').createCertificate(await csrFor(WEB), 3600)).resolves.toHaveLength(2);
   });
 
   it('keeps its root across restarts and can use a configured root', async () => {

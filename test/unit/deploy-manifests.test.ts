@@ -50,10 +50,13 @@ describe('deploy/ manifests', () => {
     }
   });
 
-  it('give the agent the bootstrap token and root certificate, never the root key', () => {
+  it('give the agent its node token and the root certificate, never the root key or the node secret', () => {
     const text = readFileSync(join(deployDir, 'agent-daemonset.yaml'), 'utf8');
     expect(text).toMatch(/--token-file=/);
     expect(text).toMatch(/--root-cert=/);
     expect(text).not.toMatch(/root-key/);
+    expect(text).not.toMatch(/node-secret/);
+    // The control plane is the one that holds the node secret.
+    expect(readFileSync(join(deployDir, 'control-plane.yaml'), 'utf8')).toMatch(/--node-secret=/);
   });
 });
