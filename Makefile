@@ -109,6 +109,22 @@ bench: build
 	@node dist/bench/mesh.js
 	@node dist/bench/controlplane.js
 
+## ---- fuzzing and the soak (apart from the tests) ---------------------------------------
+.PHONY: fuzz soak
+
+# Every fuzz property of test/fuzz/ at FUZZ_RUNS generated cases per target (`make test` runs
+# the same properties at 500, NODEMESH_FUZZ_RUNS' default). Prints progress every tenth; each
+# property stops by itself at its time cap. Needs no root (the CNI target runs the plugin).
+FUZZ_RUNS ?= 100000
+fuzz: deps cni
+	@NODEMESH_FUZZ_RUNS=$(FUZZ_RUNS) vitest run --project unit --maxWorkers=2 test/fuzz
+
+# 10^6 short TCP connections through the agent on the embedded single-node cluster; writes the
+# soak section of docs/benchmarks.md. Needs root. `make soak ARGS=--quick` (20,000, no write),
+# `make soak ARGS="--connections 200000"`; `node dist/bench/soak.js --help` for the rest.
+soak: build
+	@node dist/bench/soak.js $(ARGS)
+
 clean:
 	rm -rf dist bpf/build native/build
 

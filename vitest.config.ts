@@ -1,5 +1,6 @@
-// Two vitest projects: `unit` runs anywhere; `privileged` needs root (netns, eBPF, cgroups)
-// and runs one file at a time because its suites share the host's kernel state.
+// Two vitest projects: `unit` runs anywhere (with the fuzz properties of test/fuzz/ at a small
+// count, NODEMESH_FUZZ_RUNS); `privileged` needs root (netns, eBPF, cgroups) and runs one file
+// at a time because its suites share the host's kernel state.
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -8,7 +9,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['test/unit/**/*.test.ts'],
+          include: ['test/unit/**/*.test.ts', 'test/fuzz/**/*.test.ts'],
           testTimeout: 20_000,
         },
       },
