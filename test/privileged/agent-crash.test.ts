@@ -22,7 +22,9 @@ const STORM = { count: 3000, seconds: 60 };
 
 /** Sum of nodemesh_connection_errors_total over every reason, for one listener direction. */
 async function contained(direction: 'outbound' | 'inbound'): Promise<number> {
-  const text = await (await fetch(METRICS)).text();
+  // A fresh connection per poll: a reused keep-alive socket can meet the server's idle close
+  // (undici's 'other side closed'), which says nothing about the agent.
+  const text = await (await fetch(METRICS, { headers: { connection: 'close' } })).text();
   let n = 0;
   for (const m of text.matchAll(/^nodemesh_connection_errors_total\{([^}]*)\} (\S+)$/gm)) {
     if (m[1]!.includes(`direction="${direction}"`)) n += Number(m[2]);
@@ -78,7 +80,7 @@ describePrivileged('a pod that resets its connections cannot crash the agent', (
   const healthy = async (): Promise<void> => {
     expect(alive(pid)).toBe(true);
     expect(agentPid(mesh.sd)).toBe(pid);
-    expect((await fetch(READY)).status).toBe(200);
+    expect((await fetch(READY, { headers: { connection: 'close' } })).status).toBe(200);
   };
 
   beforeAll(async () => {
