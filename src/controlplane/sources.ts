@@ -25,9 +25,17 @@ interface FileState {
   hash: string;
   mtimeMs: number;
   size: number;
+  /** The file's name as problems give it. */
+  file: string;
+  /** The valid resources of the file's current text. */
+  parsed: ConfigObject[];
+  /** Whether the current text has errors of its own (a conflict with another file is found later). */
+  hasErrors: boolean;
   /** The resources served from this file: the last good version of each. */
   good: ConfigObject[];
   problems: ConfigProblem[];
+  /** What was last logged as kept, so each change is logged once. */
+  keptLogged?: string;
 }
 
 /** Builds a snapshot from objects (in file order) and problems; reports duplicates. */
@@ -152,9 +160,7 @@ export class ConfigSource extends EventEmitter<{ change: [ConfigSnapshot] }> {
       }
     }
     if (changed) {
-      const objects = [...this.#files.keys()].sort().flatMap((p) => this.#files.get(p)!.good);
-      const problems = [...this.#files.keys()].sort().flatMap((p) => this.#files.get(p)!.problems);
-      this.#snapshot = buildSnapshot(objects, problems);
+      this.#snapshot = this.#serve();
       this.#logProblems(this.#snapshot.problems);
       this.emit('change', this.#snapshot);
     }
@@ -202,16 +208,44 @@ export class ConfigSource extends EventEmitter<{ change: [ConfigSnapshot] }> {
   #parse(path: string, text: string, hash: string, mtimeMs: number, size: number, prev: FileState | undefined): FileState {
     const file = relative(process.cwd(), path) || path;
     const r = parseConfigFile(text, file);
-    const errors = r.problems.filter((p) => p.severity === 'error');
-    if (errors.length === 0 || !prev) return { hash, mtimeMs, size, good: r.objects, problems: r.problems };
-    // The file has errors: serve its good resources, and for everything else the file served
-    // before (a resource now invalid, or lost in a YAML syntax error) keep the last good one.
-    const now = new Set(r.objects.map(identityOf));
-    const kept = prev.good.filter((o) => !now.has(identityOf(o)));
-    if (kept.length > 0) {
-      this.#log.warn({ file, kept: kept.map(describe) }, 'config file has errors; keeping the last good version of its other resources');
+    const hasErrors = r.problems.some((p) => p.severity === 'error');
+    return { hash, mtimeMs, size, file, parsed: r.objects, hasErrors, good: prev?.good ?? r.objects, problems: r.problems };
+  }
+
+  /**
+   * What every file serves, derived from what each file's text holds and what it served before.
+   * A file with errors serves its valid resources and, for everything else it served before (a
+   * resource now invalid, renamed, or lost in a YAML syntax error), the last good version. A
+   * resource also defined by another file, or twice in one file, is such an error: a conflict
+   * never withdraws the rest of what the file served.
+   */
+  #serve(): ConfigSnapshot {
+    const paths = [...this.#files.keys()].sort();
+    const states = paths.map((p) => this.#files.get(p)!);
+    const problems = states.flatMap((f) => f.problems);
+    const conflicted = new Set(
+      buildSnapshot(states.flatMap((f) => f.parsed), []).problems.filter((p) => p.code === 'NM_ERR_CONFIG_CONFLICT').map((p) => p.file),
+    );
+    for (const f of states) {
+      if (!f.hasErrors && !conflicted.has(f.file)) {
+        f.good = f.parsed;
+        f.keptLogged = undefined;
+        continue;
+      }
+      const now = new Set(f.parsed.map(identityOf));
+      const kept = f.good.filter((o) => !now.has(identityOf(o)));
+      const names = kept.map(describe);
+      if (kept.length > 0 && names.join('\n') !== f.keptLogged) {
+        this.#log.warn({ file: f.file, kept: names }, 'config file has errors; keeping the last good version of its other resources');
+      }
+      f.keptLogged = names.join('\n');
+      f.good = [...f.parsed, ...kept];
     }
-    return { hash, mtimeMs, size, good: [...r.objects, ...kept], problems: r.problems };
+    const snap = buildSnapshot(states.flatMap((f) => f.good), problems);
+    // What lost a conflict was never served: it is no file's last good version.
+    const served = new Set<ConfigObject>(Object.values(snap).flat() as ConfigObject[]);
+    for (const f of states) f.good = f.good.filter((o) => served.has(o));
+    return snap;
   }
 
   #logProblems(problems: ConfigProblem[]): void {

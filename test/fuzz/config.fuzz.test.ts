@@ -239,43 +239,46 @@ describe('fuzz: config YAML through the control plane and the k8s loader', () =>
         fc.asyncProperty(textArb, fc.nat(7).map((n) => n === 0), async (text, viaLoadConfigDir) => {
           tick();
           stats.cases++;
-          write(text);
-          cp.config.rescan(true); // ConfigSource, then the control plane's recompute (its 'change' listener)
-          const loaded = viaLoadConfigDir ? loadConfigDir(configDir) : { errors: [] }; // the simulator's and the local agent's loader
-          watch.check();
+          try {
+            write(text);
+            cp.config.rescan(true); // ConfigSource, then the control plane's recompute (its 'change' listener)
+            const loaded = viaLoadConfigDir ? loadConfigDir(configDir) : { errors: [] }; // the simulator's and the local agent's loader
+            watch.check();
 
-          const snap = cp.config.snapshot();
-          const lines = text.split('\n').length;
-          const problemsB = snap.problems.filter((p) => p.file === fileB());
-          // Every problem names this file, a line inside it, and a reason.
-          expect(snap.problems.filter((p) => p.file !== fileB()), 'problems outside the fuzzed file').toEqual([]);
-          for (const p of [...problemsB, ...cp.configErrors().problems.filter((p) => p.file === fileB()), ...loaded.errors]) {
-            expect(p.file).toBe(fileB());
-            expect(p.line, `${p.file}:${p.line}: ${p.message}`).toBeGreaterThanOrEqual(1);
-            expect(p.line, `${p.file}:${p.line}: ${p.message}`).toBeLessThanOrEqual(lines + 1);
-            expect(p.message.length).toBeGreaterThan(0);
+            const snap = cp.config.snapshot();
+            const lines = text.split('\n').length;
+            const problemsB = snap.problems.filter((p) => p.file === fileB());
+            // Every problem names this file, a line inside it, and a reason.
+            expect(snap.problems.filter((p) => p.file !== fileB()), 'problems outside the fuzzed file').toEqual([]);
+            for (const p of [...problemsB, ...cp.configErrors().problems.filter((p) => p.file === fileB()), ...loaded.errors]) {
+              expect(p.file).toBe(fileB());
+              expect(p.line, `${p.file}:${p.line}: ${p.message}`).toBeGreaterThanOrEqual(1);
+              expect(p.line, `${p.file}:${p.line}: ${p.message}`).toBeLessThanOrEqual(lines + 1);
+              expect(p.message.length).toBeGreaterThan(0);
+            }
+            // A YAML syntax error is always reported, with NM_ERR_CONFIG_YAML.
+            if (problemsB.some((p) => p.code === 'NM_ERR_CONFIG_YAML')) stats.yamlErrors++;
+            else expect(parseAllDocuments(text).every((d) => d.errors.length === 0), 'a YAML syntax error is reported').toBe(true);
+            // a-good.yaml: the very same objects, still served.
+            const objs = Object.values(snap).flat().filter((o): o is (typeof aObjects)[number] => typeof o === 'object' && o !== null && 'source' in o);
+            const nowA = objs.filter((o) => o.source.file === fileA());
+            expect(nowA.length).toBe(aGood.length);
+            nowA.forEach((o, i) => expect(o, identity(o)).toBe(aGood[i]));
+            const now = served();
+            for (const k of aServed) expect(now.has(k), `${k} still served`).toBe(true);
+            // b-fuzz.yaml with errors: what it served before is still there (in its last good version or a new valid one).
+            if (problemsB.some((p) => p.severity === 'error')) {
+              stats.withErrors++;
+              const ids = new Set(objs.filter((o) => o.source.file === fileB()).map(identity));
+              for (const id of bGood) expect(ids.has(id), `${id} kept from the last good b-fuzz.yaml`).toBe(true);
+            }
+          } finally {
+            // Back to the good file, even after a failed check (fast-check then replays smaller inputs).
+            write(B_GOOD);
+            cp.config.rescan(true);
           }
-          // A YAML syntax error is always reported, with NM_ERR_CONFIG_YAML.
-          if (problemsB.some((p) => p.code === 'NM_ERR_CONFIG_YAML')) stats.yamlErrors++;
-          else expect(parseAllDocuments(text).every((d) => d.errors.length === 0), 'a YAML syntax error is reported').toBe(true);
-          // a-good.yaml: the very same objects, still served.
-          const objs = Object.values(snap).flat().filter((o): o is (typeof aObjects)[number] => typeof o === 'object' && o !== null && 'source' in o);
-          const nowA = objs.filter((o) => o.source.file === fileA());
-          expect(nowA.length).toBe(aGood.length);
-          nowA.forEach((o, i) => expect(o, identity(o)).toBe(aGood[i]));
-          const now = served();
-          for (const k of aServed) expect(now.has(k), `${k} still served`).toBe(true);
-          // b-fuzz.yaml with errors: what it served before is still there (in its last good version or a new valid one).
-          if (problemsB.some((p) => p.severity === 'error')) {
-            stats.withErrors++;
-            const ids = new Set(objs.filter((o) => o.source.file === fileB()).map(identity));
-            for (const id of bGood) expect(ids.has(id), `${id} kept from the last good b-fuzz.yaml`).toBe(true);
-          }
-
-          // Back to the good file: exactly the baseline again, nothing left over.
-          write(B_GOOD);
-          cp.config.rescan(true);
           watch.check();
+          // Exactly the baseline again, nothing left over.
           expect(cp.config.snapshot().problems).toEqual([]);
           expect(served()).toEqual(baseline);
         }),

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { controlPlaneCommand } from '../../src/cli/controlplane.js';
 import { checkConfigDir } from '../../src/controlplane/index.js';
+import { ConfigSource } from '../../src/controlplane/sources.js';
 import { parseConfigFile, type ConfigProblem } from '../../src/controlplane/validate.js';
 import { ProxyState } from '../../src/state/index.js';
 import { XdsClient } from '../../src/xds/index.js';
@@ -191,5 +192,44 @@ describe('a running control plane with bad files', () => {
 
     const res = JSON.parse((await get(env.cp.adminAddress, '/debug/resources')).body) as { workloads: { uid: string; addresses: string[] }[] };
     expect(res.workloads.map((w) => w.addresses[0]).sort()).toEqual(['10.1.0.5', '10.1.0.6']);
+  });
+});
+
+describe('a conflict is an error of the file that loses it', () => {
+  const sa = (name: string, ns = 'foo') => `apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: ${name}\n  namespace: ${ns}\n`;
+  const names = (src: ConfigSource) => src.snapshot().serviceAccounts.map((s) => `${s.metadata.name}@${s.source.file.split('/').at(-1)}`).sort();
+
+  it('keeps what the file served before, whether the duplicate is in the file itself or in another, and lets go once resolved', () => {
+    const dir = tempDir({ 'a.yaml': sa('shared'), 'b.yaml': [sa('one'), sa('two')].join('---\n') });
+    const src = new ConfigSource(dir, { rescanMs: 0 });
+    src.rescan(true);
+    expect(names(src)).toEqual(['one@b.yaml', 'shared@a.yaml', 'two@b.yaml']);
+    expect(src.snapshot().problems).toEqual([]);
+
+    // b.yaml renames `two` to a name a.yaml already has: a conflict, so `two` stays served.
+    writeFileSync(join(dir, 'b.yaml'), [sa('one'), sa('shared')].join('---\n'));
+    src.rescan(true);
+    expect(src.snapshot().problems).toEqual([expect.objectContaining({ code: 'NM_ERR_CONFIG_CONFLICT', file: expect.stringMatching(/b\.yaml$/), line: 7 })]);
+    expect(names(src)).toEqual(['one@b.yaml', 'shared@a.yaml', 'two@b.yaml']);
+
+    // The same within one file: `one` twice, `two` gone; `two` stays.
+    writeFileSync(join(dir, 'b.yaml'), [sa('one'), sa('one')].join('---\n'));
+    src.rescan(true);
+    expect(src.snapshot().problems).toEqual([expect.objectContaining({ code: 'NM_ERR_CONFIG_CONFLICT', file: expect.stringMatching(/b\.yaml$/), line: 7 })]);
+    expect(names(src)).toEqual(['one@b.yaml', 'shared@a.yaml', 'two@b.yaml']);
+
+    // Back to a cross-file conflict, then resolved from the other side: a.yaml drops `shared`.
+    writeFileSync(join(dir, 'b.yaml'), [sa('one'), sa('shared')].join('---\n'));
+    src.rescan(true);
+    writeFileSync(join(dir, 'a.yaml'), sa('other'));
+    src.rescan(true);
+    // b.yaml is clean now: it serves exactly its text, and the kept `two` goes.
+    expect(src.snapshot().problems).toEqual([]);
+    expect(names(src)).toEqual(['one@b.yaml', 'other@a.yaml', 'shared@b.yaml']);
+
+    // The positive case of the same path: a clean rename withdraws the old name.
+    writeFileSync(join(dir, 'b.yaml'), [sa('one'), sa('three')].join('---\n'));
+    src.rescan(true);
+    expect(names(src)).toEqual(['one@b.yaml', 'other@a.yaml', 'three@b.yaml']);
   });
 });
