@@ -63,6 +63,9 @@ async function answer(held: Held): Promise<PbDeltaRequest | 'closed'> {
     // (standing rejections may be listed too, at the version that was rejected).
     const irv = r.initialResourceVersions ?? {};
     for (const [name, version] of Object.entries(held[r.typeUrl] ?? {})) expect(irv[name], `resume version of ${name}`).toBe(version);
+    // And nothing else: a name it resumes from is held, or stands rejected.
+    const standing = new Set(state.rejected().map((x) => x.name));
+    for (const name of Object.keys(irv)) expect(name in (held[r.typeUrl] ?? {}) || standing.has(name), `resumes from ${name}, which it neither holds nor stands rejected`).toBe(true);
   }
 }
 
