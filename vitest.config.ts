@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // The default reporter, then a digest of the failures at the very end (test/reporters/digest.ts).
+    reporters: ['default', './test/reporters/digest.ts'],
     projects: [
       {
         test: {

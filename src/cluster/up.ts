@@ -1,6 +1,6 @@
 // The embedded cluster's up and down: the whole setup (control plane, agents, simulated pods)
 // in the background, and its complete removal.
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
@@ -76,6 +76,23 @@ interface DumpPod {
 export async function up(dirArg: string, sd: string, opts: { local?: boolean } = {}): Promise<void> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw new UsageError(`config directory ${dir} does not exist`);
+  // A failed first `up` leaves nothing behind (no namespaces, pins or daemons holding the
+  // node's ports); a failed re-run on a mesh that is up leaves that mesh as it was.
+  const fresh = !existsSync(sd) || readdirSync(sd).length === 0;
+  try {
+    await upSteps(dir, sd, opts);
+  } catch (err) {
+    if (!fresh) {
+      progress(`bringing the mesh up failed; what was up before is left running ('nodemesh down --state-dir ${sd}' removes it all)`);
+      throw err;
+    }
+    progress('bringing the mesh up failed; removing what was started');
+    await down(sd).catch((e: unknown) => progress(`removing it failed too (${(e as Error).message}); run 'nodemesh down --state-dir ${sd}'`));
+    throw err;
+  }
+}
+
+async function upSteps(dir: string, sd: string, opts: { local?: boolean }): Promise<void> {
   // Nodes first (none in host mode): each node's agent must run before its pods are created.
   const nodes = await simUp(dir, { stateDir: sd, nodesOnly: true, onProgress: (l) => progress(l) });
   if (nodes.mode === 'nodes') return upNodes(dir, sd, opts);
