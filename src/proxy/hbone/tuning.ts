@@ -1,5 +1,5 @@
 // HTTP/2 flow-control and framing settings for HBONE sessions, shared by both ends, with the
-// reasons behind the defaults (see docs/hbone.md for the measurements).
+// reasons behind the defaults (the measurements are DESIGN.md's "TLS and HBONE" table).
 import type { Http2Session, Settings } from 'node:http2';
 
 export interface HboneTuning {
