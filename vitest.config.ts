@@ -19,6 +19,8 @@ export default defineConfig({
         test: {
           name: 'privileged',
           include: ['test/privileged/**/*.test.ts'],
+          // Checks the machine once and says what is missing (test/helpers/preflight.ts).
+          globalSetup: ['./test/helpers/preflight.ts'],
           fileParallelism: false,
           pool: 'forks',
           testTimeout: 120_000,
