@@ -7,6 +7,12 @@ import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { commands } from '../../src/cli/commands.js';
 
+/** The fields of the agent's DaemonSet that an upgrade depends on. */
+interface DaemonSet {
+  kind: string;
+  spec: { updateStrategy: unknown; template: { spec: { hostNetwork?: boolean; terminationGracePeriodSeconds?: number; containers: (Container & { ports?: unknown })[] } } };
+}
+
 const deployDir = join(import.meta.dirname, '..', '..', 'deploy');
 
 interface Container {
@@ -58,5 +64,18 @@ describe('deploy/ manifests', () => {
     expect(text).not.toMatch(/node-secret/);
     // The control plane is the one that holds the node secret.
     expect(readFileSync(join(deployDir, 'control-plane.yaml'), 'utf8')).toMatch(/--node-secret=/);
+  });
+  it('roll the agent out as the zero-downtime upgrade needs: surge, no gap, a grace period longer than the drain', () => {
+    const ds = parseAllDocuments(readFileSync(join(deployDir, 'agent-daemonset.yaml'), 'utf8')).map((d) => d.toJS() as DaemonSet).find((o) => o?.kind === 'DaemonSet')!;
+    expect(ds.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    const pod = ds.spec.template.spec;
+    // The agent's default --drain-seconds, from its own help text.
+    const agent = commands.find((c) => c.path.length === 1 && c.path[0] === 'agent')!;
+    const drain = Number(/--drain-seconds <s>[^(]*\(default (\d+)/.exec(agent.help)?.[1]);
+    expect(drain).toBeGreaterThan(0);
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(drain);
+    // hostNetwork turns declared ports into host ports, which would keep the surge pod off the node.
+    expect(pod.hostNetwork).toBe(true);
+    for (const c of pod.containers) expect(c.ports, `container ${c.name} declares ports`).toBeUndefined();
   });
 });
