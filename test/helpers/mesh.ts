@@ -147,3 +147,14 @@ export function leftovers(...pinRoots: string[]): string[] {
 export function ipForward(): string {
   return readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
 }
+
+/** Whether a process of this pid exists (signal 0). */
+export function processAlive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

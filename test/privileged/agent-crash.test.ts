@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { agentPid } from '../../src/cluster/up.js';
 import { PORTS } from '../../src/net/index.js';
-import { fixtureBin, leftovers, meshUp, repoRoot, type Mesh } from '../helpers/mesh.js';
+import { fixtureBin, leftovers, meshUp, repoRoot, type Mesh, processAlive } from '../helpers/mesh.js';
 import { describePrivileged } from '../helpers/privileged.js';
 
 const resetLoop = join(fixtureBin, 'nm_reset_loop.py');
@@ -30,15 +30,6 @@ async function contained(direction: 'outbound' | 'inbound'): Promise<number> {
     if (m[1]!.includes(`direction="${direction}"`)) n += Number(m[2]);
   }
   return n;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describePrivileged('a pod that resets its connections cannot crash the agent', () => {
@@ -78,7 +69,7 @@ describePrivileged('a pod that resets its connections cannot crash the agent', (
   };
 
   const healthy = async (): Promise<void> => {
-    expect(alive(pid)).toBe(true);
+    expect(processAlive(pid)).toBe(true);
     expect(agentPid(mesh.sd)).toBe(pid);
     expect((await fetch(READY, { headers: { connection: 'close' } })).status).toBe(200);
   };

@@ -12,7 +12,7 @@ import { agentPid } from '../../src/cluster/up.js';
 import { DEFAULT_PIN_ROOT, PORTS } from '../../src/net/index.js';
 import { listPods } from '../../src/sim/index.js';
 import { describePrivileged } from '../helpers/privileged.js';
-import { fixtureBin, leftovers, podRunner, writeConfig } from '../helpers/mesh.js';
+import { fixtureBin, leftovers, podRunner, writeConfig, processAlive } from '../helpers/mesh.js';
 
 const config = `
 apiVersion: v1
@@ -41,16 +41,6 @@ function listen(port: number): Promise<Server> {
     s.once('error', reject);
     s.listen({ host: '127.0.0.1', port, exclusive: true }, () => resolve(s));
   });
-}
-
-function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describePrivileged('nodemesh up: a failed start leaves nothing behind', () => {
@@ -89,7 +79,7 @@ describePrivileged('nodemesh up: a failed start leaves nothing behind', () => {
 
   it('leaves a running mesh as it was when a re-run fails', async () => {
     const pid = agentPid(sd);
-    expect(alive(pid)).toBe(true);
+    expect(processAlive(pid)).toBe(true);
     // A re-run that fails at once (its config directory is gone) touches nothing.
     await expect(up(join(dir, 'missing'), sd)).rejects.toThrow(/does not exist/);
     // One that fails later: a pod whose spec changed cannot be recreated while up (pods are immutable).
@@ -100,7 +90,7 @@ describePrivileged('nodemesh up: a failed start leaves nothing behind', () => {
       rmSync(changed, { recursive: true, force: true });
     }
     expect(agentPid(sd)).toBe(pid);
-    expect(alive(pid)).toBe(true);
+    expect(processAlive(pid)).toBe(true);
     const pods = await listPods({ stateDir: sd });
     expect(pods.map((p) => p.name).sort()).toEqual(['backend', 'client']);
     const backend = pods.find((p) => p.name === 'backend')!;

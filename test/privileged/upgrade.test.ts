@@ -10,7 +10,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { fixtureBin, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+import { fixtureBin, leftovers, meshUp, writeConfig, type Mesh, processAlive } from '../helpers/mesh.js';
 import { agentPid } from '../../src/cluster/up.js';
 import { PORTS } from '../../src/net/index.js';
 import { Redirector } from '../../src/redirect/index.js';
@@ -124,15 +124,6 @@ time.sleep(600)
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000, everyMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -219,7 +210,7 @@ describePrivileged('agent upgrade: two agents for one node', () => {
   };
   const stopAgent = async (pid: number): Promise<void> => {
     process.kill(pid, 'SIGTERM');
-    await waitFor(`agent ${pid} to exit`, () => (alive(pid) ? undefined : true), 60_000);
+    await waitFor(`agent ${pid} to exit`, () => (processAlive(pid) ? undefined : true), 60_000);
   };
   const who = (from: string, to: string, port = 8080) => mesh.client(from, ['who', mesh.ip(to), String(port)]);
   /** A denied connection is reset by the proxy (ENOTCONN when the reset lands before the first call). */
@@ -258,14 +249,14 @@ describePrivileged('agent upgrade: two agents for one node', () => {
   });
 
   afterAll(async () => {
-    for (const c of helpers) if (c.pid && alive(c.pid)) c.kill('SIGKILL');
+    for (const c of helpers) if (c.pid && processAlive(c.pid)) c.kill('SIGKILL');
     for (const f of stopFiles) rmSync(f, { force: true });
     r?.close();
     // Agents this test started that are still running, other than the one mesh.down stops.
     const holder = mesh ? agentPid(mesh.sd) : undefined;
-    for (const c of spawned) if (c.pid && c.pid !== holder && alive(c.pid)) await stopAgent(c.pid);
+    for (const c of spawned) if (c.pid && c.pid !== holder && processAlive(c.pid)) await stopAgent(c.pid);
     await mesh?.down();
-    for (const c of spawned) if (c.pid && alive(c.pid)) c.kill('SIGKILL');
+    for (const c of spawned) if (c.pid && processAlive(c.pid)) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
     if (mesh) rmSync(mesh.sd, { recursive: true, force: true });
     expect(leftovers(...(mesh ? [mesh.pinRoot] : []))).toEqual([]);
@@ -348,13 +339,13 @@ describePrivileged('agent upgrade: two agents for one node', () => {
     // The old agent drains: it stays up while it still relays the long-lived connection.
     await sleep(1000);
     expect(longDone).toBe(false);
-    expect(alive(pid1)).toBe(true);
+    expect(processAlive(pid1)).toBe(true);
 
     const longRes = lastJson((await long.done).out);
     expect(longRes.outcome).toBe('ok');
     expect(Number(longRes.round_trips)).toBeGreaterThanOrEqual(40);
     // Its last connection ended: the old agent is done draining and exits.
-    await waitFor('the old agent to exit', () => (alive(pid1) ? undefined : true), 20_000);
+    await waitFor('the old agent to exit', () => (processAlive(pid1) ? undefined : true), 20_000);
     const log1 = readFileSync(join(mesh.sd, 'agent', 'agent.log'), 'utf8');
     expect(log1).toMatch(/another agent took over this node/);
     expect(log1).toMatch(/drained: every open connection ended/);
@@ -382,11 +373,11 @@ describePrivileged('agent upgrade: two agents for one node', () => {
     await sleep(1000);
     // Within the drain period the connection still runs; a new one goes to the new agent.
     expect(longDone).toBe(false);
-    expect(alive(pid2)).toBe(true);
+    expect(processAlive(pid2)).toBe(true);
     expect(who('shop/batch', 'shop/backend').reply).toBeTruthy();
     const longRes = lastJson((await long.done).out);
     expect(['reset', 'eof']).toContain(longRes.outcome);
-    await waitFor('the drained agent to exit', () => (alive(pid2) ? undefined : true), 20_000);
+    await waitFor('the drained agent to exit', () => (processAlive(pid2) ? undefined : true), 20_000);
     const log2 = readFileSync(join(mesh.sd, 'agent', 'agent2b.log'), 'utf8');
     expect(log2).toMatch(/"by":"drain period over"[^\n]*drain over: closed the connections still open/);
     expect(who('shop/batch', 'shop/backend').reply).toBeTruthy();
