@@ -9,6 +9,7 @@ export const ErrorFamilies = {
     NM_ERR_CONFIG_INVALID: 'A Kubernetes resource in a config file has a missing or wrongly typed field.',
     NM_ERR_CONFIG_CONFLICT: 'Two resources conflict (same name twice, or an IP already in use).',
     NM_ERR_POLICY: 'A policy cannot be translated.',
+    NM_ERR_KUBE_API: 'A request to the Kubernetes API server failed or it could not be reached (the error carries `status`, 0 when unreachable).',
   },
   UsageError: {
     NM_ERR_USAGE: 'A command was called with wrong arguments.',

@@ -7,6 +7,7 @@ import { listConfigFiles } from '../k8s/index.js';
 import { parse, usageError, type Command } from './command.js';
 
 const help = `Usage: nodemesh control-plane --config <dir> [options]
+       nodemesh control-plane --kubeconfig <file> | --in-cluster [options]
        nodemesh control-plane --check <dir>
 
 Runs the control plane in the foreground. It watches a directory of Kubernetes YAML (Pods,
@@ -16,6 +17,17 @@ report, and serves workloads, services and L4 policy to the agents over delta xD
 built-in CA signs each agent's SPIFFE certificates. Changes to the directory reach the agents
 within a second; a bad file is reported (log, /debug/config-errors) and never withdraws what
 was already served.
+
+With --kubeconfig (or --in-cluster, the default inside a pod: no --config and
+KUBERNETES_SERVICE_HOST set) it reads these kinds (not ServiceAccounts) from the API instead, plus
+EndpointSlices (for Services without selectors), RequestAuthentication, VirtualService and
+DestinationRule (held for L7, not enforced yet): list+watch informers that relist on 410 Gone
+and reconnect with backoff. It serves once every kind has been listed; a kind the server does
+not serve (a CRD not installed) is skipped and looked for again every 30s. While the API is
+unreachable the last good state stays served and /healthz/ready answers 503 "degraded: ...".
+It writes HTTPRoute status.parents (controllerName nodemesh.io/mesh-controller) and the
+AuthorizationPolicy ZtunnelAccepted condition. Pod IPs come from the API (status.podIP).
+See docs/control-plane.md, "Kubernetes source".
 
 Each agent authenticates with its own node token (\`nodemesh control-plane node-token\`),
 which proves its node: it gets certificates only for pods the config places on that node,
@@ -29,7 +41,9 @@ In the state directory (kept across restarts):
   cert.pem        the control plane's serving certificate (key.pem, mode 0600)
 
 Options:
-  --config <dir>          directory of Kubernetes YAML (required)
+  --config <dir>          directory of Kubernetes YAML
+  --kubeconfig <file>     read the Kubernetes API with this kubeconfig (its current context)
+  --in-cluster            read the Kubernetes API as the pod's service account
   --listen <host:port>    gRPC listener for xDS, CA and pod status (default ${DEFAULT_LISTEN})
   --admin <host:port>     HTTP admin: /healthz/ready (open), /debug/config-errors and
                           /debug/resources (loopback peers, or the admin token)
@@ -83,17 +97,24 @@ export const controlPlaneCommand: Command = {
       'default-node': { type: 'string' },
       'node-secret': { type: 'string' },
       check: { type: 'boolean' },
+      kubeconfig: { type: 'string' },
+      'in-cluster': { type: 'boolean' },
     });
     if (positionals.length > (values.check ? 1 : 0)) throw usageError(`unexpected argument ${JSON.stringify(positionals[values.check ? 1 : 0])}; see nodemesh control-plane --help`);
     const dir = values.config ?? (values.check ? positionals[0] : undefined);
-    if (!dir) throw usageError('--config <dir> is required; see nodemesh control-plane --help');
+    const kubeFlags = values.kubeconfig !== undefined || values['in-cluster'] === true;
+    if (dir && kubeFlags) throw usageError('give --config <dir> or --kubeconfig/--in-cluster, not both');
+    if (values.check && !dir) throw usageError('--check takes a config directory');
+    // Inside a pod, with nothing said, the API of the cluster the pod runs in.
+    const inCluster = values['in-cluster'] === true || (!dir && !kubeFlags && !!process.env.KUBERNETES_SERVICE_HOST);
+    if (!dir && !values.kubeconfig && !inCluster) throw usageError('--config <dir> or --kubeconfig <file> (or --in-cluster) is required; see nodemesh control-plane --help');
     const mesh = {
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
       ...(values['root-namespace'] ? { rootNamespace: values['root-namespace'] } : {}),
       ...(values['cluster-id'] ? { clusterId: values['cluster-id'] } : {}),
     };
 
-    if (values.check) {
+    if (values.check && dir) {
       listConfigFiles(dir); // throws a clear error for a missing directory
       const r = checkConfigDir(dir, mesh);
       if (r.problems.length > 0) process.stdout.write(formatProblems(r.problems) + '\n');
@@ -106,7 +127,7 @@ export const controlPlaneCommand: Command = {
     }
 
     const cp = await ControlPlane.start({
-      configDir: resolve(dir),
+      ...(dir ? { configDir: resolve(dir) } : { kubernetes: values.kubeconfig ? { kubeconfig: resolve(values.kubeconfig) } : { inCluster: true } }),
       stateDir: resolve(defaultStateDir(values['state-dir'])),
       ...(values['default-node'] ? { defaultNode: values['default-node'] } : {}),
       ...(values['node-secret'] ? { nodeSecretFile: resolve(values['node-secret']) } : {}),
@@ -122,7 +143,7 @@ export const controlPlaneCommand: Command = {
     process.stdout.write(
       [
         `nodemesh control plane serving ${cp.address} (xDS, CA, pod status); admin http://${cp.adminAddress}`,
-        `  config:      ${resolve(dir)} (${problems.errors} error(s), ${problems.warnings} warning(s); see /debug/config-errors)`,
+        `  config:      ${dir ? resolve(dir) : `Kubernetes API ${cp.readyDetail === 'ready' ? '' : `(${cp.readyDetail}) `}${values.kubeconfig ? `via ${resolve(values.kubeconfig)}` : 'in-cluster'}`} (${problems.errors} error(s), ${problems.warnings} warning(s); see /debug/config-errors)`,
         `  node secret: ${cp.paths.nodeSecret} (mint agent tokens: nodemesh control-plane node-token --node <name> --pod-cidr <cidr>)`,
         `  admin token: ${cp.paths.adminToken}`,
         `  pod status:  ${cp.paths.podStatus}; pods without spec.nodeName run on node ${cp.defaultNode}`,

@@ -5,11 +5,13 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
-import { isIPv4 } from '../net/index.js';
+import { formatCidr, isIPv4 } from '../net/index.js';
 import { bearerToken, sameSecret } from './auth.js';
 
 export interface AdminHandlers {
   ready(): boolean;
+  /** The readiness body's line (default `ready` / `not ready`). */
+  readyDetail?(): string;
   configErrors(): unknown;
   resources(): unknown;
 }
@@ -19,6 +21,16 @@ export interface AdminServer {
   /** `host:port` actually bound. */
   address: string;
   close(): Promise<void>;
+}
+
+/** JSON for operators: IP bytes and CIDRs as strings. */
+export function debugJson(value: unknown): unknown {
+  return JSON.parse(
+    JSON.stringify(value, (_k, v: unknown) => {
+      if (v && typeof v === 'object' && 'bytes' in v && 'prefixLen' in v) return formatCidr(v as never);
+      return v;
+    }),
+  );
 }
 
 /** Whether a peer address is loopback (127/8, ::1, or 127/8 mapped into IPv6). */
@@ -50,9 +62,11 @@ export async function startAdmin(host: string, port: number, h: AdminHandlers, l
     }
     try {
       switch (url.pathname) {
-        case '/healthz/ready':
-          res.writeHead(h.ready() ? 200 : 503, { 'content-type': 'text/plain' });
-          return res.end(h.ready() ? 'ready\n' : 'not ready\n');
+        case '/healthz/ready': {
+          const ok = h.ready();
+          res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+          return res.end(`${h.readyDetail?.() ?? (ok ? 'ready' : 'not ready')}\n`);
+        }
         case '/debug/config-errors':
           return json(200, h.configErrors());
         case '/debug/resources':

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { UsageError } from '../errors.js';
 import type { Pod } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
-import { formatCidr, hostPort, PORTS } from '../net/index.js';
+import { hostPort, PORTS } from '../net/index.js';
 import {
   adsService,
   authorizationFromProto,
@@ -26,7 +26,7 @@ import {
   type PbService,
   type PbWorkload,
 } from '../xds/index.js';
-import { startAdmin, type AdminServer } from './admin.js';
+import { debugJson, startAdmin, type AdminServer } from './admin.js';
 import { parseHostPort, servingNames } from './serving.js';
 import { loadOrCreateToken, nodeTokenAuthenticator } from './auth.js';
 import { buildPolicySet, type EffectiveMtls } from './authz.js';
@@ -37,6 +37,8 @@ import { loadOrCreateNodeSecret, mintNodeToken } from './node-credentials.js';
 import { placementAllows, podIndex } from './placement.js';
 import { PodStatusStore } from './podstatus.js';
 import { podStatusServiceImpl } from './podstatus-service.js';
+import { KubeSource, openSource, readiness, type KubeSourceOptions } from './kube-source.js';
+import { endpointSliceWorkloads } from './kube-translate.js';
 import { ConfigSource, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
 import type { ConfigProblem } from './validate.js';
@@ -45,8 +47,10 @@ export const DEFAULT_LISTEN = hostPort('127.0.0.1', PORTS.controlPlane);
 export const DEFAULT_ADMIN = hostPort('127.0.0.1', PORTS.controlPlaneAdmin);
 
 export interface ControlPlaneOptions {
-  /** The directory of Kubernetes YAML (the one the simulator reads). */
-  configDir: string;
+  /** The directory of Kubernetes YAML (the one the simulator reads); or `kubernetes`. */
+  configDir?: string;
+  /** Read everything from the Kubernetes API instead: a kubeconfig file or the in-cluster config. */
+  kubernetes?: Omit<KubeSourceOptions, 'mesh' | 'logger'>;
   /** Where the admin token, node secret, pod status, root CA and serving certificate are kept. */
   stateDir: string;
   /** The HMAC key node tokens are signed with; default `<stateDir>/node-secret` (generated). */
@@ -87,21 +91,12 @@ export interface ControlPlanePaths {
   servingKey: string;
 }
 
-/** JSON for operators: IP bytes and CIDRs as strings. */
-function debugJson(value: unknown): unknown {
-  return JSON.parse(
-    JSON.stringify(value, (_k, v: unknown) => {
-      if (v && typeof v === 'object' && 'bytes' in v && 'prefixLen' in v) return formatCidr(v as never);
-      return v;
-    }),
-  );
-}
-
 export class ControlPlane {
   readonly mesh: MeshSettings;
   readonly paths: ControlPlanePaths;
   readonly xds: XdsServer;
-  readonly config: ConfigSource;
+  /** Where the config comes from: the directory, or the Kubernetes API. */
+  readonly source: ConfigSource | KubeSource;
   readonly pods: PodStatusStore;
   readonly ca: CertificateAuthority;
   readonly adminToken: string;
@@ -128,7 +123,7 @@ export class ControlPlane {
     mesh: MeshSettings;
     paths: ControlPlanePaths;
     xds: XdsServer;
-    config: ConfigSource;
+    source: ConfigSource | KubeSource;
     ca: CertificateAuthority;
     pods: PodStatusStore;
     adminToken: string;
@@ -142,7 +137,7 @@ export class ControlPlane {
     this.mesh = init.mesh;
     this.paths = init.paths;
     this.xds = init.xds;
-    this.config = init.config;
+    this.source = init.source;
     this.ca = init.ca;
     this.pods = init.pods;
     this.adminToken = init.adminToken;
@@ -163,13 +158,22 @@ export class ControlPlane {
       clusterDomain: opts.clusterDomain ?? DEFAULT_MESH.clusterDomain,
       rootNamespace: opts.rootNamespace ?? DEFAULT_MESH.rootNamespace,
     };
+    // Bad addresses fail now, not after a long initial sync.
+    parseHostPort(opts.listen ?? DEFAULT_LISTEN, '--listen');
+    parseHostPort(opts.admin ?? DEFAULT_ADMIN, '--admin');
+
+    const config = await openSource({ ...opts, mesh, logger: opts.logger ?? rootLog });
+    try {
+      return await ControlPlane.#serve(opts, mesh, log, config);
+    } catch (err) {
+      config.stop();
+      throw err;
+    }
+  }
+
+  static async #serve(opts: ControlPlaneOptions, mesh: MeshSettings, log: Logger, config: ConfigSource | KubeSource): Promise<ControlPlane> {
     const listen = parseHostPort(opts.listen ?? DEFAULT_LISTEN, '--listen');
     const adminAt = parseHostPort(opts.admin ?? DEFAULT_ADMIN, '--admin');
-
-    const config = new ConfigSource(opts.configDir, { debounceMs: opts.debounceMs, rescanMs: opts.rescanMs, logger: opts.logger ?? rootLog });
-    // A missing directory is an operator error: fail now rather than serve nothing.
-    config.rescan(true);
-
     const adminTokenFile = join(opts.stateDir, 'admin-token');
     const nodeSecretFile = opts.nodeSecretFile ?? join(opts.stateDir, 'node-secret');
     const adminToken = loadOrCreateToken(adminTokenFile);
@@ -209,12 +213,12 @@ export class ControlPlane {
     let cp: ControlPlane | undefined;
     let admin: AdminServer;
     try {
-      admin = await startAdmin(adminAt.host, adminAt.port, { ready: () => cp?.ready ?? false, configErrors: () => cp!.configErrors(), resources: () => cp!.resources() }, log, adminToken);
+      admin = await startAdmin(adminAt.host, adminAt.port, { ready: () => cp?.ready ?? false, readyDetail: () => cp?.readyDetail ?? 'starting', configErrors: () => cp!.configErrors(), resources: () => cp!.resources() }, log, adminToken);
     } catch (err) {
       server.forceShutdown();
       throw new UsageError(`cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
     }
-    cp = new ControlPlane({ mesh, paths, xds, config, ca, pods, adminToken, nodeSecret, defaultNode, server, address: `${bindHost}:${port}`, admin, log });
+    cp = new ControlPlane({ mesh, paths, xds, source: config, ca, pods, adminToken, nodeSecret, defaultNode, server, address: `${bindHost}:${port}`, admin, log });
     // Every service answers only node agents with a valid node token, and knows which node
     // calls from that token alone.
     const gate = nodeGate(nodeTokenAuthenticator(nodeSecret, adminToken), log);
@@ -226,8 +230,9 @@ export class ControlPlane {
     server.addService(podStatusService, podStatusServiceImpl(gate, { pods, configPods, defaultNode, onChange: () => cp!.#recompute(), log }));
     cp.#recompute();
     config.on('change', () => cp!.#recompute());
-    config.start();
-    log.info({ address: cp.address, admin: cp.adminAddress, configDir: opts.configDir, trustDomain: mesh.trustDomain, defaultNode, ...paths }, 'control plane started');
+    if (config instanceof ConfigSource) config.start();
+    const from = config instanceof KubeSource ? { kubernetes: config.api.server } : { configDir: opts.configDir };
+    log.info({ address: cp.address, admin: cp.adminAddress, ...from, trustDomain: mesh.trustDomain, defaultNode, ...paths }, 'control plane started');
     return cp;
   }
 
@@ -236,15 +241,26 @@ export class ControlPlane {
     return mintNodeToken(this.#nodeSecret, { node, podCidrs });
   }
 
-  /** True once the config is loaded and the listeners are up. */
+  /** The directory source; a UsageError when the control plane reads the Kubernetes API. */
+  get config(): ConfigSource {
+    if (this.source instanceof ConfigSource) return this.source;
+    throw new UsageError('this control plane reads the Kubernetes API, not a config directory; use .source');
+  }
+
+  /** True once the config is loaded and the listeners are up (and the Kubernetes source not degraded). */
   get ready(): boolean {
-    return !this.#stopped;
+    return !this.#stopped && readiness(this.source).ready;
+  }
+
+  /** The readiness line: `ready`, `stopped`, or what the Kubernetes source says (`degraded: …`). */
+  get readyDetail(): string {
+    return this.#stopped ? 'stopped' : readiness(this.source).detail;
   }
 
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.config.stop();
+    this.source.stop();
     this.xds.closeAll();
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
@@ -271,7 +287,7 @@ export class ControlPlane {
   }
 
   resources(): unknown {
-    const snap = this.config.snapshot();
+    const snap = this.source.snapshot();
     return debugJson({
       mesh: this.mesh,
       workloads: this.#workloads.map((w) => ({ ...workloadFromProto(w, w.uid), mtls: this.#mtls.get(w.uid) })),
@@ -284,12 +300,13 @@ export class ControlPlane {
       },
       nodes: this.pods.nodes().map((n) => ({ node: n.node, pods: n.pods.length, reportedAt: n.reportedAt })),
       xds: { streams: this.xds.streams(), nacks: this.xds.nacks() },
+      ...(this.source instanceof KubeSource ? { kubernetes: { server: this.source.api.server, ...this.source.status(), statusWrites: this.source.statusWrites } } : {}),
     });
   }
 
   /** Recomputes every resource from the config and pod status, and pushes what changed. */
   #recompute(): void {
-    const snap: ConfigSnapshot = this.config.snapshot();
+    const snap: ConfigSnapshot = this.source.snapshot();
     const policySet = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, this.mesh);
     this.#logPolicyProblems(policySet.problems);
     this.#problems = [...snap.problems, ...policySet.problems];
@@ -303,6 +320,8 @@ export class ControlPlane {
     }
     const inputs = { services: snap.services, namespaces: snap.namespaces, policiesFor: (p: Pod) => policySet.policiesFor(p) };
     this.#workloads = this.#running.map((r) => translateWorkload(this.mesh, r, inputs));
+    // Endpoints of Services without selectors, after the pods so #mtls below stays aligned.
+    this.#workloads.push(...endpointSliceWorkloads(this.mesh, snap.endpointSlices, snap.services, new Set(byIp.keys())));
     this.#mtls = new Map(this.#running.map((r, i) => [this.#workloads[i]!.uid, policySet.mtlsFor(r.pod)]));
     this.#services = snap.services.map((s) => translateService(this.mesh, s));
     this.#authorizations = policySet.authorizations;

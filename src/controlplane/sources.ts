@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { relative } from 'node:path';
-import { listConfigFiles, type Namespace, type Pod, type Service, type ServiceAccount } from '../k8s/index.js';
+import { listConfigFiles, type K8sObject, type Namespace, type Pod, type Service, type ServiceAccount } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { AuthorizationPolicy, HttpRoute, PeerAuthentication } from './resources.js';
 import { describe, identityOf, parseConfigFile, type ConfigObject, type ConfigProblem } from './validate.js';
@@ -17,6 +17,13 @@ export interface ConfigSnapshot {
   authorizationPolicies: AuthorizationPolicy[];
   peerAuthentications: PeerAuthentication[];
   httpRoutes: HttpRoute[];
+  /** discovery.k8s.io EndpointSlices: their endpoints without a Pod targetRef become workloads. */
+  endpointSlices: K8sObject[];
+  /** Held as read, not yet enforced (JWT is L7): security.istio.io RequestAuthentication. */
+  requestAuthentications: K8sObject[];
+  /** Held as read for the L7 route model to come: networking.istio.io VirtualService, DestinationRule. */
+  virtualServices: K8sObject[];
+  destinationRules: K8sObject[];
   /** Every problem of every file, in file order; warnings included. */
   problems: ConfigProblem[];
 }
@@ -69,6 +76,10 @@ export function buildSnapshot(objects: ConfigObject[], problems: ConfigProblem[]
     authorizationPolicies: byKind<AuthorizationPolicy>('AuthorizationPolicy'),
     peerAuthentications: byKind<PeerAuthentication>('PeerAuthentication'),
     httpRoutes: byKind<HttpRoute>('HTTPRoute'),
+    endpointSlices: byKind<K8sObject>('EndpointSlice'),
+    requestAuthentications: byKind<K8sObject>('RequestAuthentication'),
+    virtualServices: byKind<K8sObject>('VirtualService'),
+    destinationRules: byKind<K8sObject>('DestinationRule'),
     problems: out,
   };
 }

@@ -27,6 +27,20 @@ export interface RunningPod {
   ip: string;
   node: string;
   phase: string;
+  /** From the pod's own status when it carries one (the Kubernetes API): Ready and not deleting. */
+  healthy?: boolean;
+}
+
+/**
+ * Health the way istiod reads it for ambient: the Ready condition, and not being deleted.
+ * Undefined when the pod carries no conditions (a config file), so the phase decides.
+ */
+export function podHealthy(pod: Pod): boolean | undefined {
+  const status = pod.raw.status as { conditions?: unknown } | undefined;
+  if (!status || !Array.isArray(status.conditions)) return undefined;
+  const ready = status.conditions.some((c: { type?: unknown; status?: unknown } | null) => c?.type === 'Ready' && c.status === 'True');
+  const meta = pod.raw.metadata as { deletionTimestamp?: unknown } | undefined;
+  return ready && !meta?.deletionTimestamp;
 }
 
 /** A pod status as an agent reports it. */
@@ -55,14 +69,17 @@ export function runningPods(pods: readonly Pod[], reports: Iterable<ReportedPod>
   const out: RunningPod[] = [];
   for (const pod of pods) {
     if (pod.requestedIp) {
-      out.push({ pod, ip: pod.requestedIp, node: pod.spec.nodeName ?? '', phase: 'Running' });
+      const phase = (pod.raw.status as { phase?: unknown } | undefined)?.phase;
+      const healthy = podHealthy(pod);
+      out.push({ pod, ip: pod.requestedIp, node: pod.spec.nodeName ?? '', phase: typeof phase === 'string' ? phase : 'Running', ...(healthy === undefined ? {} : { healthy }) });
       continue;
     }
     const r = byUid.get(pod.metadata.uid) ?? byName.get(`${pod.metadata.namespace}/${pod.metadata.name}`);
     if (!r || !r.ip || TERMINAL.has(r.phase)) continue;
     // A report for another incarnation of the same name (different uid) is not this pod.
     if (r.uid && r.uid !== pod.metadata.uid) continue;
-    out.push({ pod, ip: r.ip, node: r.node, phase: r.phase || 'Running' });
+    const healthy = podHealthy(pod);
+    out.push({ pod, ip: r.ip, node: r.node, phase: r.phase || 'Running', ...(healthy === undefined ? {} : { healthy }) });
   }
   return out;
 }
@@ -181,7 +198,7 @@ export function translateWorkload(mesh: MeshSettings, rp: RunningPod, inputs: Wo
     workloadType: 'POD',
     workloadName: pod.metadata.name,
     authorizationPolicies: inputs.policiesFor(pod),
-    status: rp.phase === 'Running' ? 'HEALTHY' : 'UNHEALTHY',
+    status: (rp.healthy ?? rp.phase === 'Running') ? 'HEALTHY' : 'UNHEALTHY',
     clusterId: mesh.clusterId,
     services,
   };

@@ -36,6 +36,18 @@ export function describe(o: { kind: string; metadata: { namespace: string; name:
   return `${o.kind} ${o.metadata.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}`;
 }
 
+/**
+ * The typed view of one resource the k8s loader accepted: the policy and route kinds are
+ * checked here (throwing a field error, fieldPathOf), the rest pass as they are. Shared by the
+ * config directory and the Kubernetes API source, so a resource means the same from either.
+ */
+export function typedConfigObject(o: K8sObject, lineOf: (p: FieldPath) => number): ConfigObject {
+  if (o.kind === 'AuthorizationPolicy') return toAuthorizationPolicy(o, lineOf);
+  if (o.kind === 'PeerAuthentication') return toPeerAuthentication(o);
+  if (o.kind === 'HTTPRoute') return toHttpRoute(o);
+  return o;
+}
+
 interface DocInfo {
   doc: Document.Parsed;
   raw: unknown;
@@ -98,10 +110,7 @@ export function parseConfigFile(text: string, file: string): ParsedFile {
       return o.source.line;
     };
     try {
-      if (o.kind === 'AuthorizationPolicy') objects.push(toAuthorizationPolicy(o, lineOf));
-      else if (o.kind === 'PeerAuthentication') objects.push(toPeerAuthentication(o));
-      else if (o.kind === 'HTTPRoute') objects.push(toHttpRoute(o));
-      else objects.push(o);
+      objects.push(typedConfigObject(o, lineOf));
     } catch (e) {
       const path = fieldPathOf(e);
       if (!path) throw e;

@@ -16,6 +16,6 @@ export {
   strMap,
 } from './fields.js';
 export type { FieldPath } from './fields.js';
-export { isAmbient, isCyclic, listConfigFiles, loadConfigDir, loadConfigDirStrict, parseConfigText } from './load.js';
+export { isAmbient, isCyclic, listConfigFiles, loadConfigDir, loadConfigDirStrict, objectFromRaw, parseConfigText } from './load.js';
 export type { LoadedConfig } from './load.js';
-export type { K8sObject, Namespace, Pod, Service, ServiceAccount } from './types.js';
+export type { K8sObject, Namespace, Pod, Service, ServiceAccount, SourcePos } from './types.js';

@@ -89,11 +89,11 @@ function meta(raw: Record<string, unknown>, kind: string, clusterScoped: boolean
   };
 }
 
-function container(v: unknown, i: number): ContainerSpec {
+function container(v: unknown, i: number, simulated: boolean): ContainerSpec {
   const path: FieldPath = ['spec', 'containers', i];
   const c = map(v, path, true)!;
   const command = strList(c.command, [...path, 'command']);
-  if (command.length === 0) {
+  if (command.length === 0 && simulated) {
     throw fieldError(`${formatPath([...path, 'command'])} is required: the simulator runs it as the pod's process (the image field is ignored)`, [...path, 'command']);
   }
   const env: Record<string, string> = {};
@@ -120,9 +120,9 @@ function container(v: unknown, i: number): ContainerSpec {
   };
 }
 
-function toPod(base: K8sObject): Pod {
+function toPod(base: K8sObject, simulated: boolean): Pod {
   const spec = map(base.raw.spec, ['spec'], true)!;
-  const containers = list(spec.containers, ['spec', 'containers']).map(container);
+  const containers = list(spec.containers, ['spec', 'containers']).map((c, i) => container(c, i, simulated));
   if (containers.length === 0) throw fieldError('spec.containers must list at least one container', ['spec', 'containers']);
   const status = isRecord(base.raw.status) ? base.raw.status : {};
   const requestedIp = str(status.podIP, ['status', 'podIP']);
@@ -176,6 +176,20 @@ function toService(base: K8sObject): Service {
 
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'Node']);
 
+/**
+ * One resource from its decoded form (a YAML document, or an object from the Kubernetes API).
+ * Throws a field error (fieldPathOf) for bad content. `simulated: false` is for pods the
+ * simulator will not run (from the API): their containers need no command.
+ */
+export function objectFromRaw(raw: unknown, pos: SourcePos, opts: { simulated?: boolean } = {}): K8sObject {
+  if (!isRecord(raw)) throw fieldError('a resource must be a map with apiVersion, kind and metadata', []);
+  const kind = str(raw.kind, ['kind'], true)!;
+  const apiVersion = str(raw.apiVersion, ['apiVersion'], true)!;
+  if (kind === 'List') throw fieldError('kind List is not supported; write one resource per YAML document', ['kind']);
+  const base: K8sObject = { apiVersion, kind, metadata: meta(raw, kind, CLUSTER_SCOPED.has(kind)), raw, source: pos };
+  return kind === 'Pod' ? toPod(base, opts.simulated ?? true) : kind === 'Service' ? toService(base) : base;
+}
+
 /** Parses one file's text. Exported for tests and for the control plane's watcher. */
 /** Whether a value parsed from YAML contains itself (a recursive alias such as `&a [*a]`). */
 export function isCyclic(v: unknown, path: Set<object> = new Set()): boolean {
@@ -216,12 +230,7 @@ export function parseConfigText(text: string, file: string): { objects: K8sObjec
     const contentsOffset = (doc.contents as { range?: [number, number, number] } | null)?.range?.[0] ?? startOffset;
     const pos: SourcePos = { file, line: lc.linePos(contentsOffset).line };
     try {
-      if (!isRecord(raw)) throw fieldError('a resource must be a map with apiVersion, kind and metadata', []);
-      const kind = str(raw.kind, ['kind'], true)!;
-      const apiVersion = str(raw.apiVersion, ['apiVersion'], true)!;
-      if (kind === 'List') throw fieldError('kind List is not supported; write one resource per YAML document', ['kind']);
-      const base: K8sObject = { apiVersion, kind, metadata: meta(raw, kind, CLUSTER_SCOPED.has(kind)), raw, source: pos };
-      objects.push(kind === 'Pod' ? toPod(base) : kind === 'Service' ? toService(base) : base);
+      objects.push(objectFromRaw(raw, pos));
     } catch (e) {
       if (!fieldPathOf(e)) throw e;
       errors.push({ code: 'NM_ERR_CONFIG_INVALID', file, line: pos.line, message: (e as Error).message });

@@ -1,0 +1,119 @@
+// The Kubernetes API connection of the control plane: the kubeconfig (a file, or the pod's
+// in-cluster service account), plain JSON requests authenticated the way @kubernetes/client-node
+// does it, and discovery of which group/versions the server serves.
+import { existsSync } from 'node:fs';
+import { request as httpRequest, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { KubeConfig } from '@kubernetes/client-node';
+import { ConfigError, UsageError } from '../errors.js';
+
+export interface KubeConnectOptions {
+  /** A kubeconfig file; its current context is used. */
+  kubeconfig?: string;
+  /** The pod's service account (KUBERNETES_SERVICE_HOST and the mounted token and CA). */
+  inCluster?: boolean;
+}
+
+export function loadKubeConfig(opts: KubeConnectOptions): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+    else if (opts.inCluster) kc.loadFromCluster();
+    else throw new UsageError('the Kubernetes source needs --kubeconfig <file> or --in-cluster');
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`cannot load ${opts.kubeconfig ? `kubeconfig ${opts.kubeconfig}` : 'the in-cluster config'}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!kc.getCurrentCluster()) throw new UsageError(`kubeconfig ${opts.kubeconfig ?? '(in-cluster)'} has no current cluster`);
+  if (!opts.kubeconfig) {
+    // The client reads these lazily, at the first request; say now what is missing instead.
+    if (!process.env.KUBERNETES_SERVICE_HOST || !process.env.KUBERNETES_SERVICE_PORT) {
+      throw new UsageError('--in-cluster needs KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (every pod has them); outside a pod use --kubeconfig <file>');
+    }
+    const files = [kc.getCurrentUser()?.authProvider?.config?.tokenFile as string | undefined, kc.getCurrentCluster()?.caFile];
+    for (const f of files) {
+      if (f && !existsSync(f)) throw new UsageError(`--in-cluster: ${f} does not exist; mount the pod's service account token (automountServiceAccountToken) or use --kubeconfig <file>`);
+    }
+  }
+  return kc;
+}
+
+/** An API failure: `status` is the HTTP status, 0 when the server could not be reached. */
+export type KubeApiError = ConfigError & { statusCode: number };
+
+export function kubeApiError(status: number, message: string, path: string, cause?: unknown): KubeApiError {
+  const err = new ConfigError('NM_ERR_KUBE_API', message, { status, path, ...(cause ? { cause } : {}) });
+  // The client's ListWatch reads `statusCode` (410 Gone means relist).
+  return Object.assign(err, { statusCode: status });
+}
+
+export function statusOf(err: unknown): number {
+  return typeof (err as { statusCode?: unknown })?.statusCode === 'number' ? (err as { statusCode: number }).statusCode : 0;
+}
+
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** JSON requests to one API server. Raw JSON throughout, like the watch stream, so list and watch agree. */
+export class KubeApi {
+  readonly kc: KubeConfig;
+  readonly server: string;
+
+  constructor(kc: KubeConfig) {
+    this.kc = kc;
+    this.server = kc.getCurrentCluster()!.server.replace(/\/+$/, '');
+  }
+
+  async request(method: 'GET' | 'PATCH', path: string, body?: unknown, contentType = 'application/merge-patch+json'): Promise<unknown> {
+    const url = new URL(this.server + path);
+    const opts: RequestOptions & { headers: Record<string, string> } = { method, headers: { accept: 'application/json' } };
+    await this.kc.applyToHTTPSOptions(opts as never);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    if (payload !== undefined) Object.assign(opts.headers, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(payload)) });
+    const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(url, opts, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => reject(kubeApiError(0, `${method} ${path}: ${err.message}`, path, err)));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          let json: unknown;
+          try {
+            json = text ? JSON.parse(text) : {};
+          } catch {
+            json = undefined;
+          }
+          if (status >= 200 && status < 300 && json !== undefined) return resolve(json);
+          const why = (json as { message?: unknown } | undefined)?.message;
+          reject(kubeApiError(status, `${method} ${path}: HTTP ${status}${typeof why === 'string' ? `: ${why}` : ''}`, path));
+        });
+      });
+      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer in ${REQUEST_TIMEOUT_MS / 1000}s`)));
+      req.on('error', (err) => reject(kubeApiError(0, `${method} ${path}: ${err.message}`, path, err)));
+      req.end(payload);
+    });
+  }
+
+  get(path: string): Promise<unknown> {
+    return this.request('GET', path);
+  }
+
+  /** The group/versions the server serves, as `group/version` (`v1` for the core group). */
+  async servedGroupVersions(): Promise<Set<string>> {
+    const out = new Set<string>();
+    const core = (await this.get('/api')) as { versions?: unknown };
+    for (const v of Array.isArray(core.versions) ? core.versions : []) if (typeof v === 'string') out.add(v);
+    const groups = (await this.get('/apis')) as { groups?: { versions?: { groupVersion?: unknown }[] }[] };
+    for (const g of Array.isArray(groups.groups) ? groups.groups : []) {
+      for (const v of Array.isArray(g.versions) ? g.versions : []) if (typeof v.groupVersion === 'string') out.add(v.groupVersion);
+    }
+    return out;
+  }
+
+  /** The resource names (plurals) a group/version serves. */
+  async resourcesOf(groupVersion: string): Promise<Set<string>> {
+    const r = (await this.get(groupVersion === 'v1' ? '/api/v1' : `/apis/${groupVersion}`)) as { resources?: { name?: unknown }[] };
+    return new Set((Array.isArray(r.resources) ? r.resources : []).map((x) => x.name).filter((n): n is string => typeof n === 'string'));
+  }
+}
