@@ -108,3 +108,78 @@ struct nm_stats {
 struct nm_sk_acct {
 	__u32 flags;
 };
+
+/* ---- kernel events (bpf/lib/events.h; decoded by src/redirect/event-layout.ts) ---------- */
+
+/* Compile-time size checks, in both the BPF C and the addon's C++. */
+#ifdef __cplusplus
+#define NM_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define NM_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* nm_event.kind */
+#define NM_EV_CONNECT_REDIRECTED 1 /* connect4/6 rewrote the connect to the outbound listener */
+#define NM_EV_CONNECT_PASSED 2     /* connect4/6 let it go where it was going */
+#define NM_EV_CONNECT_REFUSED 3    /* connect4/6 refused it (EPERM): quota, record, IPv6; TS: connect_passed + refused */
+#define NM_EV_LOOKUP_STEERED 4     /* sk_lookup assigned the SYN to the agent's listener */
+#define NM_EV_LOOKUP_PASSED 5      /* sk_lookup let the SYN through to the pod */
+#define NM_EV_LOOKUP_DROPPED 6     /* sk_lookup dropped the SYN (the kernel answers RST) */
+#define NM_EV_CLOSE 7              /* a tracked TCP socket reached TCP_CLOSE */
+
+/* nm_event.reason (0: none, e.g. for a redirect, a steer or a close) */
+#define NM_EVR_NONE 0
+#define NM_EVR_EXCLUDED_PORT 1
+#define NM_EVR_EXCLUDED_CIDR 2
+#define NM_EVR_LOOPBACK 3
+#define NM_EVR_NOT_ENROLLED 4
+#define NM_EVR_SELF 5
+#define NM_EVR_NO_LISTENER 6
+#define NM_EVR_IPV6 7
+#define NM_EVR_QUOTA 8
+#define NM_EVR_OBSERVED 9
+#define NM_EVR_DELIVERY 10      /* sk_lookup: the agent's own delivery socket (arrived on lo) */
+#define NM_EVR_RECORD_FAILED 11 /* connect: the original destination could not be recorded */
+#define NM_EVR_ASSIGN_FAILED 12 /* sk_lookup: bpf_sk_assign refused the agent's listener */
+
+/* nm_event.flags */
+#define NM_EVF_ENROLLED (1U << 0) /* the socket's pod is enrolled (else: observation only) */
+
+/* One event in nm_events (BPF_MAP_TYPE_RINGBUF). 80 bytes, no implicit padding; the
+ * layout is part of the addon/TS contract (SIZES.event in src/redirect/layout.ts). Addresses
+ * are 16 bytes in network order: an IPv4 address (family 4) is stored v4-mapped,
+ * ::ffff:a.b.c.d, so word 3 is the IPv4. An unknown address or port is 0.
+ *   connects: src = the socket's bound local address (0 when unbound), dst = what the app
+ *             asked for (before any rewrite);
+ *   lookups:  src = the SYN's source, dst = its destination;
+ *   closes:   src = the local side, dst = the remote side. */
+struct nm_event {
+	__u64 ts_ns;          /*  0: bpf_ktime_get_ns() */
+	__u64 socket_cookie;  /*  8: 0 where the hook has no socket (sk_lookup) */
+	__u64 netns_cookie;   /* 16: the pod's netns; 0 when unknown (IPv6 sk_lookup, stranger) */
+	__u64 bytes_sent;     /* 24: closes: tcp_sock bytes_acked */
+	__u64 bytes_received; /* 32: closes: tcp_sock bytes_received */
+	__u32 src_ip[4];      /* 40 */
+	__u32 dst_ip[4];      /* 56 */
+	__u16 src_port;       /* 72: host order */
+	__u16 dst_port;       /* 74: host order */
+	__u8 kind;            /* 76: NM_EV_* */
+	__u8 reason;          /* 77: NM_EVR_* */
+	__u8 family;          /* 78: 4 or 6 */
+	__u8 flags;           /* 79: NM_EVF_* */
+};
+NM_STATIC_ASSERT(sizeof(struct nm_event) == 80, "struct nm_event is 80 bytes (SIZES.event)");
+
+/* nm_events_cfg (ARRAY, one entry): whether the programs emit at all. Written by the one
+ * consuming agent; off (zero) by default, so events cost a single array lookup. 8 bytes. */
+struct nm_events_cfg {
+	__u32 enabled;   /* non-zero: emit */
+	__u32 owner_pid; /* the process that turned events on (a dead owner's flag is cleared) */
+};
+NM_STATIC_ASSERT(sizeof(struct nm_events_cfg) == 8, "struct nm_events_cfg is 8 bytes");
+
+/* The ring's size in bytes (a power of two, a multiple of the page size). Each record is 88
+ * bytes with its 8-byte header, so 1 MiB holds about 11,900 events: a burst of several
+ * thousand connections between two drains of the poller (it drains every 50 ms at most)
+ * before anything is lost, while costing the node 1 MiB of locked memory. */
+#define NM_EVENTS_RING_BYTES (1U << 20)

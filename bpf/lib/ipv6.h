@@ -6,6 +6,7 @@
 #pragma once
 
 #include "lib/common.h"
+#include "lib/events.h"
 
 /* ::1; words in network order. */
 static __always_inline int nm_is_loopback6(__u32 w0, __u32 w1, __u32 w2, __u32 w3)
@@ -25,13 +26,19 @@ static __always_inline int nm_is_unspecified6(__u32 w0, __u32 w1, __u32 w2, __u3
  * connect() fail at once with EPERM, so a dual-stack client falls back to IPv4 instead of
  * hanging. The cgroup link is only ever attached to an enrolled pod's cgroup, so that
  * attachment is the enrollment check, as it is for connect4. */
-static __always_inline int nm_connect6_native(const struct bpf_sock_addr *ctx)
+static __always_inline int nm_connect6_native(struct bpf_sock_addr *ctx)
 {
 	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
 	__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
 
-	if (nm_is_loopback6(w0, w1, w2, w3) || nm_is_unspecified6(w0, w1, w2, w3))
+	if (nm_is_loopback6(w0, w1, w2, w3) || nm_is_unspecified6(w0, w1, w2, w3)) {
+		if (nm_events_on())
+			nm_event_connect6(ctx, NM_EV_CONNECT_PASSED, NM_EVR_LOOPBACK, NM_EVF_ENROLLED,
+					  w0, w1, w2, w3);
 		return NM_SYSCALL_ALLOW;
+	}
+	if (nm_events_on())
+		nm_event_connect6(ctx, NM_EV_CONNECT_REFUSED, NM_EVR_IPV6, NM_EVF_ENROLLED, w0, w1, w2, w3);
 	return NM_SYSCALL_DENY;
 }
 
@@ -43,7 +50,7 @@ static __always_inline int nm_connect6_native(const struct bpf_sock_addr *ctx)
  * so the enrollment check is the attachment: the agent links nm_sk_lookup only to enrolled
  * pods' netns. Each word is read with a volatile load so that clang keeps them 4-byte ctx
  * loads, the only size the verifier allows for these fields. */
-static __always_inline int nm_sk_lookup6(const struct bpf_sk_lookup *ctx)
+static __always_inline int nm_sk_lookup6(struct bpf_sk_lookup *ctx)
 {
 	__u32 r0 = *(volatile __u32 *)&ctx->remote_ip6[0];
 	__u32 r1 = *(volatile __u32 *)&ctx->remote_ip6[1];
@@ -54,9 +61,15 @@ static __always_inline int nm_sk_lookup6(const struct bpf_sk_lookup *ctx)
 	__u32 l2 = *(volatile __u32 *)&ctx->local_ip6[2];
 	__u32 l3 = *(volatile __u32 *)&ctx->local_ip6[3];
 
+	/* No event for loopback, as for IPv4: its connect reported it. */
 	if (nm_is_loopback6(r0, r1, r2, r3))
 		return SK_PASS;
-	if (r0 == l0 && r1 == l1 && r2 == l2 && r3 == l3)
+	if (r0 == l0 && r1 == l1 && r2 == l2 && r3 == l3) {
+		if (nm_events_on())
+			nm_event_lookup6(ctx, NM_EV_LOOKUP_PASSED, NM_EVR_SELF, r0, r1, r2, r3, l0, l1, l2, l3);
 		return SK_PASS;
+	}
+	if (nm_events_on())
+		nm_event_lookup6(ctx, NM_EV_LOOKUP_DROPPED, NM_EVR_IPV6, r0, r1, r2, r3, l0, l1, l2, l3);
 	return SK_DROP;
 }

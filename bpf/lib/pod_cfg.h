@@ -28,8 +28,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nm_pod_owner SEC(".maps");
 
-/* True when the pod living in netns `netns_cookie` excluded this destination from capture.
- * ip in network order, port in host order. A pod without an entry excludes nothing. */
+/* What nm_outbound_excluded found. */
+#define NM_EXCL_NONE 0
+#define NM_EXCL_PORT 1
+#define NM_EXCL_CIDR 2
+
+/* Non-zero (NM_EXCL_PORT or NM_EXCL_CIDR, which the connect events report) when the pod
+ * living in netns `netns_cookie` excluded this destination from capture. ip in network order,
+ * port in host order. A pod without an entry excludes nothing. */
 static __always_inline int nm_outbound_excluded(__u64 netns_cookie, __u32 ip, __u16 port)
 {
 	struct nm_pod_cfg *cfg = bpf_map_lookup_elem(&nm_pod_cfg, &netns_cookie);
@@ -43,7 +49,7 @@ static __always_inline int nm_outbound_excluded(__u64 netns_cookie, __u32 ip, __
 		if (i >= cfg->n_ports)
 			break;
 		if (cfg->excl_ports[i] == port)
-			return 1;
+			return NM_EXCL_PORT;
 	}
 
 #pragma unroll
@@ -51,7 +57,15 @@ static __always_inline int nm_outbound_excluded(__u64 netns_cookie, __u32 ip, __
 		if (i >= cfg->n_cidrs)
 			break;
 		if ((ip & cfg->excl_cidrs[i].mask) == cfg->excl_cidrs[i].addr)
-			return 1;
+			return NM_EXCL_CIDR;
 	}
-	return 0;
+	return NM_EXCL_NONE;
+}
+
+/* Whether the pod living in this netns is enrolled: attachPod writes its nm_pod_cfg entry,
+ * keyed by the netns cookie, and detachPod deletes it. The observer programs use it to skip
+ * enrolled pods, whose own programs report their sockets already. */
+static __always_inline int nm_netns_enrolled(__u64 netns_cookie)
+{
+	return bpf_map_lookup_elem(&nm_pod_cfg, &netns_cookie) != NULL;
 }

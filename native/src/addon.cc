@@ -21,6 +21,7 @@
 #include "pod_routing.h"
 #include "prog_test_run.h"
 #include "promise_worker.h"
+#include "ring_events.h"
 #include "sockets.h"
 #include "unique_fd.h"
 
@@ -483,6 +484,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsCookieOfPath", Napi::Function::New(env, NetnsCookieOfPath, "netnsCookieOfPath"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("progTestRun", Napi::Function::New(env, ProgTestRunJs, "progTestRun"));
+  // new RingEvents(mapFd, recordSize, maxBatch, maxDelayMs, maxQueuedBatches, onBatch)
+  exports.Set("RingEvents", RingEventsWrap::Define(env));
   return exports;
 }
 

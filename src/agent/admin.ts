@@ -1,11 +1,13 @@
-// The agent's HTTP endpoints: admin on 127.0.0.1:15000 (/config_dump, /debug/flows),
+// The agent's HTTP endpoints: admin on 127.0.0.1:15000 (/config_dump, /debug/flows, /debug/capture),
 // Prometheus metrics on :15020/metrics, readiness on :15021/healthz/ready. Each joins its
 // port's SO_REUSEPORT group, so a second agent of the node (an upgrade) binds beside the
 // first; one that cannot bind is retried with backoff and keeps the agent unready.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 
-export type Route = (req: IncomingMessage, url: URL) => Promise<{ status?: number; type?: string; body: string | object }> | { status?: number; type?: string; body: string | object };
+type RouteResult = { status?: number; type?: string; body: string | object } | 'streamed';
+/** A route answers with a body, or `'streamed'` when it writes the response itself (a stream). */
+export type Route = (req: IncomingMessage, url: URL, res: ServerResponse) => Promise<RouteResult> | RouteResult;
 
 export interface Endpoint {
   host: string;
@@ -29,8 +31,9 @@ export async function serveRoutes(ep: Endpoint, routes: Record<string, Route>, l
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found; try: ${Object.keys(routes).join(' ')}\n`);
       return;
     }
-    Promise.resolve(route(req, url)).then(
+    Promise.resolve(route(req, url, res)).then(
       (r) => {
+        if (r === 'streamed') return;
         const text = typeof r.body === 'string' ? r.body : JSON.stringify(r.body, null, 2) + '\n';
         res.writeHead(r.status ?? 200, { 'content-type': r.type ?? (typeof r.body === 'string' ? 'text/plain' : 'application/json') }).end(text);
       },
@@ -161,6 +164,8 @@ export interface AgentEndpoints {
   configDump(): object;
   flows(limit: number): object;
   metrics(): Promise<{ contentType: string; body: string }>;
+  /** GET /debug/capture (docs/capture.md). */
+  capture?: Route;
 }
 
 /**
@@ -181,6 +186,7 @@ export async function serveAgentEndpoints(o: AgentEndpoints): Promise<HttpEndpoi
   await http.serve('admin', o.admin, {
     '/config_dump': () => ({ body: o.configDump() }),
     '/debug/flows': (_req, url) => ({ body: o.flows(Number(url.searchParams.get('limit') ?? 1000)) }),
+    ...(o.capture ? { '/debug/capture': o.capture } : {}),
     '/healthz/ready': readiness,
     '/metrics': metrics,
   });

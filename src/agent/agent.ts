@@ -9,6 +9,7 @@ import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
 import { FlowLog, MeshMetrics } from '../telemetry/index.js';
 import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.js';
+import { AgentCapture, observePods } from './capture.js';
 import { pruneIdentities, readOrigDst } from './bounded.js';
 import { NodeHandoff } from './handoff.js';
 import { handleCni, type CniContext } from './cni-handler.js';
@@ -22,6 +23,8 @@ import type { ControlPlaneConnection } from '../xds/index.js';
 export interface AgentOptions {
   stateDir: string;
   pinRoot?: string;
+  /** The pods' cgroup parent to observe for capture; 'none' for none; default: detected. */
+  observeCgroup?: string;
   nodeName?: string;
   trustDomain?: string;
   /** Local mode: pod metadata from a config directory, no policy. */
@@ -60,6 +63,7 @@ export class Agent {
   #enroller?: Enroller;
   #http?: HttpEndpoints;
   #cp?: ControlPlaneSource;
+  #capture?: AgentCapture;
   #ready = false;
   readonly #node: NodeHandoff;
   #stopping?: Promise<void>;
@@ -104,6 +108,7 @@ export class Agent {
       throw new UsageError('the agent needs exactly one source: a config directory (local mode) or a control plane');
     }
     mkdirSync(this.paths.dir, { recursive: true });
+    this.#capture = new AgentCapture({ node: this.node, tokenFile: this.paths.adminToken, registry: this.metrics.registry, flows: this.flows, workloads: () => this.#cp ?? this.workloads, log: this.#o.log });
     if (this.#o.controlPlane) {
       this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin', this.paths.dir);
       // ---- last good state (docs/security.md "Fail closed") ----
@@ -125,6 +130,8 @@ export class Agent {
     const cgroupRoot = findCgroup2Root();
     const redirect = await Redirector.open({ pinRoot: this.#o.pinRoot ?? DEFAULT_PIN_ROOT });
     this.#redirect = redirect;
+    this.#capture.attachKernel(redirect);
+    await observePods(redirect, cgroupRoot, this.#o.observeCgroup, this.#log);
     this.metrics.origDstFrom(() => readOrigDst(this.#redirect, this.#enroller, this.#log));
     const proxy = new NodeProxy({
       listen: (ns, opts) => listenInNetns(ns, opts),
@@ -133,13 +140,17 @@ export class Agent {
       workloads: cp ?? this.workloads,
       ...(cp ? { authorize: (i) => cp.authorize(i) } : {}),
       telemetry: { metrics: this.metrics, flows: this.flows, log: this.#o.log },
-      onInboundListener: (pod, fd, kind) => redirect.registerInboundListener(pod.ip, kind, fd),
+      onInboundListener: (pod, fd, kind) => {
+        this.#capture?.learnNetns(`${pod.namespace}/${pod.name}`, fd, pod.ip);
+        redirect.registerInboundListener(pod.ip, kind, fd);
+      },
       ...(cp ? { router: cp } : {}),
       // With a control plane every enrolled pod has a certificate: traffic between nodes goes
       // over HBONE (mTLS on 15008). Local mode has no CA, so it stays plain TCP.
       ...(cp ? { hbone: { credentials: cp.secrets, trustDomain: this.#o.trustDomain ?? 'cluster.local' } } : {}),
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
       ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),
+      tap: this.#capture.tap,
     });
     this.#proxy = proxy;
     this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
@@ -196,6 +207,7 @@ export class Agent {
   /** Forgets the certificates (memory and disk) of identities no pod of the node has any more. */
   #prune(): void {
     if (this.#cp && this.#enroller) pruneIdentities(this.#cp.secrets, this.#enroller, this.#log);
+    if (this.#enroller) this.#capture?.retainPods(new Set(this.#enroller.pods().map((p) => `${p.namespace}/${p.name}`)));
   }
 
   /** A pod that waited (pending) is served now. */
@@ -298,6 +310,7 @@ export class Agent {
       configDump: () => this.configDump(),
       flows: (limit) => this.flows.recent(limit),
       metrics: () => this.metrics.render(),
+      ...(this.#capture ? { capture: this.#capture.route } : {}),
     });
   }
 
@@ -337,6 +350,7 @@ export class Agent {
     if (left) this.#log.warn({ closed: left, by: this.#endDrain.signal.aborted ? 'signal' : 'drain period over' }, 'drain over: closed the connections still open');
     else if (draining) this.#log.info('drained: every open connection ended');
     await this.#cp?.stop();
+    this.#capture?.stop();
     this.#redirect?.close();
     this.#node.claim.release();
     this.#log.info('agent stopped');

@@ -25,12 +25,19 @@ plane is used, and no policy is enforced.
 
 Options:
   --control-plane <addr> control plane gRPC address, e.g. 127.0.0.1:15012
-  --token-file <file>   this node's token (\`nodemesh control-plane node-token --node <name>\`);
-                        it must be minted for the --node name
+  --token-file <file>   the credential that proves this node, re-read for every connection:
+                        with a --config control plane this node's token (\`nodemesh
+                        control-plane node-token --node <name>\`, minted for the --node name);
+                        on Kubernetes the pod's projected ServiceAccount token (audience
+                        nodemesh, e.g. /var/run/secrets/nodemesh/token), which kubelet rotates
   --root-cert <file>    mesh root certificate the control plane's certificate chains to
   --config <dir>        directory of Kubernetes YAML (local mode)
   --state-dir <dir>     state directory (default $NODEMESH_STATE_DIR or /run/nodemesh)
   --pin-root <dir>      bpffs directory for pinned maps and links (default ${DEFAULT_PIN_ROOT})
+  --observe-cgroup <dir> the kubelet's pod cgroup parent, where the connections of pods that are
+                        not enrolled are observed for \`nodemesh capture\` (never redirected);
+                        default: kubepods.slice or kubepods under the cgroup v2 root, whichever
+                        exists; 'none' turns it off
   --node <name>         node name (default: the host name)
   --admin <addr>        admin endpoint (default 127.0.0.1:15000)
   --metrics <addr>      Prometheus endpoint (default 0.0.0.0:15020)
@@ -71,6 +78,7 @@ export const agentCommand: Command = {
       config: { type: 'string' },
       'state-dir': { type: 'string' },
       'pin-root': { type: 'string' },
+      'observe-cgroup': { type: 'string' },
       node: { type: 'string' },
       admin: { type: 'string' },
       metrics: { type: 'string' },
@@ -91,13 +99,16 @@ export const agentCommand: Command = {
     if (values['control-plane']) {
       if (!values['token-file'] || !values['root-cert']) throw usageError('--control-plane needs --token-file and --root-cert');
       let rootCertPem: string;
+      // Read again for every stream and call (a rotated projected token is picked up); the last
+      // good token stays if the file is unreadable for a moment.
+      const token = readTokenFile(values['token-file']);
       try {
         rootCertPem = readFileSync(values['root-cert'], 'utf8');
-        readTokenFile(values['token-file'])();
+        token();
       } catch (e) {
         throw usageError(`cannot read the control plane credentials: ${(e as Error).message}`);
       }
-      controlPlane = { address: values['control-plane'], rootCertPem, token: readTokenFile(values['token-file']), nodeName: values.node ?? hostname() };
+      controlPlane = { address: values['control-plane'], rootCertPem, token, nodeName: values.node ?? hostname() };
     }
     const sd = stateDir(values['state-dir']);
     const timeout = values['connect-timeout'] ? Number(values['connect-timeout']) : undefined;
@@ -112,6 +123,7 @@ export const agentCommand: Command = {
       lb,
       stateDir: sd,
       ...(values['pin-root'] ? { pinRoot: values['pin-root'] } : {}),
+      ...(values['observe-cgroup'] ? { observeCgroup: values['observe-cgroup'] } : {}),
       ...(values.node ? { nodeName: values.node } : {}),
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
       ...(values.admin ? { admin: parseEndpoint(values.admin, '--admin') } : {}),

@@ -1,5 +1,6 @@
 // The list of CLI commands. Each group lives in its own file.
 import { agentCommand } from './agent.js';
+import { captureCommand } from './capture.js';
 import type { Command } from './command.js';
 import { controlPlaneCommands } from './controlplane.js';
 import { demoCommand } from './demo.js';
@@ -8,4 +9,4 @@ import { installCniCommand } from './install-cni.js';
 import { downCommand, upCommand } from './up.js';
 import { simCommands } from './sim.js';
 
-export const commands: Command[] = [agentCommand, installCniCommand, upCommand, downCommand, demoCommand, doctorCommand, ...simCommands, ...controlPlaneCommands];
+export const commands: Command[] = [agentCommand, installCniCommand, upCommand, downCommand, demoCommand, doctorCommand, captureCommand, ...simCommands, ...controlPlaneCommands];

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
-import { listPods, nodeCniDirs, simDown, simUp } from '../sim/index.js';
+import { listPods, nodeCniDirs, nodePodsCgroup, simDown, simUp } from '../sim/index.js';
 import { installNodeCni, uninstallChainedPlugin } from './cni.js';
 import { CLUSTER_CP_ADDRESS, multiNodeNodes, nodeDump, removeNodeAgentDirs, removeNodePins, startClusterControlPlane, startNodeAgent } from './nodes.js';
 import { UsageError } from '../errors.js';
@@ -41,8 +41,11 @@ export async function startAgentWithControlPlane(sd: string, extra: string[] = [
   return startAgentWith(sd, ['--control-plane', CP_ADDRESS, '--node', node.name, '--token-file', token, '--root-cert', join(cp, 'root-cert.pem'), ...extra]);
 }
 
-async function startAgentWith(sd: string, args: string[]): Promise<number> {
+async function startAgentWith(sd: string, argsIn: string[]): Promise<number> {
   const paths = agentPaths(sd);
+  // The host node's pods live under the simulator's kubepods cgroup: observed for capture.
+  const observe = nodePodsCgroup({ name: hostNode(sd).name, netnsPath: null });
+  const args = observe && !argsIn.includes('--observe-cgroup') ? ['--observe-cgroup', observe, ...argsIn] : argsIn;
   mkdirSync(paths.dir, { recursive: true });
   // The host node's init container step: nodemesh-cni chained into its conflist, relaying to
   // the socket this agent will listen on.

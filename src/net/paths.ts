@@ -35,6 +35,8 @@ export interface AgentPaths {
   podsDir: string;
   pidFile: string;
   logFile: string;
+  /** The agent's admin credential (0600): needed for plaintext capture (docs/capture.md). */
+  adminToken: string;
 }
 
 /** The agent's files under a state dir. */
@@ -47,5 +49,6 @@ export function agentPaths(root = stateDir()): AgentPaths {
     podsDir: join(dir, 'pods'),
     pidFile: join(dir, 'agent.pid'),
     logFile: join(dir, 'agent.log'),
+    adminToken: join(dir, 'admin-token'),
   };
 }

@@ -3,8 +3,8 @@
 import type { Logger } from '../log.js';
 import { tcpLabels, type FlowLog, type HboneInfo, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
 import { resetQuietly, type Boundary } from './boundary.js';
-import { relay, type RelayEnd, type RelayOptions, type RelayProgress, type RelayResult } from './relay.js';
-import type { AuthorizeInput, LocalPod } from './types.js';
+import { relay, tapRelay, type RelayEnd, type RelayOptions, type RelayProgress, type RelayResult } from './relay.js';
+import type { AuthorizeInput, LocalPod, PlaintextTap } from './types.js';
 
 export interface Telemetry {
   metrics: MeshMetrics;
@@ -86,6 +86,8 @@ export interface TrackerOptions {
   relay?: RelayOptions;
   /** Where connections that could not be set up are logged and counted. */
   boundary?: Boundary;
+  /** Plaintext capture of relayed connections (docs/capture.md). */
+  tap?: PlaintextTap;
 }
 
 export class ConnectionTracker {
@@ -93,12 +95,14 @@ export class ConnectionTracker {
   readonly #t: Telemetry;
   readonly #relay: RelayOptions;
   readonly #boundary: Boundary | undefined;
+  readonly #tap: PlaintextTap | undefined;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(t: Telemetry, flushMs = 5000, o: TrackerOptions = {}) {
     this.#t = t;
     this.#relay = o.relay ?? {};
     this.#boundary = o.boundary;
+    this.#tap = o.tap;
     this.#timer = setInterval(() => this.flush(), flushMs);
     this.#timer.unref();
   }
@@ -170,6 +174,7 @@ export class ConnectionTracker {
       conn = this.#track(client, [plan], plan);
       conn.upstream = upstream;
       conn.progress = r.progress;
+      this.#capture(plan, client, upstream, r.done);
       for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
       this.#finish(conn, plan, t0, await r.done);
     } finally {
@@ -262,7 +267,14 @@ export class ConnectionTracker {
     }
     const r = relay(client, upstream, this.#relay);
     conn.progress = r.progress;
+    this.#capture(plan, client, upstream, r.done);
     this.#finish(conn, plan, t0, await r.done);
+  }
+
+  /** Taps the relay when a plaintext capture wants this connection (asked once, at its start). */
+  #capture(v: ConnectionView, client: RelayEnd, upstream: RelayEnd, done: Promise<RelayResult>): void {
+    const sink = this.#tap?.open({ pod: v.pod, src: v.source, dst: v.destination, originalDst: v.originalDst });
+    if (sink) tapRelay(client, upstream, sink, done);
   }
 
   /** Books the outcome of a finished relay: last byte counts, error flags, closed metrics. */

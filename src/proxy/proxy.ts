@@ -12,7 +12,7 @@ import { HboneOutbound, serveHbone } from './hbone-wiring.js';
 import { handleInbound } from './inbound.js';
 import { handleOutbound } from './outbound.js';
 import type { RelayEnd, RelayOptions } from './relay.js';
-import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex } from './types.js';
+import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type PlaintextTap, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex } from './types.js';
 
 /** Opens a listening socket inside a namespace and returns its fd. */
 export type NetnsListen = (netnsPath: string, opts: { host: string; port: number; backlog?: number; reusePort?: boolean }) => Promise<number>;
@@ -52,6 +52,8 @@ export interface ProxyOptions {
   idleTimeoutMs?: number;
   /** TCP keepalive idle time on both sockets of every relay (default 180 s); 0 disables. */
   keepAliveMs?: number;
+  /** Plaintext capture of relayed connections (docs/capture.md); absent, relays carry no tap. */
+  tap?: PlaintextTap;
 }
 
 interface PodListeners {
@@ -110,7 +112,7 @@ export class NodeProxy {
       ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
       ...(o.keepAliveMs !== undefined ? { keepAliveMs: o.keepAliveMs } : {}),
     };
-    this.tracker = new ConnectionTracker(o.telemetry, 5000, { relay, boundary: this.#boundary });
+    this.tracker = new ConnectionTracker(o.telemetry, 5000, { relay, boundary: this.#boundary, ...(o.tap ? { tap: o.tap } : {}) });
     const timeoutMs = o.connectTimeoutMs ?? 5000;
     this.#hbone = o.hbone
       ? new HboneOutbound({ ...o.hbone, upstream: o.upstream, localPod: (ip) => this.#byIp.get(ip), hbonePort: HBONE_PORT, connectTimeoutMs: timeoutMs, log: o.telemetry.log })

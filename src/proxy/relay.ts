@@ -2,6 +2,7 @@
 // reset on one side carried to the other as a reset (never turned into a clean EOF), TCP
 // keepalive on both, and an idle timeout that closes a connection no byte crossed for long.
 import type { Duplex } from 'node:stream';
+import type { PlaintextSink } from './types.js';
 
 /** Either end of a relay: a TCP socket, or anything that behaves like one (an HBONE stream). */
 export type RelayEnd = Duplex & {
@@ -130,4 +131,26 @@ export function relay(down: RelayEnd, up: RelayEnd, o: RelayOptions = {}): { don
     }
   });
   return { done, progress };
+}
+
+/**
+ * Copies what a running relay carries to a capture sink, after relay() piped both ends (so the
+ * listeners never start or hold the flow). The sink cannot slow the relay: it only queues, and
+ * one that throws is cut off, never the connection.
+ */
+export function tapRelay(down: RelayEnd, up: RelayEnd, sink: PlaintextSink, done: Promise<unknown>): void {
+  let live = true;
+  const safe = (fn: () => void): void => {
+    if (!live) return;
+    try {
+      fn();
+    } catch {
+      live = false;
+    }
+  };
+  down.on('data', (c: Buffer) => safe(() => sink.data('c2s', c)));
+  up.on('data', (c: Buffer) => safe(() => sink.data('s2c', c)));
+  down.once('end', () => safe(() => sink.end('c2s')));
+  up.once('end', () => safe(() => sink.end('s2c')));
+  void done.finally(() => safe(() => sink.close()));
 }

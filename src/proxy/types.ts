@@ -108,3 +108,19 @@ export interface WorkloadCredentials {
   /** The pod identity's current certificate, key and mesh roots; fetches them on first use. */
   get(identity: string): Promise<HboneCredentials>;
 }
+
+/** A stream of one connection's plaintext for capture (docs/capture.md): both directions, as relayed. */
+export interface PlaintextSink {
+  data(dir: 'c2s' | 's2c', chunk: Buffer): void;
+  /** That direction's FIN. */
+  end(dir: 'c2s' | 's2c'): void;
+  close(): void;
+}
+
+/**
+ * Plaintext capture, asked once per relayed connection before its first byte: undefined (nobody
+ * captures it) leaves the relay without any tap, so capture costs nothing when no one listens.
+ */
+export interface PlaintextTap {
+  open(c: { pod: string; src: SocketAddress & PeerInfo; dst: SocketAddress & PeerInfo; originalDst: string }): PlaintextSink | undefined;
+}

@@ -4,6 +4,7 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { NativeError } from '../errors.js';
 import { log } from '../log.js';
 import { DEFAULT_BPFFS, PORTS } from '../net/index.js';
+import { EVENTS_CFG_SIZE } from './event-layout.js';
 import { DEFAULT_ORIG_DST_POD_QUOTA, SIZES, u16, u32 } from './layout.js';
 import { findBpffsMounts, findCgroup2Root } from './mounts.js';
 import { native, nativeFailure, packageRoot, type NativeBinding, type NativeBpfObject } from './native.js';
@@ -25,6 +26,16 @@ export const LINKS: ReadonlyArray<{ name: PodLinkName; prog: string; target: 'cg
   { name: 'sk_lookup', prog: 'nm_sk_lookup', target: 'netns' },
 ];
 
+/**
+ * The observer's links at a pod cgroup parent (`<pinRoot>/observe/<id>/<name>`): report the
+ * pods below it that are not enrolled, never redirect them (src/redirect/observe.ts).
+ */
+export const OBSERVE_LINKS: ReadonlyArray<{ name: PodLinkName; prog: string }> = [
+  { name: 'connect4', prog: 'nm_observe_connect4' },
+  { name: 'connect6', prog: 'nm_observe_connect6' },
+  { name: 'sockops', prog: 'nm_observe_sockops' },
+];
+
 /** The pinned maps and the size of key and value each must have (bpf/redirect.h). */
 const MAPS = {
   podCfg: { name: 'nm_pod_cfg', keySize: 8, valueSize: SIZES.podCfg },
@@ -35,6 +46,10 @@ const MAPS = {
   podOwner: { name: 'nm_pod_owner', keySize: SIZES.podOwnerKey, valueSize: SIZES.podOwner },
   podConns: { name: 'nm_pod_conns', keySize: 8, valueSize: SIZES.podConns },
   stats: { name: 'nm_stats', keySize: 4, valueSize: SIZES.stats },
+  /** BPF_MAP_TYPE_RINGBUF: no key, no value; records are struct nm_event (event-layout.ts). */
+  events: { name: 'nm_events', keySize: 0, valueSize: 0 },
+  eventsCfg: { name: 'nm_events_cfg', keySize: 4, valueSize: EVENTS_CFG_SIZE },
+  eventsLost: { name: 'nm_events_lost', keySize: 4, valueSize: 8 },
 } as const;
 export type MapRole = keyof typeof MAPS;
 
@@ -118,7 +133,7 @@ function checkObject(object: NativeBpfObject): { progs: Map<string, LoadedProgra
     }
     fds[role] = m.fd;
   }
-  for (const l of LINKS) {
+  for (const l of [...LINKS, ...OBSERVE_LINKS]) {
     if (!progs.has(l.prog)) {
       throw new NativeError('NM_ERR_BPF_OBJECT', `program ${l.prog} is missing from the BPF object; run \`make bpf\``);
     }
@@ -196,6 +211,16 @@ export function listPodDirs(pinRoot: string): string[] {
     .sort();
 }
 
+/** Ids of the observer directories under `<pinRoot>/observe`, sorted. */
+export function listObserveDirs(pinRoot: string): string[] {
+  const dir = join(pinRoot, 'observe');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
+}
+
 /** Detaches and unpins every link in a pod directory, then removes it; collects failures. */
 export async function detachPodDir(binding: NativeBinding, dir: string, failures: unknown[]): Promise<void> {
   if (!existsSync(dir)) return;
@@ -227,6 +252,7 @@ export async function destroyPinRoot(pinRoot: string): Promise<void> {
   const binding = native();
   const failures: unknown[] = [];
   for (const uid of listPodDirs(root)) await detachPodDir(binding, join(root, 'pods', uid), failures);
+  for (const id of listObserveDirs(root)) await detachPodDir(binding, join(root, 'observe', id), failures);
   try {
     rmSync(root, { recursive: true, force: true });
   } catch (err) {

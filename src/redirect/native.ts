@@ -84,6 +84,31 @@ export interface NativeRoutingRemoved {
   routeRemoved: boolean;
 }
 
+/** What a ring poller counted (native/src/ring_poller.h RingPollerStats). */
+export interface NativeRingStats {
+  /** Records handed to JS. */
+  delivered: bigint;
+  /** Records of batches dropped because maxQueuedBatches were already waiting for JS. */
+  dropped: bigint;
+  /** Records of the wrong size (an object whose struct nm_event differs), skipped. */
+  badRecords: bigint;
+  pollErrors: bigint;
+  open: boolean;
+}
+
+/** A ring buffer subscription: a thread polling the ring, batches delivered on the JS thread. */
+export interface NativeRingEvents {
+  /** Stops and joins the poller thread; idempotent. Records not yet delivered are dropped. */
+  close(): void;
+  /** While paused the thread consumes nothing (tests of a consumer that falls behind). */
+  setPaused(paused: boolean): void;
+  stats(): NativeRingStats;
+  /** Records that were in the ring before this subscription, consumed and dropped at start. */
+  readonly discarded: bigint;
+}
+
+export type NativeRingBatchCallback = (records: Buffer, count: number, droppedTotal: bigint) => void;
+
 /** The binding's exports. Arguments are validated by the callers in src/redirect/. */
 export interface NativeBinding {
   isBpffs(path: string): boolean;
@@ -136,6 +161,14 @@ export interface NativeBinding {
 
   /** BPF_PROG_RUN */
   progTestRun(progFd: number, input: NativeTestRunInput): Promise<NativeTestRunResult>;
+
+  /**
+   * Polls a BPF_MAP_TYPE_RINGBUF on its own thread: records of exactly recordSize bytes, in
+   * batches of at most maxBatch or what came within maxDelayMs of a batch's first record,
+   * delivered through a ThreadSafeFunction that queues at most maxQueuedBatches (beyond
+   * that a batch is dropped and counted, never waited for). Does not keep the process alive.
+   */
+  RingEvents: new (mapFd: number, recordSize: number, maxBatch: number, maxDelayMs: number, maxQueuedBatches: number, onBatch: NativeRingBatchCallback) => NativeRingEvents;
 }
 
 /** The package root: two levels above this file, both as src/redirect and as dist/redirect. */

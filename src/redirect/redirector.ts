@@ -1,10 +1,14 @@
 // The Redirector: the facade other folders use over the loader, per-pod attachments, the
-// listener registry and original-destination lookup (each in its own file here).
+// listener registry, original-destination lookup, the kernel events and the observer of
+// pods that are not enrolled (each in its own file here).
 import { NativeError } from '../errors.js';
 import { PodAttachments } from './attachments.js';
+import type { KernelEventBatch } from './events.js';
+import { KernelEventStream, type KernelEventStats } from './kernel-events.js';
 import { ListenerRegistry } from './listeners.js';
 import { destroyPinRoot, loadRedirect, type LoadedRedirect } from './loader.js';
 import type { NativeBinding } from './native.js';
+import { CgroupObservers } from './observe.js';
 import { lookupOriginalDst } from './original-dst.js';
 import { readOrigDstStats } from './stats.js';
 import type { InboundKind, OrigDstStats, PodAttachment, PodRedirectSpec, RedirectorOptions, SocketAddress } from './types.js';
@@ -15,6 +19,11 @@ export interface RedirectorTestHooks {
   binding: NativeBinding;
   progFd(name: string): number;
   mapFd(name: string): number;
+  /** The kernel event poller: pause it (the ring fills), read its counters. */
+  kernelEvents: {
+    setPaused(paused: boolean): void;
+    stats(): KernelEventStats | null;
+  };
 }
 
 export class Redirector {
@@ -28,6 +37,8 @@ export class Redirector {
   #loaded: LoadedRedirect;
   #pods: PodAttachments;
   #listeners: ListenerRegistry;
+  #events: KernelEventStream;
+  #observers: CgroupObservers;
   #closed = false;
 
   private constructor(loaded: LoadedRedirect) {
@@ -38,6 +49,8 @@ export class Redirector {
     this.hbonePort = loaded.hbonePort;
     this.#pods = new PodAttachments(loaded);
     this.#listeners = new ListenerRegistry(loaded.binding, loaded.maps);
+    this.#events = new KernelEventStream(loaded.binding, loaded.maps);
+    this.#observers = new CgroupObservers(loaded);
   }
 
   /**
@@ -159,10 +172,65 @@ export class Redirector {
     return readOrigDstStats(binding, maps, { capacity: origDstCapacity, podQuota: origDstPodQuota }, (c) => this.#pods.ownerOfNetns(c));
   }
 
-  /** Closes the program and map fds. Pins (maps and links) stay, so capture continues. */
+  /**
+   * Subscribes to the kernel events (docs/capture.md "Kernel events"): what the programs
+   * decided for every connect, inbound SYN and close of the node's pods, in batches (at most
+   * 256 events or 50 ms) on the JS thread. The first subscriber starts the ring poller thread
+   * and turns emission on; the last unsubscribe turns it off and stops the thread, so with no
+   * subscriber the programs pay one array lookup. Events from before the first subscription
+   * are discarded. A listener that throws is logged and keeps its subscription.
+   * The ring has one reader per node: subscribe in one process (the agent).
+   * Returns the unsubscribe function (idempotent).
+   */
+  onKernelEvents(cb: (batch: KernelEventBatch) => void): () => void {
+    this.#assertOpen();
+    return this.#events.subscribe(cb);
+  }
+
+  /**
+   * Events lost so far: those the programs could not write because the ring was full
+   * (nm_events_lost, kept with the pinned maps across agent restarts) plus batches this
+   * process dropped because its JS thread was behind. A slow consumer costs events, never
+   * the data path.
+   */
+  kernelEventsLost(): bigint {
+    this.#assertOpen();
+    return this.#events.lost();
+  }
+
+  /**
+   * Observes the pods below a cgroup (the node's pod cgroup parent, e.g. the kubelet's
+   * `kubepods`, or the simulator's `<root>/nodemesh-sim`): their connects and closes are
+   * reported as kernel events with `enrolled: false` and reason 'observed'. Observation only:
+   * nothing is redirected, refused or changed, and enrolled pods below it are skipped (their
+   * own programs report them). Links pinned under `<pinRoot>/observe/`, so they outlive the
+   * agent; idempotent (an earlier agent's links are updated to the programs loaded now).
+   */
+  async observeCgroup(cgroupPath: string): Promise<void> {
+    this.#assertOpen();
+    await this.#observers.observe(cgroupPath);
+  }
+
+  /** Detaches the observer of a cgroup; false when none was attached. */
+  async unobserveCgroup(cgroupPath: string): Promise<boolean> {
+    this.#assertOpen();
+    return this.#observers.unobserve(cgroupPath);
+  }
+
+  /** Ids (inode numbers) of the cgroups observed now. */
+  observedCgroups(): bigint[] {
+    this.#assertOpen();
+    return this.#observers.observed();
+  }
+
+  /**
+   * Closes the program and map fds, and ends any kernel event subscription. Pins (maps and
+   * links) stay, so capture continues.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#events.close();
     this.#loaded.object.close();
   }
 
@@ -194,6 +262,10 @@ export class Redirector {
         const fd = maps.get(name);
         if (fd === undefined) throw new RangeError(`no map ${name}`);
         return fd;
+      },
+      kernelEvents: {
+        setPaused: (paused) => this.#events.setPaused(paused),
+        stats: () => this.#events.stats(),
       },
     };
   }

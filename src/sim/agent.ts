@@ -9,6 +9,7 @@ import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:chi
 import { join, resolve } from 'node:path';
 import { CniError, SimError, UsageError } from '../errors.js';
 import { installCniArgv, nodeCniDirs, type NodeCniDirs } from './node-cni.js';
+import { findCgroup2Root, nodeCgroupParent } from './cgroup.js';
 import { agentFlagValue, withAgentDefaults } from './nodes.js';
 import { repoRoot } from './paths.js';
 import { exitStatus, nsenter } from './process.js';
@@ -58,7 +59,8 @@ export interface NodeAgentCommand {
 export function nodeAgentCommand(node: string, args: string[], opts: NodeAgentOptions = {}): NodeAgentCommand {
   const info = getNode(node, opts);
   const cli = opts.cli ?? join(repoRoot(), 'bin', 'nodemesh');
-  const agentArgs = withAgentDefaults(args, { stateDir: info.agentStateDir, node: info.name, ...(info.pinRoot ? { pinRoot: info.pinRoot } : {}) });
+  const observeCgroup = nodePodsCgroup(info);
+  const agentArgs = withAgentDefaults(args, { stateDir: info.agentStateDir, node: info.name, ...(observeCgroup ? { observeCgroup } : {}), ...(info.pinRoot ? { pinRoot: info.pinRoot } : {}) });
   // The agent resolves a relative --state-dir from its cwd, which spawnIn makes / by default.
   const socket = agentPaths(resolve(opts.cwd ?? '/', agentFlagValue(agentArgs, '--state-dir')!)).cniSocket;
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
@@ -73,6 +75,15 @@ export function nodeAgentCommand(node: string, args: string[], opts: NodeAgentOp
     env: opts.env ?? process.env,
     installCni: dirs ? { ...dirs, agentSocket: socket, argv: installCniArgv(cli, dirs, socket) } : null,
   };
+}
+
+/** Where the simulator's kubelet puts this node's pods (`…/kubepods`), for the agent to observe; none without cgroup v2. */
+export function nodePodsCgroup(info: Pick<SimNodeInfo, 'name' | 'netnsPath'>): string | undefined {
+  try {
+    return join(nodeCgroupParent(findCgroup2Root(), info.netnsPath ? info.name : undefined), 'kubepods');
+  } catch {
+    return undefined;
+  }
 }
 
 function spawnIn(netnsPath: string | null, argv: string[], env: NodeJS.ProcessEnv, opts: InNodeOptions): ChildProcess {

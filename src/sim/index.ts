@@ -6,7 +6,7 @@ export { simDown } from './down.js';
 export { execInPod, listNodes, listPods } from './query.js';
 export type { SimNodeInfo, SimPodInfo } from './query.js';
 export { nsenter } from './process.js';
-export { nodeAgentCommand, runAgentInNode } from './agent.js';
+export { nodeAgentCommand, nodePodsCgroup, runAgentInNode } from './agent.js';
 export { allNodeCniDirs, nodeCniDirs } from './node-cni.js';
 export type { NodeCniDirs } from './node-cni.js';
 export { CLUSTER_NETNS, CLUSTER_SERVICE_IP, DEFAULT_NODE } from './paths.js';

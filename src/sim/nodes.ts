@@ -110,10 +110,12 @@ export interface NodeAgentDefaults {
   node: string;
   /** Omitted in host mode: the agent's own default applies. */
   pinRoot?: string;
+  /** The node's pod cgroup parent (`<sim cgroup parent>/kubepods`), observed for capture. */
+  observeCgroup?: string;
 }
 
 /**
- * `args` with `--state-dir`, `--node` and `--pin-root` added in front for each that `args`
+ * `args` with `--state-dir`, `--node`, `--pin-root` and `--observe-cgroup` added in front for each that `args`
  * does not already set (as `--flag value` or `--flag=value`, before any `--`).
  */
 export function withAgentDefaults(args: string[], d: NodeAgentDefaults): string[] {
@@ -122,6 +124,7 @@ export function withAgentDefaults(args: string[], d: NodeAgentDefaults): string[
   if (!has('--state-dir')) added.push('--state-dir', d.stateDir);
   if (!has('--node')) added.push('--node', d.node);
   if (d.pinRoot !== undefined && !has('--pin-root')) added.push('--pin-root', d.pinRoot);
+  if (d.observeCgroup !== undefined && !has('--observe-cgroup')) added.push('--observe-cgroup', d.observeCgroup);
   return [...added, ...args];
 }
 

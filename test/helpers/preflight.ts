@@ -1,5 +1,5 @@
 // The privileged project's global setup: checks, once, that this machine can run it (root,
-// bpffs, cgroup v2, the tools the suites spawn, the mesh's ports free in the root netns, no
+// bpffs, cgroup v2, kernel BTF, the tools the suites spawn, the mesh's ports free in the root netns, no
 // namespace left by an earlier run) and says exactly what is wrong when it cannot, instead
 // of letting the first suites fail on it one by one.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -25,6 +25,7 @@ export default async function preflight(): Promise<void> {
   const mounts = readFileSync('/proc/mounts', 'utf8');
   if (!/^\S+ \/sys\/fs\/bpf bpf /m.test(mounts)) problems.push('bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)');
   if (!existsSync('/sys/fs/cgroup/unified/cgroup.controllers') && !existsSync('/sys/fs/cgroup/cgroup.controllers')) problems.push('no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup');
+  if (!existsSync('/sys/kernel/btf/vmlinux')) problems.push('no kernel BTF at /sys/kernel/btf/vmlinux (the redirect programs read tcp_sock through it: CONFIG_DEBUG_INFO_BTF=y)');
   for (const t of TOOLS) if (spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0) problems.push(`${t} is not installed`);
   for (const p of CNI_PLUGINS) if (!existsSync(p)) problems.push(`${p} is missing (Debian's containernetworking-plugins)`);
   const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => /^nm-/.test(l));
@@ -40,5 +41,5 @@ export default async function preflight(): Promise<void> {
   if (problems.length > 0) {
     throw new Error(`this machine cannot run the privileged suites (kernel ${kernel}):\n  - ${problems.join('\n  - ')}`);
   }
-  process.stdout.write(`preflight: kernel ${kernel}, bpffs and cgroup v2 mounted, tools present, mesh ports free\n`);
+  process.stdout.write(`preflight: kernel ${kernel}, bpffs, cgroup v2 and BTF present, tools present, mesh ports free\n`);
 }
