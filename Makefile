@@ -20,7 +20,7 @@ ADDON    := native/build/Release/nodemesh_native.node
 CNI_BIN  := native/build/nodemesh-cni
 
 .PHONY: all build deps apt-deps node-runtime npm-deps bpf addon cni ts test test-unit \
-        test-privileged demo bench clean distclean check-env
+        test-privileged demo bench clean distclean check-env manifests
 
 all: build
 
@@ -85,6 +85,12 @@ $(CNI_BIN): $(wildcard native/cni/*.c)
 ts:
 	@echo "==> tsc"
 	@tsc -p tsconfig.json
+
+# The plain manifests deploy/manifests/*.yaml, rendered from the Helm chart deploy/helm/nodemesh
+# by src/deploy/ (no helm binary needed); test/unit/deploy-chart.test.ts fails when they are stale.
+manifests: ts
+	@echo "==> render deploy/helm/nodemesh -> deploy/manifests/"
+	@node dist/deploy/main.js --manifests deploy/manifests
 
 ## ---- run ----------------------------------------------------------------------------
 check-env:

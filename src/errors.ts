@@ -10,6 +10,7 @@ export const ErrorFamilies = {
     NM_ERR_CONFIG_CONFLICT: 'Two resources conflict (same name twice, or an IP already in use).',
     NM_ERR_POLICY: 'A policy cannot be translated.',
     NM_ERR_KUBE_API: 'A request to the Kubernetes API server failed or it could not be reached (the error carries `status`, 0 when unreachable).',
+    NM_ERR_CHART: 'The Helm chart in deploy/helm cannot be rendered (a template error, a required value missing, or a value the chart refuses).',
   },
   UsageError: {
     NM_ERR_USAGE: 'A command was called with wrong arguments.',

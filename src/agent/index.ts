@@ -4,3 +4,4 @@ export { Agent } from './agent.js';
 export { ConfigDirPodSource } from './podsource.js';
 export { parseEndpoint } from './admin.js';
 export { installCni, uninstallCni, type InstallCniResult } from './install-cni.js';
+export { watchCni } from './install-cni-watch.js';

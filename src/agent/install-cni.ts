@@ -1,14 +1,16 @@
 // install-cni: chains nodemesh-cni into a node's primary CNI conflist and copies its binary into
 // the node's CNI bin dir, as the agent DaemonSet's init container does (Istio's install-cni),
 // and undoes both. Every write is a temp file and a rename, so a runtime reading the dir at the
-// same moment sees the old config or the new one, never half of either.
+// same moment sees the old config or the new one, never half of either. Our entry is spliced
+// into the conflist's text (conflist-edit.ts), so the primary CNI's bytes stay its own.
 import { existsSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { confFiles, findPrimaryConfFile, readConfFile, type CniConfList, type CniPluginConf } from '../cni/index.js';
+import { confFiles, findPrimaryConfFile, parseConfFile, type CniConfList, type CniPluginConf } from '../cni/index.js';
 import { CniError, isNodemeshError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
 import { CNI_PLUGIN_NAME } from '../net/index.js';
+import { appendPluginText, removePluginText } from './conflist-edit.js';
 
 /** The plugin binary this package ships: <package>/native/build/nodemesh-cni. */
 export function defaultPluginBinary(): string {
@@ -27,6 +29,32 @@ export function unchainPlugin(list: CniConfList, type: string): CniConfList {
 }
 
 const render = (list: CniConfList) => JSON.stringify(list, null, 2) + '\n';
+
+/** JSON with sorted keys: equal for equal values, whatever the key order. */
+const canonical = (v: unknown): string =>
+  JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x));
+
+/** A config file's text and its parse (errors name the file); never a second read of a changing file. */
+function readConf(file: string): { text: string; list: CniConfList } {
+  const text = fsStep('read the CNI config', file, () => readFileSync(file, 'utf8'));
+  return { text, list: parseConfFile(text, file) };
+}
+
+/**
+ * The text of `want` made by splicing `edit` into `text` when that parses to exactly `want`;
+ * otherwise (a config the splice cannot handle) `want` rendered whole. Never invalid JSON.
+ */
+function editedText(text: string, file: string, want: CniConfList, edit: (t: string) => string | undefined): string {
+  const t = edit(text);
+  if (t !== undefined) {
+    try {
+      if (canonical(parseConfFile(t, file)) === canonical(want)) return t;
+    } catch {
+      /* fall through to a full render */
+    }
+  }
+  return render(want);
+}
 
 /** Runs a filesystem step, turning an errno failure into a CniError naming the path. */
 function fsStep<T>(what: string, where: string, f: () => T): T {
@@ -88,21 +116,35 @@ function installBinary(src: string, binDir: string): { binary: string; changed: 
  * goes to the same name with .conflist, written before the old file is removed: at every
  * moment the runtime's first file is a valid config.
  */
-function chainInto(file: string, list: CniConfList, entry: CniPluginConf): { confFile: string; changed: boolean } {
+function chainInto(file: string, text: string, list: CniConfList, entry: CniPluginConf): { confFile: string; changed: boolean } {
   const chained = chainPlugin(list, entry);
   if (extname(file) === '.conflist') {
-    if (render(chained) === render(list)) return { confFile: file, changed: false };
-    fsStep('write the CNI config', file, () => writeFileAtomic(file, render(chained), { mode: 0o644, keepMode: true }));
+    if (canonical(chained) === canonical(list)) return { confFile: file, changed: false };
+    const out = editedText(text, file, chained, (t) => appendPluginText(removePluginText(t, entry.type), entry));
+    fsStep('write the CNI config', file, () => writeFileAtomic(file, out, { mode: 0o644, keepMode: true }));
     return { confFile: file, changed: true };
   }
   const target = file.slice(0, -extname(file).length) + '.conflist';
-  if (existsSync(target)) {
+  // A conflist of the same name with our entry is our own earlier conversion, which the primary
+  // CNI's rewritten .conf now supersedes; anything else there is not ours to replace.
+  if (existsSync(target) && !ownConversion(target)) {
     throw new CniError(`the primary CNI config is a single-plugin file and ${target} already exists, so it cannot become a conflist; remove one of the two`, { where: file });
   }
   fsStep('write the CNI config', target, () => writeFileAtomic(target, render(chained), { mode: 0o644, keepMode: true }));
   fsStep('remove the single-plugin CNI config', file, () => unlinkSync(file));
   return { confFile: target, changed: true };
 }
+
+function ownConversion(file: string): boolean {
+  try {
+    return readConf(file).list.plugins.some((p) => p.type === CNI_PLUGIN_NAME);
+  } catch {
+    return false;
+  }
+}
+
+/** The CNI capability under which runtimes (containerd, CRI-O) pass a pod's annotations. */
+export const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
 
 /**
  * Installs nodemesh-cni on a node: copies the binary into `binDir` and chains
@@ -116,9 +158,13 @@ export function installCni(o: InstallCniOptions): InstallCniResult {
   if (!file) {
     throw new CniError(`no CNI network config (*.conflist, *.conf or *.json) in ${o.confDir}: the node's primary CNI plugin writes one, and ${CNI_PLUGIN_NAME} is chained into it`, { where: o.confDir });
   }
-  const list = readConfFile(file);
+  const { text, list } = readConf(file);
   const { binary, changed: binaryChanged } = installBinary(o.pluginBinary ?? defaultPluginBinary(), o.binDir);
-  const { confFile, changed: confChanged } = chainInto(file, list, { ...o.plugin, type: CNI_PLUGIN_NAME });
+  // The runtime passes a plugin only the capability args it declares: the pod's annotations
+  // (the traffic.sidecar.istio.io exclusions) reach the agent this way, as with containerd.
+  const caps = (o.plugin?.capabilities ?? {}) as Record<string, unknown>;
+  const entry = { type: CNI_PLUGIN_NAME, ...o.plugin, capabilities: { ...caps, [POD_ANNOTATIONS_CAPABILITY]: true } };
+  const { confFile, changed: confChanged } = chainInto(file, text, list, entry);
   return { confFile, binary, confChanged, binaryChanged };
 }
 
@@ -140,20 +186,22 @@ export interface UninstallCniResult {
  * Removes every nodemesh-cni entry from the configs of `confDir` (the primary must be valid;
  * another file that cannot be parsed is no runtime's config and is left alone), then the
  * binary from `binDir`. Every other plugin and field stays. Missing dirs are no error, and a
- * second run changes nothing.
+ * second run changes nothing. Our entry's bytes are cut from the text, so a conflist we
+ * appended to reads again exactly as the primary CNI wrote it.
  */
 export function uninstallCni(o: UninstallCniOptions): UninstallCniResult {
   const unchained: string[] = [];
   confFiles(o.confDir).forEach((file, i) => {
-    let list: CniConfList;
+    let conf: { text: string; list: CniConfList };
     try {
-      list = readConfFile(file);
+      conf = readConf(file);
     } catch (e) {
       if (i === 0) throw e;
       return;
     }
-    if (!list.plugins.some((p) => p.type === CNI_PLUGIN_NAME)) return;
-    fsStep('write the CNI config', file, () => writeFileAtomic(file, render(unchainPlugin(list, CNI_PLUGIN_NAME)), { mode: 0o644, keepMode: true }));
+    if (!conf.list.plugins.some((p) => p.type === CNI_PLUGIN_NAME)) return;
+    const out = editedText(conf.text, file, unchainPlugin(conf.list, CNI_PLUGIN_NAME), (t) => removePluginText(t, CNI_PLUGIN_NAME));
+    fsStep('write the CNI config', file, () => writeFileAtomic(file, out, { mode: 0o644, keepMode: true }));
     unchained.push(file);
   });
   const binary = join(o.binDir, CNI_PLUGIN_NAME);

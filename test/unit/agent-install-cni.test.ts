@@ -63,7 +63,7 @@ describe('install-cni', () => {
     const n = node({ '10-calico.conflist': CALICO });
     const r = installCni({ ...n, plugin: { agentSocket: '/var/run/nodemesh/agent/cni.sock' } });
     expect(r).toEqual({ confFile: join(n.confDir, '10-calico.conflist'), binary: join(n.binDir, 'nodemesh-cni'), confChanged: true, binaryChanged: true });
-    expect(json(r.confFile)).toEqual({ ...CALICO, plugins: [...CALICO.plugins, { type: 'nodemesh-cni', agentSocket: '/var/run/nodemesh/agent/cni.sock' }] });
+    expect(json(r.confFile)).toEqual({ ...CALICO, plugins: [...CALICO.plugins, { type: 'nodemesh-cni', agentSocket: '/var/run/nodemesh/agent/cni.sock', capabilities: { 'io.kubernetes.cri.pod-annotations': true } }] });
     expect(readFileSync(r.binary, 'utf8')).toBe(readFileSync(n.pluginBinary, 'utf8'));
     expect(statSync(r.binary).mode & 0o777).toBe(0o755);
     // Atomic writes leave no temp file behind in either dir.
@@ -81,7 +81,7 @@ describe('install-cni', () => {
     installCni({ ...n, plugin: { agentSocket: '/b.sock' } });
     const plugins = json(first.confFile).plugins;
     expect(plugins.map((p) => p.type)).toEqual(['calico', 'portmap', 'bandwidth', 'nodemesh-cni']);
-    expect(plugins.filter((p) => p.type === 'nodemesh-cni')).toEqual([{ type: 'nodemesh-cni', agentSocket: '/b.sock' }]);
+    expect(plugins.filter((p) => p.type === 'nodemesh-cni')).toEqual([{ type: 'nodemesh-cni', agentSocket: '/b.sock', capabilities: { 'io.kubernetes.cri.pod-annotations': true } }]);
   });
 
   it('moves an earlier entry of ours to the end, replacing it', () => {
@@ -118,7 +118,7 @@ describe('install-cni', () => {
     const n = node({ '20-other.conflist': { ...CALICO, name: 'other' }, '10-first.conflist': CALICO, '00-notes.txt': 'not a config', '.05-hidden.conflist': '{' });
     expect(findPrimaryConfFile(n.confDir)).toBe(join(n.confDir, '10-first.conflist'));
     installCni(n);
-    expect(json(join(n.confDir, '10-first.conflist')).plugins.at(-1)).toEqual({ type: 'nodemesh-cni' });
+    expect(json(join(n.confDir, '10-first.conflist')).plugins.at(-1)).toEqual({ type: 'nodemesh-cni', capabilities: { 'io.kubernetes.cri.pod-annotations': true } });
     expect(json(join(n.confDir, '20-other.conflist'))).toEqual({ ...CALICO, name: 'other' });
   });
 
@@ -130,7 +130,7 @@ describe('install-cni', () => {
     expect(json(r.confFile)).toEqual({
       cniVersion: '1.0.0',
       name: 'br',
-      plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.1.0.0/16' } }, { type: 'nodemesh-cni', agentSocket: '/s' }],
+      plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.1.0.0/16' } }, { type: 'nodemesh-cni', agentSocket: '/s', capabilities: { 'io.kubernetes.cri.pod-annotations': true } }],
     });
     uninstallCni(n);
     expect(json(r.confFile).plugins.map((p) => p.type)).toEqual(['bridge']);
@@ -189,7 +189,7 @@ describe('nodemesh install-cni', () => {
     const sd = dir('nm-install-cni-sd-');
     const flags = ['--cni-conf-dir', n.confDir, '--cni-bin-dir', n.binDir, '--plugin-binary', n.pluginBinary];
     expect(await installCniCommand.run([...flags, '--state-dir', sd])).toBe(0);
-    expect(json(join(n.confDir, '10-calico.conflist')).plugins.at(-1)).toEqual({ type: 'nodemesh-cni', agentSocket: join(sd, 'agent', 'cni.sock') });
+    expect(json(join(n.confDir, '10-calico.conflist')).plugins.at(-1)).toEqual({ type: 'nodemesh-cni', agentSocket: join(sd, 'agent', 'cni.sock'), capabilities: { 'io.kubernetes.cri.pod-annotations': true } });
     expect(existsSync(join(n.binDir, 'nodemesh-cni'))).toBe(true);
     expect(await installCniCommand.run([...flags, '--uninstall'])).toBe(0);
     expect(json(join(n.confDir, '10-calico.conflist'))).toEqual(CALICO);
