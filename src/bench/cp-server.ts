@@ -63,7 +63,7 @@ export async function serveControlPlane(argv: string[]): Promise<void> {
   send({
     type: 'ready',
     address: cp.address,
-    nodeSecret: cp.paths.nodeSecret,
+    nodeSecret: cp.paths.nodeSecret ?? '', // none on Kubernetes
     rootCert: cp.paths.rootCert,
     startMs,
     readyMs: nowMs(),

@@ -1,7 +1,7 @@
 // `nodemesh control-plane`: runs the control plane in the foreground, or checks a config dir;
 // `nodemesh control-plane node-token` mints a node's credential.
 import { join, resolve } from 'node:path';
-import { checkConfigDir, ControlPlane, DEFAULT_ADMIN, DEFAULT_LISTEN, formatProblems, mintNodeToken, readNodeSecret } from '../controlplane/index.js';
+import { AGENT_TOKEN_AUDIENCE, checkConfigDir, ControlPlane, DEFAULT_ADMIN, DEFAULT_AGENT_SERVICE_ACCOUNT, DEFAULT_LISTEN, formatProblems, mintNodeToken, readNodeSecret } from '../controlplane/index.js';
 import { writeFileAtomic } from '../files.js';
 import { listConfigFiles } from '../k8s/index.js';
 import { parse, usageError, type Command } from './command.js';
@@ -29,12 +29,16 @@ It writes HTTPRoute status.parents (controllerName nodemesh.io/mesh-controller) 
 AuthorizationPolicy ZtunnelAccepted condition. Pod IPs come from the API (status.podIP).
 See docs/control-plane.md, "Kubernetes source".
 
-Each agent authenticates with its own node token (\`nodemesh control-plane node-token\`),
-which proves its node: it gets certificates only for pods the config places on that node,
-and may report only those pods, with IPs inside that node's pod CIDRs.
+Each agent authenticates with a credential that proves its node: it gets certificates only
+for pods placed on that node, and may report only those pods, with IPs inside that node's
+pod CIDRs. With --config that is its own node token (\`nodemesh control-plane node-token\`).
+On Kubernetes it is the agent pod's projected ServiceAccount token (audience nodemesh),
+checked with a TokenReview: the ServiceAccount must be --agent-service-account's and the
+node is the one of the pod the token is bound to; no node secret or node token exists there.
 
 In the state directory (kept across restarts):
-  node-secret     the key node tokens are signed with (mode 0600; or --node-secret)
+  node-secret     the key node tokens are signed with (mode 0600; or --node-secret);
+                  directory mode only
   admin-token     opens /debug/* to non-loopback peers; proves no node (mode 0600)
   pod-status.json what the nodes last reported, served again after a restart (mode 0600)
   root-cert.pem   the mesh root agents trust (root-key.pem stays here, mode 0600)
@@ -50,7 +54,12 @@ Options:
                           (default ${DEFAULT_ADMIN})
   --default-node <name>   the node pods without spec.nodeName run on (default: the host
                           name; \`nodemesh up\` gives the simulator's)
-  --node-secret <file>    the node token key (default <state-dir>/node-secret, generated)
+  --node-secret <file>    the node token key (default <state-dir>/node-secret, generated);
+                          directory mode only
+  --agent-service-account <ns>/<name>
+                          Kubernetes mode: the ServiceAccount the agent DaemonSet runs as,
+                          whose pod-bound tokens prove an agent's node
+                          (default ${DEFAULT_AGENT_SERVICE_ACCOUNT})
   --trust-domain <td>     SPIFFE trust domain (default cluster.local)
   --root-namespace <ns>   namespace whose policies apply mesh-wide (default istio-system)
   --cluster-id <id>       cluster id in workload uids (default Kubernetes)
@@ -96,6 +105,7 @@ export const controlPlaneCommand: Command = {
       'max-cert-ttl': { type: 'string' },
       'default-node': { type: 'string' },
       'node-secret': { type: 'string' },
+      'agent-service-account': { type: 'string' },
       check: { type: 'boolean' },
       kubeconfig: { type: 'string' },
       'in-cluster': { type: 'boolean' },
@@ -105,6 +115,10 @@ export const controlPlaneCommand: Command = {
     const kubeFlags = values.kubeconfig !== undefined || values['in-cluster'] === true;
     if (dir && kubeFlags) throw usageError('give --config <dir> or --kubeconfig/--in-cluster, not both');
     if (values.check && !dir) throw usageError('--check takes a config directory');
+    if (dir && values['agent-service-account'] !== undefined) throw usageError('--agent-service-account is for the Kubernetes mode (--kubeconfig or --in-cluster); with --config agents use node tokens');
+    if (!dir && values['node-secret'] !== undefined) {
+      throw usageError("--node-secret is for the directory mode (--config); on Kubernetes agents authenticate with their pod's ServiceAccount token (audience nodemesh), checked with TokenReview");
+    }
     // Inside a pod, with nothing said, the API of the cluster the pod runs in.
     const inCluster = values['in-cluster'] === true || (!dir && !kubeFlags && !!process.env.KUBERNETES_SERVICE_HOST);
     if (!dir && !values.kubeconfig && !inCluster) throw usageError('--config <dir> or --kubeconfig <file> (or --in-cluster) is required; see nodemesh control-plane --help');
@@ -131,6 +145,7 @@ export const controlPlaneCommand: Command = {
       stateDir: resolve(defaultStateDir(values['state-dir'])),
       ...(values['default-node'] ? { defaultNode: values['default-node'] } : {}),
       ...(values['node-secret'] ? { nodeSecretFile: resolve(values['node-secret']) } : {}),
+      ...(values['agent-service-account'] ? { agentAuth: { serviceAccount: values['agent-service-account'] } } : {}),
       ...(values.listen ? { listen: values.listen } : {}),
       ...(values.admin ? { admin: values.admin } : {}),
       ...mesh,
@@ -144,7 +159,9 @@ export const controlPlaneCommand: Command = {
       [
         `nodemesh control plane serving ${cp.address} (xDS, CA, pod status); admin http://${cp.adminAddress}`,
         `  config:      ${dir ? resolve(dir) : `Kubernetes API ${cp.readyDetail === 'ready' ? '' : `(${cp.readyDetail}) `}${values.kubeconfig ? `via ${resolve(values.kubeconfig)}` : 'in-cluster'}`} (${problems.errors} error(s), ${problems.warnings} warning(s); see /debug/config-errors)`,
-        `  node secret: ${cp.paths.nodeSecret} (mint agent tokens: nodemesh control-plane node-token --node <name> --pod-cidr <cidr>)`,
+        cp.agentServiceAccount
+          ? `  agents:      ServiceAccount ${cp.agentServiceAccount} tokens bound to the agent's pod (audience ${AGENT_TOKEN_AUDIENCE}), checked with TokenReview`
+          : `  node secret: ${cp.paths.nodeSecret} (mint agent tokens: nodemesh control-plane node-token --node <name> --pod-cidr <cidr>)`,
         `  admin token: ${cp.paths.adminToken}`,
         `  pod status:  ${cp.paths.podStatus}; pods without spec.nodeName run on node ${cp.defaultNode}`,
         `  root CA:     ${cp.paths.rootCert}`,
@@ -169,6 +186,10 @@ export const controlPlaneCommand: Command = {
 };
 
 const nodeTokenHelp = `Usage: nodemesh control-plane node-token --node <name> --pod-cidr <cidr> [options]
+
+For the directory mode (\`nodemesh control-plane --config\`, the simulator). On Kubernetes
+there are no node tokens: each agent uses its pod's projected ServiceAccount token (audience
+nodemesh), and a control plane reading the API refuses node tokens.
 
 Mints the credential of one node's agent and prints it (or writes it with --out). Give it to
 that node's agent only (\`nodemesh agent --token-file <file> --node <name>\`): it proves that
@@ -195,7 +216,7 @@ function defaultStateDir(flag: string | undefined): string {
 
 export const nodeTokenCommand: Command = {
   path: ['control-plane', 'node-token'],
-  summary: "mint a node agent's credential (bound to its node name and pod CIDRs)",
+  summary: "mint a node agent's credential (bound to its node name and pod CIDRs; directory mode)",
   help: nodeTokenHelp,
   async run(argv) {
     const { values } = parse(argv, {

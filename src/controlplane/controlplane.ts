@@ -28,12 +28,13 @@ import {
 } from '../xds/index.js';
 import { debugJson, startAdmin, type AdminServer } from './admin.js';
 import { parseHostPort, servingNames } from './serving.js';
-import { loadOrCreateToken, nodeTokenAuthenticator } from './auth.js';
+import { agentAuth, checkAgentAuthOptions, type AgentAuth, type AgentAuthOptions } from './agent-auth.js';
+import { loadOrCreateToken } from './auth.js';
 import { buildPolicySet, type EffectiveMtls } from './authz.js';
 import { CertificateAuthority } from './ca.js';
 import { caServiceImpl } from './ca-service.js';
 import { nodeGate } from './node-auth.js';
-import { loadOrCreateNodeSecret, mintNodeToken } from './node-credentials.js';
+import { mintNodeToken } from './node-credentials.js';
 import { placementAllows, podIndex } from './placement.js';
 import { PodStatusStore } from './podstatus.js';
 import { podStatusServiceImpl } from './podstatus-service.js';
@@ -53,8 +54,10 @@ export interface ControlPlaneOptions {
   kubernetes?: Omit<KubeSourceOptions, 'mesh' | 'logger'>;
   /** Where the admin token, node secret, pod status, root CA and serving certificate are kept. */
   stateDir: string;
-  /** The HMAC key node tokens are signed with; default `<stateDir>/node-secret` (generated). */
+  /** The HMAC key node tokens are signed with; default `<stateDir>/node-secret` (generated). Directory mode only. */
   nodeSecretFile?: string;
+  /** Kubernetes mode: whose projected ServiceAccount tokens prove agents' nodes (agent-auth.ts). */
+  agentAuth?: AgentAuthOptions;
   /** The node that pods without spec.nodeName run on (the simulator's default node); default the host name. */
   defaultNode?: string;
   /** gRPC listener (xDS, CA, pod status): `host:port`; port 0 picks one. Default 127.0.0.1:15012. */
@@ -82,8 +85,8 @@ export interface ControlPlanePaths {
   stateDir: string;
   /** Opens the admin endpoint's /debug pages to non-loopback peers; proves no node. */
   adminToken: string;
-  /** The key node tokens are signed with. */
-  nodeSecret: string;
+  /** The key node tokens are signed with; none on Kubernetes, where agents use ServiceAccount tokens. */
+  nodeSecret?: string;
   /** What nodes reported, kept across restarts. */
   podStatus: string;
   rootCert: string;
@@ -100,9 +103,10 @@ export class ControlPlane {
   readonly pods: PodStatusStore;
   readonly ca: CertificateAuthority;
   readonly adminToken: string;
-  /** Where pods without spec.nodeName run. */
+  /** Where pods without spec.nodeName run (directory mode; on Kubernetes such a pod runs nowhere). */
   readonly defaultNode: string;
-  readonly #nodeSecret: string;
+  /** How agents prove their node: node tokens, or on Kubernetes ServiceAccount tokens. */
+  readonly #auth: AgentAuth;
   /** `host:port` of the gRPC listener. */
   readonly address: string;
   /** `host:port` of the admin listener. */
@@ -127,7 +131,7 @@ export class ControlPlane {
     ca: CertificateAuthority;
     pods: PodStatusStore;
     adminToken: string;
-    nodeSecret: string;
+    auth: AgentAuth;
     defaultNode: string;
     server: grpc.Server;
     address: string;
@@ -141,7 +145,7 @@ export class ControlPlane {
     this.ca = init.ca;
     this.pods = init.pods;
     this.adminToken = init.adminToken;
-    this.#nodeSecret = init.nodeSecret;
+    this.#auth = init.auth;
     this.defaultNode = init.defaultNode;
     this.#server = init.server;
     this.address = init.address;
@@ -161,6 +165,7 @@ export class ControlPlane {
     // Bad addresses fail now, not after a long initial sync.
     parseHostPort(opts.listen ?? DEFAULT_LISTEN, '--listen');
     parseHostPort(opts.admin ?? DEFAULT_ADMIN, '--admin');
+    checkAgentAuthOptions(opts);
 
     const config = await openSource({ ...opts, mesh, logger: opts.logger ?? rootLog });
     try {
@@ -175,26 +180,20 @@ export class ControlPlane {
     const listen = parseHostPort(opts.listen ?? DEFAULT_LISTEN, '--listen');
     const adminAt = parseHostPort(opts.admin ?? DEFAULT_ADMIN, '--admin');
     const adminTokenFile = join(opts.stateDir, 'admin-token');
-    const nodeSecretFile = opts.nodeSecretFile ?? join(opts.stateDir, 'node-secret');
     const adminToken = loadOrCreateToken(adminTokenFile);
-    const nodeSecret = loadOrCreateNodeSecret(nodeSecretFile);
     const defaultNode = opts.defaultNode ?? hostname();
+    // On Kubernetes the agents' ServiceAccount tokens prove their nodes: no node secret is made.
+    const auth = agentAuth({ ...opts, kube: config instanceof KubeSource ? config.api : undefined, defaultNode, adminToken, log });
+    const { placement } = auth;
     const podStatusFile = join(opts.stateDir, 'pod-status.json');
     const pods = new PodStatusStore({ file: podStatusFile, logger: log });
-    const ca = await CertificateAuthority.open({
-      stateDir: opts.stateDir,
-      trustDomain: mesh.trustDomain,
-      rootCertFile: opts.rootCertFile,
-      rootKeyFile: opts.rootKeyFile,
-      defaultTtlSeconds: opts.certTtlSeconds,
-      maxTtlSeconds: opts.maxCertTtlSeconds,
-      logger: opts.logger ?? rootLog,
-    });
+    const ttls = { defaultTtlSeconds: opts.certTtlSeconds, maxTtlSeconds: opts.maxCertTtlSeconds };
+    const ca = await CertificateAuthority.open({ stateDir: opts.stateDir, trustDomain: mesh.trustDomain, rootCertFile: opts.rootCertFile, rootKeyFile: opts.rootKeyFile, ...ttls, logger: opts.logger ?? rootLog });
     const serving = await ca.issueServingCert(servingNames(listen.host, opts.serverNames ?? []));
     const paths: ControlPlanePaths = {
       stateDir: opts.stateDir,
       adminToken: adminTokenFile,
-      nodeSecret: nodeSecretFile,
+      ...(auth.nodeSecretFile ? { nodeSecret: auth.nodeSecretFile } : {}),
       podStatus: podStatusFile,
       rootCert: ca.rootCertFile,
       servingCert: join(opts.stateDir, 'cert.pem'),
@@ -218,27 +217,34 @@ export class ControlPlane {
       server.forceShutdown();
       throw new UsageError(`cannot listen on admin address ${opts.admin ?? DEFAULT_ADMIN}: ${(err as Error).message}`, { cause: err });
     }
-    cp = new ControlPlane({ mesh, paths, xds, source: config, ca, pods, adminToken, nodeSecret, defaultNode, server, address: `${bindHost}:${port}`, admin, log });
-    // Every service answers only node agents with a valid node token, and knows which node
-    // calls from that token alone.
-    const gate = nodeGate(nodeTokenAuthenticator(nodeSecret, adminToken), log);
+    cp = new ControlPlane({ mesh, paths, xds, source: config, ca, pods, adminToken, auth, defaultNode, server, address: `${bindHost}:${port}`, admin, log });
+    // Every service answers only node agents with a valid credential (a node token, or on
+    // Kubernetes the agent pod's ServiceAccount token), and knows which node calls from it alone.
+    const gate = nodeGate(auth.authenticate, log);
     const configPods = () => config.snapshot().pods;
     server.addService(adsService, {
       DeltaAggregatedResources: gate({ what: 'an xDS stream' }, (caller, call: grpc.ServerDuplexStream<PbDeltaRequest, PbDeltaResponse>) => xds.serve(call, caller.node)),
     });
-    server.addService(caService, caServiceImpl(gate, { ca, configPods, pods, defaultNode, log }));
-    server.addService(podStatusService, podStatusServiceImpl(gate, { pods, configPods, defaultNode, onChange: () => cp!.#recompute(), log }));
+    server.addService(caService, caServiceImpl(gate, { ca, configPods, pods, placement, log }));
+    server.addService(podStatusService, podStatusServiceImpl(gate, { pods, configPods, placement, onChange: () => cp!.#recompute(), log }));
     cp.#recompute();
     config.on('change', () => cp!.#recompute());
     if (config instanceof ConfigSource) config.start();
     const from = config instanceof KubeSource ? { kubernetes: config.api.server } : { configDir: opts.configDir };
-    log.info({ address: cp.address, admin: cp.adminAddress, ...from, trustDomain: mesh.trustDomain, defaultNode, ...paths }, 'control plane started');
+    const agents = auth.agentServiceAccount ? { agentServiceAccount: auth.agentServiceAccount, agentTokenAudience: auth.audience } : { defaultNode };
+    log.info({ address: cp.address, admin: cp.adminAddress, ...from, trustDomain: mesh.trustDomain, ...agents, ...paths }, 'control plane started');
     return cp;
   }
 
-  /** A node token for `node` (what `nodemesh control-plane node-token` prints). */
+  /** A node token for `node` (what `nodemesh control-plane node-token` prints). Directory mode only. */
   nodeToken(node: string, podCidrs: string[]): string {
-    return mintNodeToken(this.#nodeSecret, { node, podCidrs });
+    if (this.#auth.nodeSecret === undefined) throw new UsageError("this control plane reads the Kubernetes API: agents authenticate with their pod's ServiceAccount token, not node tokens");
+    return mintNodeToken(this.#auth.nodeSecret, { node, podCidrs });
+  }
+
+  /** On Kubernetes: the ServiceAccount (`namespace/name`) whose pod-bound tokens prove an agent's node. */
+  get agentServiceAccount(): string | undefined {
+    return this.#auth.agentServiceAccount;
   }
 
   /** The directory source; a UsageError when the control plane reads the Kubernetes API. */
@@ -311,7 +317,7 @@ export class ControlPlane {
     this.#logPolicyProblems(policySet.problems);
     this.#problems = [...snap.problems, ...policySet.problems];
     // Each pod only from the node the config places it on (a stored report included).
-    this.#running = runningPods(snap.pods, this.pods.pods(placementAllows(podIndex(snap.pods), this.defaultNode)));
+    this.#running = runningPods(snap.pods, this.pods.pods(placementAllows(podIndex(snap.pods), this.#auth.placement)));
     const byIp = new Map<string, RunningPod>();
     for (const r of this.#running) {
       const other = byIp.get(r.ip);

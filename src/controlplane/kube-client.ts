@@ -63,7 +63,7 @@ export class KubeApi {
     this.server = kc.getCurrentCluster()!.server.replace(/\/+$/, '');
   }
 
-  async request(method: 'GET' | 'PATCH', path: string, body?: unknown, contentType = 'application/merge-patch+json'): Promise<unknown> {
+  async request(method: 'GET' | 'PATCH' | 'POST', path: string, body?: unknown, contentType = 'application/merge-patch+json', timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
     const url = new URL(this.server + path);
     const opts: RequestOptions & { headers: Record<string, string> } = { method, headers: { accept: 'application/json' } };
     await this.kc.applyToHTTPSOptions(opts as never);
@@ -89,7 +89,7 @@ export class KubeApi {
           reject(kubeApiError(status, `${method} ${path}: HTTP ${status}${typeof why === 'string' ? `: ${why}` : ''}`, path));
         });
       });
-      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer in ${REQUEST_TIMEOUT_MS / 1000}s`)));
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs / 1000}s`)));
       req.on('error', (err) => reject(kubeApiError(0, `${method} ${path}: ${err.message}`, path, err)));
       req.end(payload);
     });

@@ -21,6 +21,8 @@ export interface NodeCaller {
   node: string;
   /** The node's pod CIDRs, as its credential states them: a reported pod IP must be inside one. */
   podCidrs: Cidr[];
+  /** On Kubernetes: the agent's own pod (`namespace/name`), which its ServiceAccount token is bound to. */
+  agentPod?: string;
 }
 
 export interface NodeTokenClaims {

@@ -2,7 +2,7 @@
 // writes pod status); the report replaces that node's pods, and a change recomputes the
 // resources. A node speaks only for itself: entries about a pod the config places on another
 // node, or with an IP outside the node's pod CIDRs, are refused and logged; the rest of the
-// report is taken.
+// report is taken. The config dir or the Kubernetes API is what places pods (placement.ts).
 import * as grpc from '@grpc/grpc-js';
 import type { Pod } from '../k8s/index.js';
 import type { Logger } from '../log.js';
@@ -10,15 +10,14 @@ import type { PbPodStatus, PbPodStatusReply, PbPodStatusReport } from '../xds/in
 import { grpcError } from './auth.js';
 import type { NodeCaller } from './node-credentials.js';
 import type { NodeGate } from './node-auth.js';
-import { podIndex, reportRefusal } from './placement.js';
+import { podIndex, reportRefusal, type Placement } from './placement.js';
 import { invalidPodStatus, type PodStatusStore } from './podstatus.js';
 
 export interface PodStatusServiceDeps {
   pods: PodStatusStore;
-  /** The Pods of the config: a reported pod the config does not know is answered as unknown. */
+  /** The Pods of the config or the API: a reported pod it does not know is answered as unknown. */
   configPods: () => readonly Pod[];
-  /** Where pods without spec.nodeName run. */
-  defaultNode: string;
+  placement: Placement;
   /** Called after a report changed what a node runs. */
   onChange: () => void;
   log: Logger;
@@ -43,7 +42,7 @@ export function podStatusServiceImpl(gate: NodeGate, deps: PodStatusServiceDeps)
     const taken: PbPodStatus[] = [];
     const refused: string[] = [];
     for (const p of req.pods) {
-      const why = reportRefusal(p, caller, index, deps.defaultNode);
+      const why = reportRefusal(p, caller, index, deps.placement);
       if (!why) {
         taken.push(p);
         continue;

@@ -27,9 +27,25 @@ export interface ControlPlaneConnection {
   serverName?: string;
 }
 
-/** Reads a token file, trimming the trailing newline. */
+/**
+ * Reads a token file, trimming the trailing newline, again at every call: a node token, or on
+ * Kubernetes the pod's projected ServiceAccount token, which kubelet rotates in place. A read
+ * that fails or finds the file empty after a good one gives the last good token (the control
+ * plane judges it), so a file caught mid-rotation never throws out of a reconnect timer.
+ */
 export function readTokenFile(path: string): () => string {
-  return () => readFileSync(path, 'utf8').trim();
+  let last: string | undefined;
+  return () => {
+    let token: string | undefined;
+    try {
+      token = readFileSync(path, 'utf8').trim();
+    } catch (err) {
+      if (last === undefined) throw err;
+    }
+    if (token) last = token;
+    else if (last === undefined) throw new Error(`the token file ${path} is empty`);
+    return last;
+  };
 }
 
 export function channelCredentials(c: ControlPlaneConnection): grpc.ChannelCredentials {

@@ -46,7 +46,7 @@ describe('certificate authority', () => {
     // The root key is never served, and its file is private.
     expect(chain.join('')).not.toMatch(/PRIVATE KEY/);
     expect(statSync(join(env.stateDir, 'root-key.pem')).mode & 0o777).toBe(0o600);
-    expect(statSync(env.cp.paths.nodeSecret).mode & 0o777).toBe(0o600);
+    expect(statSync(env.cp.paths.nodeSecret!).mode & 0o777).toBe(0o600);
     expect(statSync(env.cp.paths.adminToken).mode & 0o777).toBe(0o600);
   });
 

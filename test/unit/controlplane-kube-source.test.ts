@@ -16,7 +16,8 @@ import { ProxyState } from '../../src/state/index.js';
 import { XdsClient } from '../../src/xds/index.js';
 import { KUBE_RESOURCES, startKubeStandIn, type KubeStandIn, type KubeObject } from '../helpers/kube-apiserver.js';
 import { crdObjectFor } from '../helpers/kube/resources.js';
-import { TEST_POD_CIDR, waitFor } from '../helpers/xds.js';
+import { agentToken } from '../helpers/kube-agent.js';
+import { waitFor } from '../helpers/xds.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -64,12 +65,15 @@ interface Env {
   api: KubeStandIn;
   cp: ControlPlane;
   state: ProxyState;
+  /** Node n1's agent's projected ServiceAccount token (test/helpers/kube-agent.ts). */
+  token: string;
 }
 
 async function startEnv(opts: { resources?: typeof KUBE_RESOURCES } = {}, seed: (api: KubeStandIn) => void = () => undefined): Promise<Env> {
   const api = await startKubeStandIn({ bookmarkEveryMs: 200, ...(opts.resources ? { resources: opts.resources } : {}) });
   cleanups.push(() => api.close());
   seed(api);
+  const token = await agentToken(api, 'n1');
   const stateDir = mkdtempSync(join(tmpdir(), 'nodemesh-cp-kube-'));
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
   const cp = await ControlPlane.start({
@@ -80,11 +84,11 @@ async function startEnv(opts: { resources?: typeof KUBE_RESOURCES } = {}, seed: 
   });
   cleanups.push(() => cp.stop());
   const state = new ProxyState();
-  const client = new XdsClient({ address: cp.address, rootCertPem: cp.ca.rootCertPem, token: cp.nodeToken('n1', [TEST_POD_CIDR]), nodeName: 'n1', state });
+  const client = new XdsClient({ address: cp.address, rootCertPem: cp.ca.rootCertPem, token, nodeName: 'n1', state });
   cleanups.push(() => client.stop());
   client.start();
   await client.ready;
-  return { api, cp, state };
+  return { api, cp, state, token };
 }
 
 function ready(cp: ControlPlane): Promise<{ status: number; body: string }> {
@@ -164,7 +168,7 @@ describe('the Kubernetes source', () => {
   });
 
   it('keeps serving the last good state while the API is down, says degraded, and catches up after', async () => {
-    const { api, state, cp } = await startEnv({}, (a) => {
+    const { api, state, cp, token } = await startEnv({}, (a) => {
       a.create(NS);
       a.create(pod('web', '10.1.0.5'));
       a.create(policy('DENY'));
@@ -177,11 +181,12 @@ describe('the Kubernetes source', () => {
     const r = await ready(cp);
     expect(r.status).toBe(503);
     expect(r.body).toMatch(/^degraded: cannot watch .*; serving the last good state/);
-    // Nothing was withdrawn, and the xDS server still holds it for agents that connect now.
+    // Nothing was withdrawn, and the xDS server still holds it for agents that connect now
+    // (with a token checked before the outage: see controlplane-kube-auth.test.ts).
     expect(state.workloadByIp('10.1.0.5')).toBeDefined();
     expect(state.policy('foo/p1')?.action).toBe('DENY');
     const late = new ProxyState();
-    const client = new XdsClient({ address: cp.address, rootCertPem: cp.ca.rootCertPem, token: cp.nodeToken('n1', [TEST_POD_CIDR]), nodeName: 'n1', state: late });
+    const client = new XdsClient({ address: cp.address, rootCertPem: cp.ca.rootCertPem, token, nodeName: 'n1', state: late });
     cleanups.push(() => client.stop());
     client.start();
     await client.ready;
