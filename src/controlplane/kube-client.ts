@@ -4,7 +4,8 @@
 import { existsSync } from 'node:fs';
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { kubeLib } from './kube-lib.js';
 import { ConfigError, UsageError } from '../errors.js';
 
 export interface KubeConnectOptions {
@@ -15,7 +16,7 @@ export interface KubeConnectOptions {
 }
 
 export function loadKubeConfig(opts: KubeConnectOptions): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new (kubeLib().KubeConfig)();
   try {
     if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
     else if (opts.inCluster) kc.loadFromCluster();

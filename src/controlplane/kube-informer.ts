@@ -3,7 +3,8 @@
 // bookmarks, restart with backoff after an error (it stops for good on any error other than
 // 410 or its own timeout), a health state for readiness, and a 404 meaning "not served".
 import { EventEmitter } from 'node:events';
-import { ADD, DELETE, ERROR, ListWatch, UPDATE, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import { kubeLib } from './kube-lib.js';
 import type { Logger } from '../log.js';
 import { statusOf, type KubeApi } from './kube-client.js';
 
@@ -54,35 +55,41 @@ type Events = {
   state: [InformerState];
 };
 
-/** A Watch that asks for bookmarks and tells its informer when a watch is up or an event came. */
-class ReportingWatch extends Watch {
-  readonly #owner: KindInformer;
-  constructor(kc: KubeConfig, owner: KindInformer) {
-    super(kc);
-    this.#owner = owner;
-  }
+/**
+ * A Watch that asks for bookmarks and tells its informer when a watch is up or an event came
+ * (a class made on first use: the client library is loaded lazily, kube-lib.ts).
+ */
+function reportingWatch(kc: KubeConfig, owner: KindInformer): Watch {
+  class ReportingWatch extends kubeLib().Watch {
+    readonly #owner: KindInformer;
+    constructor(kc: KubeConfig, owner: KindInformer) {
+      super(kc);
+      this.#owner = owner;
+    }
 
-  override async watch(path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void): Promise<AbortController> {
-    // A ListWatch that was stopped while listing still goes on to watch: refuse here.
-    if (this.#owner.stopped) return new AbortController();
-    let failed = false;
-    try {
-      const c = await super.watch(path, { ...query, allowWatchBookmarks: true }, (phase, obj, w) => {
-        this.#owner.sawEvent(phase, obj);
-        cb(phase, phase === 'BOOKMARK' || phase === 'ERROR' ? obj : this.#owner.complete(obj as Raw), w);
-      }, (err) => {
-        failed = !!err;
+    override async watch(path: string, query: Record<string, unknown>, cb: (phase: string, obj: unknown, watchObj?: unknown) => void, done: (err: unknown) => void): Promise<AbortController> {
+      // A ListWatch that was stopped while listing still goes on to watch: refuse here.
+      if (this.#owner.stopped) return new AbortController();
+      let failed = false;
+      try {
+        const c = await super.watch(path, { ...query, allowWatchBookmarks: true }, (phase, obj, w) => {
+          this.#owner.sawEvent(phase, obj);
+          cb(phase, phase === 'BOOKMARK' || phase === 'ERROR' ? obj : this.#owner.complete(obj as Raw), w);
+        }, (err) => {
+          failed = !!err;
+          done(err);
+        });
+        if (!failed) this.#owner.healthy();
+        return c;
+      } catch (err) {
+        // Authentication can throw before any request (an unreadable token file): an error like
+        // any other, never a rejection nobody handles.
         done(err);
-      });
-      if (!failed) this.#owner.healthy();
-      return c;
-    } catch (err) {
-      // Authentication can throw before any request (an unreadable token file): an error like
-      // any other, never a rejection nobody handles.
-      done(err);
-      return new AbortController();
+        return new AbortController();
+      }
     }
   }
+  return new ReportingWatch(kc, owner);
 }
 
 export class KindInformer extends EventEmitter<Events> {
@@ -106,7 +113,8 @@ export class KindInformer extends EventEmitter<Events> {
     this.#api = api;
     this.#opts = opts;
     this.#log = log.child({ kind: kind.kind, apiVersion: groupVersion(kind) });
-    this.#lw = new ListWatch(collectionPath(kind), new ReportingWatch(api.kc, this), () => this.#list(), false);
+    const { ListWatch: LW, ADD, UPDATE, DELETE, ERROR } = kubeLib();
+    this.#lw = new LW(collectionPath(kind), reportingWatch(api.kc, this), () => this.#list(), false);
     this.#lw.on(ADD, (o) => this.#emitIfRunning('upsert', o as Raw));
     this.#lw.on(UPDATE, (o) => this.#emitIfRunning('upsert', o as Raw));
     this.#lw.on(DELETE, (o) => this.#emitIfRunning('remove', o as Raw));
