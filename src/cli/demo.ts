@@ -8,6 +8,7 @@ import { loadConfigDirStrict, type Pod } from '../k8s/index.js';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 import { parse, usageError, type Command } from './command.js';
+import { printCapture, startCapture } from './demo-capture.js';
 import { demoMultiNode } from './demo-multinode.js';
 import { simExec } from './pod-exec.js';
 import { ADMIN, down, getJson, httpGet, printTable, up } from '../cluster/index.js';
@@ -158,7 +159,15 @@ export async function demo(dirArg: string, sd: string): Promise<number> {
     const metrics = (await httpGet(`http://127.0.0.1:${PORTS.metrics}/metrics`)).body.split('\n').filter((l) => l.startsWith('istio_tcp_connections_opened_total'));
     process.stdout.write(`\nThe agent's Prometheus endpoint (:15020/metrics) has ${metrics.length} istio_tcp_connections_opened_total series, e.g.:\n  ${metrics[0] ?? '(none)'}\n`);
     showControlPlaneView(await getJson<Dump>(`${ADMIN}/config_dump`));
+    const capture = await startCapture(sd, ['--namespace', 'demo']);
     failures += await policyChange(dir, sd, ipOf);
+    const table = await capture.stop();
+    printCapture(table);
+    // The denied connection shows with its policy, and the allowed ones too.
+    if (!table.some((l) => /denied/.test(l) && /deny-demo-client/.test(l)) || !table.some((l) => /allowed/.test(l))) {
+      process.stdout.write('  UNEXPECTED: the capture did not show both an allowed and the denied connection\n');
+      failures++;
+    }
   } finally {
     process.stdout.write('\n');
     await down(sd);
@@ -178,7 +187,8 @@ and the node agent, drives real traffic (curl to ports named http*, redis-cli to
 redis*) from every pod labelled ${DEMO_ROLE_LABEL}=client, prints which connections the proxy
 captured with their bytes, shows the workloads, services and certificates the agent got from
 the control plane, adds an AuthorizationPolicy that denies demo/client on demo/web and shows
-it enforced (and lifted when removed), then removes everything. Needs root.
+it enforced (and lifted when removed) while \`nodemesh capture\` streams the connections with
+their verdicts and policies, then removes everything. Needs root.
 
 When the Pods of <dir> name nodes (examples/multinode), the demo runs two simulated nodes
 instead, each with its own agent and the control plane on the cluster network, drives curl
