@@ -228,6 +228,18 @@ export class FlowJoin {
     }
     p.events.push(e);
     p.close = e;
+    if (p.kind === 'passed' && !p.first?.enrolled) {
+      // A pod outside the mesh calling an enrolled one: the destination's sk_lookup steered the
+      // SYN to the agent, and the proxy's inbound record is this connection, seen from the
+      // other end. One record: the observed events join it (whichever of the two came first).
+      const inb = this.#index.get(key.inb(e.src, e.dst));
+      if (inb?.kind === 'steered' || inb?.kind === 'reported') {
+        this.#remove(p);
+        if (inb.kind === 'steered') inb.events.push(...p.events);
+        else this.#remove(inb);
+        return;
+      }
+    }
     if (p.kind === 'passed') {
       this.#remove(p);
       this.#kernelFlow(p);
@@ -251,6 +263,15 @@ export class FlowJoin {
       const p = this.#index.get(key.inb(s.src, s.dst));
       if (!p) return undefined;
       this.#remove(p);
+      // A client outside the mesh (no netns the agent serves) may still report its observed
+      // close: remember the record so that close joins it instead of making a second one.
+      const client = this.#o.pods.byIp(s.src.ip)?.pod;
+      const closed = p.events.some((x) => x.kind === 'close');
+      if (!closed && (client === undefined || this.#o.pods.netnsOf(client) === undefined)) {
+        const t: Pending = { kind: 'reported', at: this.#o.now(), events: [], keys: [] };
+        this.#add(t);
+        this.#index2(t, key.inb(s.src, s.dst));
+      }
       return facts(p);
     }
     const netns = this.#o.pods.netnsOf(s.pod);

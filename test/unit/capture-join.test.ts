@@ -92,6 +92,29 @@ describe('capture join', () => {
     expect(join.stats()).toMatchObject({ pending: 0, kernelLost: 3n, unmatchedCloses: 0 });
   });
 
+  it('makes one record of a pod outside the mesh calling an enrolled pod: the observed events join the proxy\'s inbound record, in either order', () => {
+    const client = { ip: '10.1.0.9', port: 45000 };
+    const server = { ip: '10.1.0.2', port: 8080 };
+    const observed = (port: number) => [
+      ev({ kind: 'connect_passed', reason: 'observed', enrolled: false, socketCookie: BigInt(port), netnsCookie: 9n, dst: server }),
+      ev({ kind: 'close', reason: 'observed', enrolled: false, socketCookie: BigInt(port), netnsCookie: 9n, src: { ...client, port }, dst: server, bytesSent: 4n, bytesReceived: 33n }),
+    ];
+    const steered = (port: number) => ev({ kind: 'lookup_steered', netnsCookie: NS_B, src: { ...client, port }, dst: server });
+    // The client's close first, then the proxy's record.
+    const a = setup();
+    a.join.kernel({ events: [steered(45000), ...observed(45000)], lostTotal: 0n });
+    expect(a.join.proxy({ direction: 'inbound', pod: 'shop/backend', src: client, dst: server })?.events).toEqual(['lookup_steered', 'connect_passed', 'close']);
+    // The proxy's record first, then the client's close: absorbed.
+    a.join.kernel({ events: [steered(45001)], lostTotal: 0n });
+    expect(a.join.proxy({ direction: 'inbound', pod: 'shop/backend', src: { ...client, port: 45001 }, dst: server })?.events).toEqual(['lookup_steered']);
+    a.join.kernel({ events: observed(45001), lostTotal: 0n });
+    expect(a.flows).toEqual([]);
+    expect(a.join.stats()).toMatchObject({ pending: 0 });
+    // Its twin: the same observed connection to a pod outside the mesh (no steered SYN) is a record of its own.
+    a.join.kernel({ events: observed(45002), lostTotal: 0n });
+    expect(a.flows.map((f) => [f.verdict, f.dst.port, f.bytes])).toEqual([['observed', 8080, { sent: 4, received: 33 }]]);
+  });
+
   it('reports nothing of its own for the agent delivering a connection (sk_lookup passed, reason delivery), but a pod calling itself', () => {
     const { join, flows } = setup();
     join.kernel({
