@@ -2,7 +2,7 @@
 // network, one agent per node (all as processes, started the way `nodemesh up` starts them),
 // real clients in pods. Cross-node traffic rides HBONE (mTLS HTTP/2 CONNECT on 15008);
 // same-node traffic takes the in-process fast path; both must decide alike.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -155,6 +155,30 @@ describePrivileged('the L4 mesh on two nodes', () => {
     const rec = (await c.flows('node-b')).filter((f) => f.direction === 'inbound' && f.dst.port === 9090).at(-1)!;
     expect(rec).toMatchObject({ bytesSent: (32 << 20) + 'BULK 33554432\n'.length, responseFlags: '-' });
     expect(rec.error).toBeUndefined();
+  });
+
+  it('streams every node\'s records with nodemesh capture --all-nodes: both ends of a cross-node connection', async () => {
+    const child = spawn(join(repoRoot, 'bin', 'nodemesh'), ['capture', '--all-nodes', '--json', '--count', '2', '--port', '9090', '--state-dir', c.sd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (err += d));
+    const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const t0 = Date.now();
+      while ((err.match(/capturing on node/g) ?? []).length < 2) {
+        if (child.exitCode !== null || Date.now() - t0 > 15_000) throw new Error(`capture --all-nodes did not start on both nodes: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(c.client('mesh/client', ['who', c.ip('mesh/web-b'), '9090']).reply).toBeTruthy();
+      const code = await Promise.race([exit, new Promise<'late'>((r) => setTimeout(() => r('late'), 15_000))]);
+      expect(code, `capture did not end: ${out}${err}`).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    const recs = out.trim().split('\n').map((l) => JSON.parse(l) as { node: string; direction: string; verdict: string; src: { pod?: string }; dst: { ip: string; port: number; pod?: string } });
+    expect(recs.map((r) => [r.node, r.direction]).sort()).toEqual([['node-a', 'outbound'], ['node-b', 'inbound']]);
+    for (const r of recs) expect(r).toMatchObject({ verdict: 'allowed', src: { pod: 'mesh/client' }, dst: { ip: c.ip('mesh/web-b'), port: 9090, pod: 'mesh/web-b' } });
   });
 
   it('carries cross-node traffic over HBONE, encrypted on the cluster link', async () => {
