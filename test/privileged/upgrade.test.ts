@@ -10,7 +10,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { fixtureBin, leftovers, meshUp, writeConfig, type Mesh, processAlive } from '../helpers/mesh.js';
+import { cli, fixtureBin, leftovers, meshUp, writeConfig, type Mesh, processAlive } from '../helpers/mesh.js';
 import { agentPid } from '../../src/cluster/up.js';
 import { PORTS } from '../../src/net/index.js';
 import { Redirector } from '../../src/redirect/index.js';
@@ -407,8 +407,18 @@ describePrivileged('agent upgrade: two agents for one node', () => {
     // (refused) as from a mesh pod (the agent accepted it and resets it when its upstream
     // connect is refused).
     expect(kernelState()).toEqual(allEnrolled());
+    // nodemesh capture, as an operator would run it, shows the dropped SYN with its reason.
+    const cap = spawn(cli, ['capture', '--json', '--verdict', 'dropped', '--count', '1', '--state-dir', mesh.sd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    helpers.push(cap);
+    let capOut = '';
+    let capErr = '';
+    cap.stdout!.on('data', (d: Buffer) => (capOut += d));
+    cap.stderr!.on('data', (d: Buffer) => (capErr += d));
+    await waitFor('the capture to start', () => (capErr.includes('capturing on node') ? true : undefined), 15_000, 20);
     expect(mesh.client('legacy/client', ['hang', mesh.ip('shop/backend'), '8080']).outcome).toBe('error:111:Connection refused');
     expect(mesh.client('shop/batch', ['hang', mesh.ip('shop/backend'), '8080']).outcome).toBe('reset');
+    expect(await waitFor('the capture to print the dropped SYN', () => (cap.exitCode !== null ? cap.exitCode : undefined), 15_000), capErr).toBe(0);
+    expect(JSON.parse(capOut.trim())).toMatchObject({ verdict: 'dropped', reason: 'no_listener', source: 'kernel', src: { ip: mesh.ip('legacy/client') }, dst: { ip: mesh.ip('shop/backend'), port: 8080, pod: 'shop/backend' } });
     // The pods it could adopt work, from both.
     expect(who('legacy/client', 'shop/web').reply).toBeTruthy();
     expect(who('shop/batch', 'shop/web').reply).toBeTruthy();
