@@ -2,7 +2,7 @@
 // does: the simulator's nodes (one netns each, joined by the cluster network), the control
 // plane on the cluster network and one agent per node, all as processes. Agents' admin
 // endpoints live inside the node namespaces, so they are read with curl run there.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { curlIn, curlJsonIn, CLUSTER_NETNS_PATH, multiNodeNodes, nodeDump } from '../../src/cluster/nodes.js';
@@ -71,7 +71,10 @@ export async function clusterUp(dir: string): Promise<Cluster> {
       throw new Error(`policy ${key} ${present ? 'never reached' : 'never left'} every node`);
     },
     controlPlane: (path) => curlIn(CLUSTER_NETNS_PATH, `http://127.0.0.1:15014${path}`),
-    down: () => down(sd),
+    down: async () => {
+      await down(sd);
+      rmSync(sd, { recursive: true, force: true });
+    },
   };
 }
 

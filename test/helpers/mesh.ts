@@ -1,7 +1,7 @@
 // Brings up a real mesh for privileged end-to-end tests: the agent as its own process (the
 // built CLI), pods from the node simulator, clients run inside pods with `sim exec`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -91,6 +91,7 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
     await stopControlPlane(sd);
     uninstallChainedPlugin(sd);
     await Redirector.destroyAll(pinRoot);
+    rmSync(sd, { recursive: true, force: true });
   };
   try {
     if (opts.controlPlane) await startControlPlane(configDir, sd);

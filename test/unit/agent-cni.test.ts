@@ -1,9 +1,9 @@
 // The agent's CNI relay server, spoken to over a real unix socket the way nodemesh-cni does.
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { testTempDir } from '../helpers/tmp.js';
 import { pino } from 'pino';
 import { CniError } from '../../src/errors.js';
 import { CniServer, parseCniArgs, podAddressOf, type CniRequest } from '../../src/agent/cni-server.js';
@@ -35,7 +35,7 @@ const request = (command: string) =>
 
 describe('CNI relay server', () => {
   it('answers ADD with OK and the prevResult passed through, after the handler finishes', async () => {
-    const sock = join(mkdtempSync(join(tmpdir(), 'nm-cni-')), 'cni.sock');
+    const sock = join(testTempDir('nm-cni-'), 'cni.sock');
     const seen: CniRequest[] = [];
     server = await CniServer.listen(sock, async (r) => {
       await new Promise((res) => setTimeout(res, 30));
@@ -49,7 +49,7 @@ describe('CNI relay server', () => {
   });
 
   it('answers ERR with a CNI error object when the handler fails', async () => {
-    const sock = join(mkdtempSync(join(tmpdir(), 'nm-cni-')), 'cni.sock');
+    const sock = join(testTempDir('nm-cni-'), 'cni.sock');
     server = await CniServer.listen(sock, async () => {
       throw new CniError('nodemesh agent: bad annotation', { cniCode: 7 });
     }, log);
@@ -59,7 +59,7 @@ describe('CNI relay server', () => {
   });
 
   it('rejects an undecodable request with CNI code 6', async () => {
-    const sock = join(mkdtempSync(join(tmpdir(), 'nm-cni-')), 'cni.sock');
+    const sock = join(testTempDir('nm-cni-'), 'cni.sock');
     server = await CniServer.listen(sock, async () => {}, log);
     expect((await call(sock, '{not json')).split('\n')[0]).toBe('ERR 6');
   });
@@ -84,7 +84,7 @@ describe('enrollment inputs', () => {
   });
 
   it('finds a pod cgroup by UID for both kubelet cgroup drivers', () => {
-    const root = mkdtempSync(join(tmpdir(), 'nm-cg-'));
+    const root = testTempDir('nm-cg-');
     mkdirSync(join(root, 'kubepods', 'besteffort', 'pod1234-ab'), { recursive: true });
     mkdirSync(join(root, 'kubepods.slice', 'kubepods-burstable.slice', 'kubepods-burstable-pod99_aa.slice'), { recursive: true });
     expect(findPodCgroup(root, '1234-ab')).toBe(join(root, 'kubepods', 'besteffort', 'pod1234-ab'));

@@ -1,12 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { testTempDir } from '../helpers/tmp.js';
 import { describe, expect, it } from 'vitest';
 import { isAmbient, loadConfigDir, loadConfigDirStrict, parseConfigText, type Pod } from '../../src/k8s/index.js';
 import { deriveUid } from '../../src/k8s/load.js';
 
 function dirWith(files: Record<string, string>): string {
-  const d = mkdtempSync(join(tmpdir(), 'nm-k8s-'));
+  const d = testTempDir('nm-k8s-');
   for (const [f, t] of Object.entries(files)) writeFileSync(join(d, f), t);
   return d;
 }
