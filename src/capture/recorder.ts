@@ -79,7 +79,9 @@ export class CaptureRecorder {
 
   #emit(f: FlowRecord, inbound?: FlowRecord): void {
     const rec = fromFlow('', this.#hub.node, f, inbound);
-    const facts = this.join.proxy({
+    // Kernel events are read only while a capture runs: with none attached there is nothing to
+    // join, and the join keeps no state for this connection.
+    const facts = this.#unsubscribe === undefined ? undefined : this.join.proxy({
       direction: rec.direction === 'inbound' ? 'inbound' : 'outbound',
       pod: f.pod,
       src: { ip: f.src.ip, port: f.src.port },

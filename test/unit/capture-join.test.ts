@@ -215,6 +215,22 @@ describe('capture recorder', () => {
     expect(got[1]).toMatchObject({ verdict: 'allowed', direction: 'outbound', originalDst: '10.96.0.1:80', hbone: { peer: '10.2.0.5:15008' } });
   });
 
+  it('keeps no join state for a proxy record while no kernel event source is attached (nobody captures), and does once one is', () => {
+    const hub = new CaptureHub({ node: 'n1' });
+    const rec = new CaptureRecorder(hub, pods);
+    rec.flow(flow({ src: { ip: '10.1.0.3', port: 41010 }, dst: { ip: '10.2.0.5', port: 80 }, originalDst: '10.2.0.5:80' }));
+    expect(rec.join.stats().pending).toBe(0);
+    expect(hub.recent()).toHaveLength(1);
+    // Attached: the same kind of record leaves a bounded tombstone for the app socket's close.
+    rec.attach({ subscribe: () => () => {}, lost: () => 0n });
+    rec.flow(flow({ src: { ip: '10.1.0.3', port: 41011 }, dst: { ip: '10.2.0.5', port: 80 }, originalDst: '10.2.0.5:80' }));
+    expect(rec.join.stats().pending).toBe(1);
+    rec.detach();
+    rec.flow(flow({ src: { ip: '10.1.0.3', port: 41012 }, dst: { ip: '10.2.0.5', port: 80 }, originalDst: '10.2.0.5:80' }));
+    expect(rec.join.stats().pending).toBe(1);
+    rec.stop();
+  });
+
   it('publishes kernel-only flows from a kernel event source, with pod names', () => {
     const hub = new CaptureHub({ node: 'n1' });
     const rec = new CaptureRecorder(hub, pods);
