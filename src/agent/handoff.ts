@@ -5,15 +5,7 @@
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import type { Logger } from '../log.js';
 import { CniServer, type CniHandler } from './cni-server.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
-  }
-}
+import { pidAlive } from '../pids.js';
 
 /** fn's answer, or `otherwise` when it throws (a check that fails must not stop a stop). */
 function answers<T>(fn: () => T, otherwise: T): T {
@@ -47,7 +39,7 @@ export class NodeClaim {
     } catch {
       return undefined;
     }
-    return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
+    return Number.isInteger(pid) && pid > 0 && pidAlive(pid) ? pid : undefined;
   }
 
   /** Removes the pid file only while it names this process (a newer holder keeps its claim). */

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { AgentError, TimeoutError } from '../errors.js';
 import { nsenter } from '../sim/index.js';
 import { packageRoot } from './paths.js';
+import { pidAlive } from '../pids.js';
 
 export function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {
   return new Promise((res, rej) => {
@@ -27,15 +28,6 @@ export async function getJson<T>(url: string): Promise<T> {
   return JSON.parse(r.body) as T;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function tail(file: string, lines = 15): string {
   try {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -47,7 +39,7 @@ function tail(file: string, lines = 15): string {
 export function pidIn(file: string): number | undefined {
   try {
     const pid = Number(readFileSync(file, 'utf8').trim());
-    return pid > 0 && alive(pid) ? pid : undefined;
+    return pid > 0 && pidAlive(pid) ? pid : undefined;
   } catch {
     return undefined;
   }
@@ -116,7 +108,7 @@ export async function startDaemon(d: DaemonSpec): Promise<number> {
   writeFileSync(d.pidFile, `${pid}\n`);
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
-    if (!alive(pid)) {
+    if (!pidAlive(pid)) {
       rmSync(d.pidFile, { force: true });
       throw new AgentError('NM_ERR_AGENT_UNAVAILABLE', `the ${d.what} exited during start; last lines of ${d.logFile}:\n${tail(d.logFile)}`);
     }
@@ -131,8 +123,8 @@ export async function stopPid(pid: number | undefined): Promise<boolean> {
   if (!pid) return false;
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + 10_000;
-  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
   return true;
 }
 

@@ -7,6 +7,7 @@ import type { KernelEventBatch } from './events.js';
 import type { MapFds } from './loader.js';
 import { nativeFailure, type NativeBinding, type NativeRingEvents, type NativeRingStats } from './native.js';
 import { BPF_ANY, u32 } from './layout.js';
+import { pidAlive } from '../pids.js';
 
 const rlog = log.child({ component: 'kernel-events' });
 
@@ -22,14 +23,6 @@ export type KernelEventListener = (batch: KernelEventBatch) => void;
 export type KernelEventStats = NativeRingStats & { discarded: bigint; unknownKinds: bigint };
 
 /** Whether a process with this pid exists (EPERM: it does, it is just not ours to signal). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export class KernelEventStream {
   readonly #binding: NativeBinding;
@@ -117,7 +110,7 @@ export class KernelEventStream {
     this.#ring = ring;
     try {
       const prev = this.#readCfg();
-      if (prev.enabled && prev.ownerPid !== process.pid && alive(prev.ownerPid)) {
+      if (prev.enabled && prev.ownerPid !== process.pid && pidAlive(prev.ownerPid)) {
         // One ring, one reader: during an upgrade's overlap both agents read it (each sees a
         // share of the events) until the old one exits; it then leaves events on for us.
         rlog.warn({ ownerPid: prev.ownerPid }, 'taking over kernel events from another live process');
@@ -155,7 +148,7 @@ export class KernelEventStream {
   #clearStaleOwner(): void {
     try {
       const cfg = this.#readCfg();
-      if (cfg.enabled && cfg.ownerPid !== process.pid && !alive(cfg.ownerPid)) {
+      if (cfg.enabled && cfg.ownerPid !== process.pid && !pidAlive(cfg.ownerPid)) {
         this.#binding.mapUpdate(this.#maps.eventsCfg, u32(0), encodeEventsCfg(false, 0), BPF_ANY);
         rlog.info({ ownerPid: cfg.ownerPid }, 'turned off the kernel events a process that is gone had left on');
       }

@@ -4,6 +4,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, w
 import { SimError } from '../errors.js';
 import { writeFileAtomic } from '../files.js';
 import type { SimPaths } from './paths.js';
+import { pidAlive } from '../pids.js';
 
 export const STATE_VERSION = 1;
 
@@ -144,15 +145,6 @@ export function removeSimState(paths: SimPaths): void {
     unlinkSync(paths.stateFile);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ADMIN, startAgent, startAgentWithControlPlane, startControlPlane, stopAgent, stopControlPlane } from '../../src/cluster/up.js';
 import { getJson } from '../../src/cluster/daemon.js';
 import { Redirector } from '../../src/redirect/index.js';
+import { pidAlive } from '../../src/pids.js';
 import { uninstallChainedPlugin } from '../../src/cluster/cni.js';
 import { listPods, simDown, simUp } from '../../src/sim/index.js';
 import type { FlowRecord } from '../../src/telemetry/index.js';
@@ -151,11 +152,5 @@ export function ipForward(): string {
 
 /** Whether a process of this pid exists (signal 0). */
 export function processAlive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pid !== undefined && pid > 0 && pidAlive(pid);
 }
