@@ -9,45 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
-import { cli, fixtureBin, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+import { BACKEND, BATCH, DENY_FRONTEND, FRONTEND, FRONTEND_SERVICE_ACCOUNT, LEGACY_CLIENT, LEGACY_NAMESPACE, SHOP_NAMESPACE, serverPod, yamlDocs } from '../helpers/shop.js';
+import { cli, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
 import { follow, hasTshark } from '../helpers/tshark.js';
 import type { CaptureRecord } from '../../src/capture/record.js';
 
-const server = join(fixtureBin, 'nm_server.py');
 
-const config = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { nodemesh.io/dataplane-mode: ambient } }
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: { name: frontend, namespace: shop }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: backend, namespace: shop, labels: { app: backend } }
-spec:
-  serviceAccountName: backend
-  containers:
-  - { name: s, command: [python3, ${server}, "8080,9090"], ports: [{ containerPort: 8080 }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: frontend, namespace: shop, labels: { app: frontend } }
-spec:
-  serviceAccountName: frontend
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: batch, namespace: shop, labels: { app: batch } }
-spec:
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
+const EXCLUDED_PORT_POD = `apiVersion: v1
 kind: Pod
 metadata:
   name: excl
@@ -56,34 +24,9 @@ metadata:
 spec:
   containers:
   - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
-kind: Namespace
-metadata: { name: legacy }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: legacy }
-spec:
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, namespace: legacy }
-spec:
-  containers:
-  - { name: s, command: [python3, ${server}, "8080"], ports: [{ containerPort: 8080 }] }
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: deny-frontend, namespace: shop }
-spec:
-  selector: { matchLabels: { app: backend } }
-  action: DENY
-  rules:
-  - from: [{ source: { principals: ["cluster.local/ns/shop/sa/frontend"] } }]
 `;
+
+const config = yamlDocs(SHOP_NAMESPACE, FRONTEND_SERVICE_ACCOUNT, BACKEND, FRONTEND, BATCH, EXCLUDED_PORT_POD, LEGACY_NAMESPACE, LEGACY_CLIENT, serverPod('legacy', 'server', '8080'), DENY_FRONTEND);
 
 interface Capture {
   child: ChildProcess;

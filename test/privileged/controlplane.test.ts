@@ -5,43 +5,12 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
+import { BACKEND, BATCH, DENY_FRONTEND, FRONTEND, FRONTEND_SERVICE_ACCOUNT, SHOP_NAMESPACE, yamlDocs } from '../helpers/shop.js';
 import { agentPid } from '../../src/cluster/up.js';
-import { fixtureBin, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+import { leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
 
-const server = join(fixtureBin, 'nm_server.py');
 
-const config = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { nodemesh.io/dataplane-mode: ambient } }
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: { name: frontend, namespace: shop }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: backend, namespace: shop, labels: { app: backend } }
-spec:
-  serviceAccountName: backend
-  containers:
-  - { name: s, command: [python3, ${server}, "8080,9090"], ports: [{ containerPort: 8080 }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: frontend, namespace: shop, labels: { app: frontend } }
-spec:
-  serviceAccountName: frontend
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: batch, namespace: shop, labels: { app: batch } }
-spec:
-  containers:
-  - { name: c, command: [sleep, infinity] }
-`;
+const config = yamlDocs(SHOP_NAMESPACE, FRONTEND_SERVICE_ACCOUNT, BACKEND, FRONTEND, BATCH);
 
 /**
  * A denied connection is reset by the proxy. The client sees ECONNRESET, or ENOTCONN when the
@@ -51,15 +20,6 @@ function refused(r: Record<string, unknown>): boolean {
   return r.outcome === 'reset' || r.outcome === 'error:107:Transport endpoint is not connected';
 }
 
-const denyFrontend = `apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: deny-frontend, namespace: shop }
-spec:
-  selector: { matchLabels: { app: backend } }
-  action: DENY
-  rules:
-  - from: [{ source: { principals: ["cluster.local/ns/shop/sa/frontend"] } }]
-`;
 
 describePrivileged('control plane to data path', () => {
   let mesh: Mesh;
@@ -105,7 +65,7 @@ describePrivileged('control plane to data path', () => {
 
   it('applies a new policy file on the next connection, and lifts it when the file is deleted', async () => {
     expect(reach('shop/frontend').reply).toBeTruthy();
-    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
     const ms = await waitPolicy('deny-frontend', true);
     expect(ms).toBeLessThan(2000);
     const denied = reach('shop/frontend');
@@ -125,10 +85,10 @@ describePrivileged('control plane to data path', () => {
   });
 
   it('keeps serving the last good policy when a file update is malformed', async () => {
-    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
     await waitPolicy('deny-frontend', true);
     // The same file, broken: an unknown action. The control plane reports it and keeps the last good version.
-    writeFileSync(join(dir, 'deny.yaml'), denyFrontend.replace('action: DENY', 'action: PERMIT'));
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND.replace('action: DENY', 'action: PERMIT'));
     await new Promise((r) => setTimeout(r, 1500));
     const errors = (await (await fetch('http://127.0.0.1:15014/debug/config-errors')).json()) as { file: string; line: number; message: string }[];
     expect(JSON.stringify(errors)).toMatch(/deny\.yaml/);
@@ -148,7 +108,7 @@ describePrivileged('control plane to data path', () => {
     await waitOpen('frontend', 9090);
     await waitOpen('batch', 9090);
     const t0 = Date.now();
-    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
     const res = await long;
     const closedAfter = Date.now() - t0;
     expect(res.outcome).toBe('reset');
@@ -172,7 +132,7 @@ describePrivileged('control plane to data path', () => {
     expect(res.outcome).toBe('ok');
     expect(Number(res.round_trips)).toBeGreaterThanOrEqual(10);
     // A policy written while the control plane is down takes effect once it is back.
-    writeFileSync(join(dir, 'deny.yaml'), denyFrontend);
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
     await mesh.startControlPlane();
     // The agent retries with exponential backoff (200 ms doubling to 15 s, with jitter), so after
     // a few seconds of outage its next attempt can be that far off.

@@ -10,6 +10,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
+import { BACKEND, BATCH, DENY_FRONTEND, FRONTEND, LEGACY_CLIENT, LEGACY_NAMESPACE, SHOP_NAMESPACE, WEB, yamlDocs } from '../helpers/shop.js';
 import { cli, fixtureBin, leftovers, meshUp, writeConfig, type Mesh, processAlive } from '../helpers/mesh.js';
 import { agentPid } from '../../src/cluster/up.js';
 import { PORTS } from '../../src/net/index.js';
@@ -19,65 +20,9 @@ import { ipv4Key } from '../../src/redirect/layout.js';
 import { POD_LINK_NAMES } from '../../src/redirect/types.js';
 import { spawnInPod } from '../../src/sim/query.js';
 
-const server = join(fixtureBin, 'nm_server.py');
 const clientPy = join(fixtureBin, 'nm_client.py');
 
-const config = `
-apiVersion: v1
-kind: Namespace
-metadata: { name: shop, labels: { nodemesh.io/dataplane-mode: ambient } }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: backend, namespace: shop, labels: { app: backend } }
-spec:
-  serviceAccountName: backend
-  containers:
-  - { name: s, command: [python3, ${server}, "8080,9090"], ports: [{ containerPort: 8080 }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: web, namespace: shop, labels: { app: web } }
-spec:
-  serviceAccountName: web
-  containers:
-  - { name: s, command: [python3, ${server}, "8080"], ports: [{ containerPort: 8080 }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: frontend, namespace: shop, labels: { app: frontend } }
-spec:
-  serviceAccountName: frontend
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: batch, namespace: shop, labels: { app: batch } }
-spec:
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: v1
-kind: Namespace
-metadata: { name: legacy }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: legacy }
-spec:
-  containers:
-  - { name: c, command: [sleep, infinity] }
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: { name: deny-frontend, namespace: shop }
-spec:
-  selector: { matchLabels: { app: backend } }
-  action: DENY
-  rules:
-  - from: [{ source: { principals: ["cluster.local/ns/shop/sa/frontend"] } }]
-`;
+const config = yamlDocs(SHOP_NAMESPACE, BACKEND, WEB, FRONTEND, BATCH, LEGACY_NAMESPACE, LEGACY_CLIENT, DENY_FRONTEND);
 
 /**
  * A bounded request loop run inside a pod: one connection and one WHO request every 100 ms
