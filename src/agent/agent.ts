@@ -9,7 +9,7 @@ import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
 import { FlowLog, MeshMetrics } from '../telemetry/index.js';
 import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.js';
-import { AgentCapture, observePods } from './capture.js';
+import { AgentCapture, captureOff, captureOffRoute, observePods } from './capture.js';
 import { pruneIdentities, readOrigDst } from './bounded.js';
 import { NodeHandoff } from './handoff.js';
 import { handleCni, type CniContext } from './cni-handler.js';
@@ -25,6 +25,8 @@ export interface AgentOptions {
   pinRoot?: string;
   /** The pods' cgroup parent to observe for capture; 'none' for none; default: detected. */
   observeCgroup?: string;
+  /** Node-level capture (default on). Off: no observers, no records kept for it, /debug/capture refuses. */
+  capture?: boolean;
   nodeName?: string;
   trustDomain?: string;
   /** Local mode: pod metadata from a config directory, no policy. */
@@ -108,7 +110,7 @@ export class Agent {
       throw new UsageError('the agent needs exactly one source: a config directory (local mode) or a control plane');
     }
     mkdirSync(this.paths.dir, { recursive: true });
-    this.#capture = new AgentCapture({ node: this.node, tokenFile: this.paths.adminToken, registry: this.metrics.registry, flows: this.flows, workloads: () => this.#cp ?? this.workloads, log: this.#o.log });
+    if (this.#o.capture !== false) this.#capture = new AgentCapture({ node: this.node, tokenFile: this.paths.adminToken, registry: this.metrics.registry, flows: this.flows, workloads: () => this.#cp ?? this.workloads, log: this.#o.log });
     if (this.#o.controlPlane) {
       this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin', this.paths.dir);
       // ---- last good state (docs/security.md "Fail closed") ----
@@ -130,8 +132,10 @@ export class Agent {
     const cgroupRoot = findCgroup2Root();
     const redirect = await Redirector.open({ pinRoot: this.#o.pinRoot ?? DEFAULT_PIN_ROOT });
     this.#redirect = redirect;
-    this.#capture.attachKernel(redirect);
-    await observePods(redirect, cgroupRoot, this.#o.observeCgroup, this.#log);
+    if (this.#capture) {
+      this.#capture.attachKernel(redirect);
+      await observePods(redirect, cgroupRoot, this.#o.observeCgroup, this.#log);
+    } else await captureOff(redirect, this.#log);
     this.metrics.origDstFrom(() => readOrigDst(this.#redirect, this.#enroller, this.#log));
     const proxy = new NodeProxy({
       listen: (ns, opts) => listenInNetns(ns, opts),
@@ -150,7 +154,7 @@ export class Agent {
       ...(cp ? { hbone: { credentials: cp.secrets, trustDomain: this.#o.trustDomain ?? 'cluster.local' } } : {}),
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
       ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),
-      tap: this.#capture.tap,
+      ...(this.#capture ? { tap: this.#capture.tap } : {}),
     });
     this.#proxy = proxy;
     this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
@@ -310,7 +314,7 @@ export class Agent {
       configDump: () => this.configDump(),
       flows: (limit) => this.flows.recent(limit),
       metrics: () => this.metrics.render(),
-      ...(this.#capture ? { capture: this.#capture.route } : {}),
+      capture: this.#capture?.route ?? captureOffRoute,
     });
   }
 

@@ -104,6 +104,24 @@ export class AgentCapture {
   }
 }
 
+/** /debug/capture on an agent started with --capture off. */
+export const captureOffRoute = (): { status: number; body: object } => ({ status: 404, body: { error: 'capture is off on this agent (it was started with --capture off)' } });
+
+/**
+ * --capture off: removes the observers an earlier agent left attached (they would only cost a
+ * map lookup each, but off means off). The redirect programs of enrolled pods stay: they check
+ * nm_events_cfg (one array lookup) and emit nothing; Redirector.open already turned off the
+ * kernel events a dead agent had left on.
+ */
+export async function captureOff(redirect: Redirector, log: Logger): Promise<void> {
+  try {
+    const n = await redirect.unobserveAllCgroups();
+    log.info({ detachedObservers: n }, 'capture is off (--capture off): no observers, no capture records, /debug/capture refuses');
+  } catch (err) {
+    log.warn({ err }, 'capture is off, but detaching the observers an earlier agent attached failed');
+  }
+}
+
 /**
  * Attaches the observer programs at the pods' cgroup parent, so `nodemesh capture` also sees
  * the pods that are not enrolled (observation only). `path`: the --observe-cgroup flag; an

@@ -38,6 +38,9 @@ Options:
                         not enrolled are observed for \`nodemesh capture\` (never redirected);
                         default: kubepods.slice or kubepods under the cgroup v2 root, whichever
                         exists; 'none' turns it off
+  --capture on|off      node-level capture (default on). off: no observers, no records kept
+                        for \`nodemesh capture\`, /debug/capture refuses; the redirect programs
+                        still check one BPF array per connection
   --node <name>         node name (default: the host name)
   --admin <addr>        admin endpoint (default 127.0.0.1:15000)
   --metrics <addr>      Prometheus endpoint (default 0.0.0.0:15020)
@@ -79,6 +82,7 @@ export const agentCommand: Command = {
       'state-dir': { type: 'string' },
       'pin-root': { type: 'string' },
       'observe-cgroup': { type: 'string' },
+      capture: { type: 'string' },
       node: { type: 'string' },
       admin: { type: 'string' },
       metrics: { type: 'string' },
@@ -117,6 +121,8 @@ export const agentCommand: Command = {
     if (idle !== undefined && !(Number.isFinite(idle) && idle >= 0)) throw usageError('--idle-timeout must be a number of seconds, 0 or more (0 disables it)');
     const drain = values['drain-seconds'] !== undefined ? Number(values['drain-seconds']) : 30;
     if (!(Number.isFinite(drain) && drain >= 0)) throw usageError('--drain-seconds must be a number of seconds, 0 or more');
+    const capture = values.capture ?? 'on';
+    if (capture !== 'on' && capture !== 'off') throw usageError(`--capture must be on or off, got ${JSON.stringify(capture)}`);
     const lb = values.lb ?? 'round-robin';
     if (lb !== 'round-robin' && lb !== 'least-conn') throw usageError(`--lb must be round-robin or least-conn, got ${JSON.stringify(lb)}`);
     const agent = new Agent({
@@ -124,6 +130,7 @@ export const agentCommand: Command = {
       stateDir: sd,
       ...(values['pin-root'] ? { pinRoot: values['pin-root'] } : {}),
       ...(values['observe-cgroup'] ? { observeCgroup: values['observe-cgroup'] } : {}),
+      capture: capture === 'on',
       ...(values.node ? { nodeName: values.node } : {}),
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
       ...(values.admin ? { admin: parseEndpoint(values.admin, '--admin') } : {}),

@@ -83,6 +83,16 @@ export class CgroupObservers {
     return true;
   }
 
+  /** See Redirector.unobserveAllCgroups. */
+  async unobserveAll(): Promise<number> {
+    const failures: unknown[] = [];
+    const ids = listObserveDirs(this.#pinRoot);
+    for (const id of ids) await detachPodDir(this.#binding, join(this.#pinRoot, 'observe', id), failures);
+    if (failures.length > 0) throw nativeFailure('NM_ERR_NATIVE', `detaching the observers left ${failures.length} error(s); the first`, failures[0]);
+    if (ids.length) rlog.info({ observers: ids.length }, 'no longer observing any pod cgroup');
+    return ids.length;
+  }
+
   /** The cgroup ids (inode numbers) observed now; 0n for an observer whose cgroup is gone. */
   observed(): bigint[] {
     const out: bigint[] = [];

@@ -217,6 +217,12 @@ export class Redirector {
     return this.#observers.unobserve(cgroupPath);
   }
 
+  /** Detaches every observer (this agent's or an earlier one's); how many there were. */
+  async unobserveAllCgroups(): Promise<number> {
+    this.#assertOpen();
+    return this.#observers.unobserveAll();
+  }
+
   /** Ids (inode numbers) of the cgroups observed now. */
   observedCgroups(): bigint[] {
     this.#assertOpen();

@@ -23,7 +23,8 @@ export interface Mesh extends PodRunner {
   ip(pod: string): string;
   flows(): Promise<FlowRecord[]>;
   dump(): Promise<{ pods: { namespace: string; name: string; ip: string }[] }>;
-  startAgent(): Promise<number>;
+  /** Starts the agent again (after stopAgent), with `extra` flags after the usual ones. */
+  startAgent(extra?: string[]): Promise<number>;
   stopAgent(): Promise<void>;
   startControlPlane(): Promise<number>;
   stopControlPlane(): Promise<void>;
@@ -85,7 +86,7 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
   const sd = mkdtempSync(join(tmpdir(), 'nm-e2e-state-'));
   const pinRoot = `/sys/fs/bpf/nodemesh-e2e-${process.pid}`;
   const agentArgs = ['--pin-root', pinRoot, '--connect-timeout', '3000'];
-  const agent = () => (opts.controlPlane ? startAgentWithControlPlane(sd, agentArgs) : startAgent(configDir, sd, agentArgs));
+  const agent = (extra: string[] = []) => (opts.controlPlane ? startAgentWithControlPlane(sd, [...agentArgs, ...extra]) : startAgent(configDir, sd, [...agentArgs, ...extra]));
   const down = async (): Promise<void> => {
     await simDown({ stateDir: sd });
     await stopAgent(sd);

@@ -4,7 +4,7 @@
 // real tshark follows them; plaintext needs the agent's admin token.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -204,5 +204,26 @@ describePrivileged('nodemesh capture against a real agent', () => {
     await waitRec('the proxied connection of the same pod', (r) => r.verdict === 'allowed' && r.src.ip === mesh.ip('shop/excl') && r.dst.port === 9090);
     c.child.kill('SIGINT');
     expect(await exited(c)).toBe(0);
+  });
+
+  it('is off with --capture off: the CLI is refused with the reason, no observer stays attached, and the mesh still works', async () => {
+    const observers = () => (existsSync(join(mesh.pinRoot, 'observe')) ? readdirSync(join(mesh.pinRoot, 'observe')) : []);
+    // Its twin: with capture on (the tests above), the observer is attached.
+    expect(observers()).toHaveLength(1);
+    await mesh.stopAgent();
+    await mesh.startAgent(['--capture', 'off']);
+    try {
+      const r = spawnSync(cli, ['capture', '--json', '--count', '1', '--state-dir', mesh.sd], { encoding: 'utf8', timeout: 10_000 });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toContain('capture is off on this agent');
+      expect(observers()).toEqual([]);
+      // The data path is unchanged: allowed still passes, denied still refused.
+      expect(mesh.client('shop/batch', ['who', mesh.ip('shop/backend'), '8080']).reply).toBeTruthy();
+      expect(mesh.client('shop/frontend', ['who', mesh.ip('shop/backend'), '8080']).reply).toBeUndefined();
+    } finally {
+      await mesh.stopAgent();
+      await mesh.startAgent();
+    }
+    expect(observers()).toHaveLength(1);
   });
 });
