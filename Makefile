@@ -82,9 +82,11 @@ $(CNI_BIN): $(wildcard native/cni/*.c)
 	@echo "==> cc -static nodemesh-cni"
 	@gcc -O2 -Wall -Wextra -Werror -static -o $@ native/cni/*.c
 
+# dist-test/: the stand-in kube-apiserver of test/helpers as a program (the control-plane benchmark runs it).
 ts:
 	@echo "==> tsc"
 	@tsc -p tsconfig.json
+	@tsc -p tsconfig.standin.json
 
 # The plain manifests deploy/manifests/*.yaml, rendered from the Helm chart deploy/helm/nodemesh
 # by src/deploy/ (no helm binary needed); test/unit/deploy-chart.test.ts fails when they are stale.
@@ -113,6 +115,7 @@ demo: build
 
 bench: build
 	@node dist/bench/mesh.js
+	@node dist/bench/capture.js
 	@node dist/bench/controlplane.js
 
 ## ---- fuzzing and the soak (apart from the tests) ---------------------------------------
@@ -132,7 +135,7 @@ soak: build
 	@node dist/bench/soak.js $(ARGS)
 
 clean:
-	rm -rf dist bpf/build native/build
+	rm -rf dist dist-test bpf/build native/build
 
 distclean: clean
 	rm -rf node_modules .tools

@@ -14,10 +14,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { multiNodeNodes, nodeAgentPid } from '../cluster/index.js';
-import { cliPath, packageRoot } from '../cluster/index.js';
+import { packageRoot } from '../cluster/index.js';
 import { down, progress, up } from '../cluster/index.js';
-import { listPods } from '../sim/index.js';
+import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathDef, type PathName } from './pods.js';
 import { replaceSection } from './sections.js';
 import { cpuSeconds, median, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';
 
@@ -25,103 +24,7 @@ const RUNS = Number(process.env.NODEMESH_BENCH_RUNS ?? 3);
 const SECONDS = Number(process.env.NODEMESH_BENCH_SECONDS ?? 5);
 const RATE = 1000;
 const CONNS = [4, 16] as const;
-const SOCKPERF_BASE = 11111;
 const SECTION = 'mesh';
-
-type PathName = 'direct-same' | 'direct-cross' | 'ambient-same' | 'ambient-cross' | 'sidecar';
-
-interface PathDef {
-  name: PathName;
-  label: string;
-  client: string;
-  server: string;
-  /** Nodes whose agents carry this path's traffic (CPU is summed over them). */
-  proxies: string[];
-}
-
-const PATHS: PathDef[] = [
-  { name: 'direct-same', label: 'no mesh, same node', client: 'plain/client', server: 'plain/local', proxies: [] },
-  { name: 'direct-cross', label: 'no mesh, cross node', client: 'plain/client', server: 'plain/remote', proxies: [] },
-  { name: 'ambient-same', label: 'ambient, same node (fast path)', client: 'mesh/client', server: 'mesh/local', proxies: ['node-a'] },
-  { name: 'ambient-cross', label: 'ambient, cross node (HBONE)', client: 'mesh/client', server: 'mesh/remote', proxies: ['node-a', 'node-b'] },
-  { name: 'sidecar', label: 'sidecar (proxy per pod, HBONE)', client: 'sidecar/client', server: 'sidecar/server', proxies: ['node-c', 'node-d'] },
-];
-
-const BODY = 'x'.repeat(1024);
-
-function nginxConf(dir: string, name: string): string {
-  const t = join(dir, `nginx-${name}`);
-  return `worker_processes 1;
-pid ${t}.pid;
-error_log stderr;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${t}-body;
-  proxy_temp_path ${t}-proxy;
-  fastcgi_temp_path ${t}-fastcgi;
-  uwsgi_temp_path ${t}-uwsgi;
-  scgi_temp_path ${t}-scgi;
-  keepalive_requests 1000000;
-  server {
-    listen 8080 reuseport;
-    location / { default_type text/plain; return 200 "${BODY}"; }
-  }
-}
-`;
-}
-
-function serverPod(dir: string, ns: string, name: string, node: string): string {
-  writeFileSync(join(dir, `nginx-${ns}-${name}.conf`), nginxConf(dir, `${ns}-${name}`));
-  return `---
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${name} } }
-spec:
-  nodeName: ${node}
-  containers:
-  - { name: iperf3, command: [iperf3, -s, -p, "5201"], ports: [{ containerPort: 5201 }] }
-  - { name: sockperf, command: [sockperf, sr, -f, sockperf-server.feed, -F, e], ports: [{ containerPort: ${SOCKPERF_BASE} }] }
-  - { name: nginx, command: [nginx, -p, ., -c, nginx-${ns}-${name}.conf, -e, stderr, -g, "daemon off;"], ports: [{ containerPort: 8080 }] }
-`;
-}
-
-function clientPod(ns: string, name: string, node: string): string {
-  return `---
-apiVersion: v1
-kind: Pod
-metadata: { name: ${name}, namespace: ${ns} }
-spec:
-  nodeName: ${node}
-  containers:
-  - { name: idle, command: [sleep, infinity] }
-`;
-}
-
-function writeConfig(dir: string): void {
-  const max = Math.max(...CONNS);
-  writeFileSync(join(dir, 'sockperf-server.feed'), Array.from({ length: max }, (_, i) => `T:0.0.0.0:${SOCKPERF_BASE + i}`).join('\n') + '\n');
-  const ns = (name: string, ambient: boolean) => `---
-apiVersion: v1
-kind: Namespace
-metadata: { name: ${name}${ambient ? ', labels: { nodemesh.io/dataplane-mode: ambient }' : ''} }
-`;
-  const yaml = [
-    ns('plain', false),
-    ns('mesh', true),
-    ns('sidecar', true),
-    clientPod('plain', 'client', 'node-a'),
-    serverPod(dir, 'plain', 'local', 'node-a'),
-    serverPod(dir, 'plain', 'remote', 'node-b'),
-    clientPod('mesh', 'client', 'node-a'),
-    serverPod(dir, 'mesh', 'local', 'node-a'),
-    serverPod(dir, 'mesh', 'remote', 'node-b'),
-    // Sidecar mode: each pod alone on a node, so each has a proxy of its own.
-    clientPod('sidecar', 'client', 'node-c'),
-    serverPod(dir, 'sidecar', 'server', 'node-d'),
-  ].join('');
-  writeFileSync(join(dir, 'pods.yaml'), yaml);
-}
 
 interface Sample {
   gbps: number;
@@ -133,34 +36,7 @@ interface Sample {
   cpuPer1k: number;
 }
 
-class Bench {
-  readonly ips = new Map<string, string>();
-  /** Each node's agent, by node name: read once, after `up`. */
-  readonly agents = new Map<string, number>();
-  constructor(readonly sd: string, readonly dir: string) {}
-
-  exec(pod: string, argv: string[], extraSeconds = 30): string {
-    const r = spawnSync(cliPath, ['sim', 'exec', '--state-dir', this.sd, pod, '--', ...argv], { encoding: 'utf8', timeout: (SECONDS + extraSeconds) * 1000, maxBuffer: 64 << 20 });
-    if (r.status !== 0) throw new Error(`${argv.join(' ')} in ${pod} failed (exit ${r.status}): ${r.stderr}${r.stdout}`.slice(0, 2000));
-    return `${r.stdout}${r.stderr}`;
-  }
-
-  ip(pod: string): string {
-    const ip = this.ips.get(pod);
-    if (!ip) throw new Error(`no pod ${pod}`);
-    return ip;
-  }
-
-  agentPid(node: string): number {
-    const pid = this.agents.get(node);
-    if (!pid) throw new Error(`the agent of ${node} is not running`);
-    return pid;
-  }
-
-  pids(p: PathDef): number[] {
-    return p.proxies.map((n) => this.agentPid(n));
-  }
-
+class Bench extends BenchCluster {
   sample(p: PathDef): Sample {
     const ip = this.ip(p.server);
     const gbps = parseIperf(this.exec(p.client, ['iperf3', '-c', ip, '-p', '5201', '-t', String(SECONDS), '-J']));
@@ -191,7 +67,7 @@ async function main(): Promise<number> {
   }
   const sd = mkdtempSync(join(tmpdir(), 'nm-bench-mesh-'));
   const dir = mkdtempSync(join(tmpdir(), 'nm-bench-mesh-cfg-'));
-  writeConfig(dir);
+  writeBenchConfig(dir);
   const t0 = Date.now();
   progress(`mesh benchmark: ${PATHS.length} paths × ${RUNS} runs, ${SECONDS} s per measurement (NODEMESH_BENCH_RUNS, NODEMESH_BENCH_SECONDS)`);
   const stop = () => {
@@ -202,13 +78,9 @@ async function main(): Promise<number> {
   process.once('SIGTERM', stop);
   try {
     await up(dir, sd);
-    const b = new Bench(sd, dir);
-    for (const p of await listPods({ stateDir: sd })) b.ips.set(`${p.namespace}/${p.name}`, p.ip);
-    for (const n of multiNodeNodes(sd)) {
-      const pid = nodeAgentPid(n);
-      if (pid) b.agents.set(n.name, pid);
-    }
-    const idle = Object.fromEntries(['node-a', 'node-b', 'node-c', 'node-d'].map((n) => [n, rssMb(b.agentPid(n))]));
+    const b = new Bench(sd, dir, SECONDS);
+    await b.refresh();
+    const idle = Object.fromEntries(NODES.map((n) => [n, rssMb(b.agentPid(n))]));
     const peak = { ...idle };
     const samples = new Map<PathName, Sample[]>(PATHS.map((p) => [p.name, []]));
     for (let run = 1; run <= RUNS; run++) {

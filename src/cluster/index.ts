@@ -2,5 +2,5 @@
 // daemons, multi-node helpers (entering node namespaces), and the package's own paths.
 export { ADMIN, CP_ADDRESS, down, printTable, progress, up } from './up.js';
 export { getJson, httpGet } from './daemon.js';
-export { captureClusterTcp, CLUSTER_CP_ADDRESS, curlJsonIn, multiNodeNodes, nodeAgentPid, nodeDump } from './nodes.js';
+export { captureClusterTcp, CLUSTER_CP_ADDRESS, curlJsonIn, multiNodeNodes, nodeAgentPid, nodeDump, startNodeAgent, stopNodeAgent } from './nodes.js';
 export { cliPath, packageRoot } from './paths.js';

@@ -1,0 +1,285 @@
+// `make bench` (capture): what node-level capture costs the data path, in one run. The agents
+// run in four modes, switched by restarting all of them, in a rotated order each run:
+//   off        --capture off: no observers, no capture records (the redirect programs still
+//              check one BPF array per connection)
+//   on         the default, nobody capturing: observers attached, kernel events off
+//   records    `nodemesh capture --all-nodes --json` running (every record of every node)
+//   pcap       the same with --pcap (every relayed byte's plaintext as well)
+// and every mode measures the five paths of the mesh benchmark (pods.ts): iperf3 throughput and
+// wrk connections per second, with the proxies' CPU. Writes its section of docs/benchmarks.md.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { cliPath, down, multiNodeNodes, packageRoot, progress, startNodeAgent, stopNodeAgent, up } from '../cluster/index.js';
+import { BenchCluster, PATHS, writeBenchConfig, type PathDef, type PathName } from './pods.js';
+import { replaceSection } from './sections.js';
+import { cpuSeconds, median, parseIperf, parseWrk } from './tools.js';
+
+const HELP = `Usage: node dist/bench/capture.js [--quick] [--runs N] [--seconds S]
+
+What node-level capture (nodemesh capture) costs the data path. Brings up the mesh benchmark's
+four simulated nodes and measures, for each of four capture modes (off, on with no consumer, a
+records consumer, a records + pcap consumer) and each path (no mesh, ambient same node, ambient
+cross node, sidecar): iperf3 throughput (1 stream), wrk connections per second (Connection:
+close) and the proxies' CPU. Modes are switched by restarting every agent (--capture off or
+on), in a rotated order each run; figures are medians over the runs. Writes the capture section
+of docs/benchmarks.md. Needs root.
+
+  --quick        1 run, 2 s per measurement; prints the figures, does not write the docs
+  --runs N       runs (default 3, or NODEMESH_BENCH_RUNS)
+  --seconds S    seconds per measurement (default 5, or NODEMESH_BENCH_SECONDS)
+  -h, --help     this text
+`;
+
+type Mode = 'off' | 'on' | 'records' | 'pcap';
+const MODES: { mode: Mode; label: string }[] = [
+  { mode: 'off', label: 'capture off (`--capture off`)' },
+  { mode: 'on', label: 'capture on, no consumer (the default)' },
+  { mode: 'records', label: 'consumer: `nodemesh capture --all-nodes --json`' },
+  { mode: 'pcap', label: 'consumer: the same with `--pcap`' },
+];
+
+interface Sample {
+  gbps: number;
+  connsPerSec: number;
+  /** Proxy CPU seconds per GB moved by iperf3. */
+  cpuPerGb: number;
+  /** Proxy CPU milliseconds per connection of the wrk Connection: close run. */
+  cpuMsPerConn: number;
+  errors: number;
+}
+
+class CaptureBench extends BenchCluster {
+  /** Restarts every node's agent with capture on or off; its pods stay enrolled across it. */
+  async agentsWith(capture: boolean): Promise<void> {
+    for (const n of multiNodeNodes(this.sd)) {
+      await stopNodeAgent(n);
+      await startNodeAgent(n, this.sd, this.dir, { extra: capture ? [] : ['--capture', 'off'] });
+    }
+    await this.refresh();
+  }
+
+  sample(p: PathDef): Sample {
+    const ip = this.ip(p.server);
+    const cpu = () => this.pids(p).reduce((a, pid) => a + cpuSeconds(pid), 0);
+    const c0 = cpu();
+    const out = this.exec(p.client, ['iperf3', '-c', ip, '-p', '5201', '-t', String(this.seconds), '-J']);
+    const c1 = cpu();
+    const gbps = parseIperf(out);
+    const close = parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', '4', '-d', `${this.seconds}s`, '-H', 'Connection: close', `http://${ip}:8080/`]));
+    const c2 = cpu();
+    const gb = (gbps * this.seconds) / 8;
+    return {
+      gbps,
+      connsPerSec: close.requestsPerSec,
+      cpuPerGb: p.proxies.length ? (c1 - c0) / gb : NaN,
+      cpuMsPerConn: p.proxies.length ? ((c2 - c1) * 1000) / close.requests : NaN,
+      errors: close.errors,
+    };
+  }
+}
+
+/** A running `nodemesh capture --all-nodes` whose output goes to /dev/null. */
+interface Consumer {
+  child: ChildProcess;
+  stderrFile: string;
+}
+
+async function startConsumer(b: CaptureBench, pcap: boolean, tmp: string, nodes: number): Promise<Consumer> {
+  const stderrFile = join(tmp, `consumer-${Date.now()}.err`);
+  const out = openSync('/dev/null', 'w');
+  const err = openSync(stderrFile, 'w');
+  const child = spawn(cliPath, ['capture', '--all-nodes', '--state-dir', b.sd, '--json', ...(pcap ? ['--pcap', '/dev/null'] : [])], { stdio: ['ignore', out, err] });
+  closeSync(out);
+  closeSync(err);
+  const t0 = Date.now();
+  for (;;) {
+    const text = readFileSync(stderrFile, 'utf8');
+    if ((text.match(/capturing on node/g) ?? []).length >= nodes) return { child, stderrFile };
+    if (child.exitCode !== null || Date.now() - t0 > 15_000) throw new Error(`nodemesh capture did not start on ${nodes} nodes: ${text}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Stops the consumer; the records and chunks the agents dropped for it (it read too slowly). */
+async function stopConsumer(c: Consumer): Promise<{ flows: number; chunks: number }> {
+  const exited = new Promise((r) => c.child.once('exit', r));
+  c.child.kill('SIGINT');
+  const timer = setTimeout(() => c.child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+  const dropped = { flows: 0, chunks: 0 };
+  for (const m of readFileSync(c.stderrFile, 'utf8').matchAll(/dropped (\d+) record\(s\) and (\d+) plaintext chunk/g)) {
+    dropped.flows += Number(m[1]);
+    dropped.chunks += Number(m[2]);
+  }
+  return dropped;
+}
+
+const f = (x: number, n = 1): string => (Number.isFinite(x) ? x.toFixed(n) : '–');
+const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(3)}×` : '–');
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { quick: { type: 'boolean' }, runs: { type: 'string' }, seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const num = (v: string | undefined, env: string | undefined, d: number, what: string) => {
+    const x = Number(v ?? env ?? d);
+    if (!Number.isInteger(x) || x < 1) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v ?? env)}`);
+    return x;
+  };
+  const runs = values.quick ? 1 : num(values.runs, process.env.NODEMESH_BENCH_RUNS, 3, '--runs');
+  const seconds = values.quick ? 2 : num(values.seconds, process.env.NODEMESH_BENCH_SECONDS, 5, '--seconds');
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
+    return 1;
+  }
+  const sd = mkdtempSync(join(tmpdir(), 'nm-bench-capture-'));
+  const dir = mkdtempSync(join(tmpdir(), 'nm-bench-capture-cfg-'));
+  writeBenchConfig(dir);
+  const t0 = Date.now();
+  progress(`capture cost benchmark: ${MODES.length} modes × ${PATHS.length} paths × ${runs} runs, ${seconds} s per measurement`);
+  let consumer: Consumer | undefined;
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write('\nbench: interrupted; tearing down\n');
+    consumer?.child.kill('SIGKILL');
+    void down(sd).finally(() => {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(sd, { recursive: true, force: true });
+      process.exit(130);
+    });
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    await up(dir, sd);
+    const b = new CaptureBench(sd, dir, seconds);
+    await b.refresh();
+    const nodes = multiNodeNodes(sd).length;
+    const samples = new Map<string, Sample[]>();
+    const dropped = new Map<Mode, { flows: number; chunks: number }>(MODES.map((m) => [m.mode, { flows: 0, chunks: 0 }]));
+    let captureOn = true;
+    for (let run = 1; run <= runs; run++) {
+      const order = MODES.map((_, i) => MODES[(i + run - 1) % MODES.length]!);
+      for (const m of order) {
+        const want = m.mode !== 'off';
+        if (want !== captureOn) {
+          progress(`run ${run}/${runs}: restarting the ${nodes} agents with capture ${want ? 'on' : 'off'}`);
+          await b.agentsWith(want);
+          captureOn = want;
+        }
+        if (m.mode === 'records' || m.mode === 'pcap') consumer = await startConsumer(b, m.mode === 'pcap', sd, nodes);
+        try {
+          for (const p of PATHS) {
+            progress(`run ${run}/${runs}: ${m.mode}: ${p.label}: iperf3, wrk`);
+            const key = `${m.mode}/${p.name}`;
+            samples.set(key, [...(samples.get(key) ?? []), b.sample(p)]);
+          }
+        } finally {
+          if (consumer) {
+            const d = await stopConsumer(consumer);
+            consumer = undefined;
+            const t = dropped.get(m.mode)!;
+            t.flows += d.flows;
+            t.chunks += d.chunks;
+          }
+        }
+      }
+    }
+    const section = report(samples, dropped, { runs, seconds, minutes: (Date.now() - t0) / 60_000 });
+    if (values.quick) process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
+    else {
+      const file = join(packageRoot, 'docs', 'benchmarks.md');
+      writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, 'capture', section));
+      process.stdout.write(`\n${section}\nwritten to ${file}\n`);
+    }
+    return 0;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    consumer?.child.kill('SIGKILL');
+    await down(sd);
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(sd, { recursive: true, force: true });
+  }
+}
+
+function report(samples: Map<string, Sample[]>, dropped: Map<Mode, { flows: number; chunks: number }>, o: { runs: number; seconds: number; minutes: number }): string {
+  const kernel = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
+  const med = (m: Mode, p: PathName, fn: (s: Sample) => number) => median((samples.get(`${m}/${p}`) ?? []).map(fn));
+  const rows = MODES.flatMap((m) =>
+    PATHS.map((p) => `| ${m.mode} | ${p.label} | ${f(med(m.mode, p.name, (s) => s.gbps), 2)} | ${f(med(m.mode, p.name, (s) => s.connsPerSec), 0)} | ${p.proxies.length ? f(med(m.mode, p.name, (s) => s.cpuPerGb), 2) : '–'} | ${p.proxies.length ? f(med(m.mode, p.name, (s) => s.cpuMsPerConn), 3) : '–'} |`),
+  );
+  const vsOff = MODES.filter((m) => m.mode !== 'off').flatMap((m) =>
+    PATHS.map((p) => `| ${m.mode} / off | ${p.label} | ${ratio(med(m.mode, p.name, (s) => s.gbps), med('off', p.name, (s) => s.gbps))} | ${ratio(med(m.mode, p.name, (s) => s.connsPerSec), med('off', p.name, (s) => s.connsPerSec))} | ${p.proxies.length ? ratio(med(m.mode, p.name, (s) => s.cpuMsPerConn), med('off', p.name, (s) => s.cpuMsPerConn)) : '–'} |`),
+  );
+  const mesh = (m: Mode, a: PathName, base: PathName, label: string) => `| ${m} | ${label} | ${ratio(med(m, a, (s) => s.gbps), med(m, base, (s) => s.gbps))} | ${ratio(med(m, a, (s) => s.connsPerSec), med(m, base, (s) => s.connsPerSec))} |`;
+  const vsMesh = (['off', 'on'] as Mode[]).flatMap((m) => [
+    mesh(m, 'ambient-same', 'direct-same', 'ambient same node / no mesh same node'),
+    mesh(m, 'ambient-cross', 'direct-cross', 'ambient cross node / no mesh cross node'),
+    mesh(m, 'ambient-cross', 'sidecar', 'ambient cross node / sidecar'),
+    mesh(m, 'ambient-same', 'sidecar', 'ambient same node / sidecar'),
+  ]);
+  const raw = MODES.flatMap((m) => PATHS.map((p) => {
+    const s = samples.get(`${m.mode}/${p.name}`) ?? [];
+    return `- ${m.mode}, ${p.label}: Gbit/s ${s.map((x) => f(x.gbps, 2)).join(', ')}; conn/s ${s.map((x) => f(x.connsPerSec, 0)).join(', ')}; wrk errors ${s.reduce((a, x) => a + x.errors, 0)}`;
+  }));
+  const drops = (['records', 'pcap'] as Mode[]).map((m) => `${m}: ${dropped.get(m)!.flows} records, ${dropped.get(m)!.chunks} plaintext chunks`).join('; ');
+  return `## Capture: what \`nodemesh capture\` costs the data path
+
+Command: \`make bench\` (\`node dist/bench/capture.js\`; ${o.runs} runs × ${o.seconds} s per measurement, medians; the run took ${f(o.minutes, 1)} min).
+Machine: ${cpus().length} vCPU (${cpus()[0]?.model ?? '?'}), shared and noisy, kernel ${kernel}, Node ${process.versions.node}. Measured ${new Date().toISOString().slice(0, 10)}.
+
+**Setup.** The mesh benchmark's cluster (four simulated nodes, the same pods and paths; see
+"The mesh data path" below). The agents run in four modes, switched by restarting all four
+(\`--capture off\` or the default), in a rotated order each run so that no mode always runs first:
+
+${MODES.map((m) => `- **${m.mode}**: ${m.label}`).join('\n')}
+
+*off* is the baseline: no observer programs at the pods' cgroup parent, no capture records. The
+redirect programs of enrolled pods are the same in every mode; with nobody capturing they check
+one BPF array (\`nm_events_cfg\`) per hook and write nothing. In *on* the observers are attached
+(so pods outside the mesh pay that check too) and every finished proxied connection becomes a
+record in the agent's \`--since\` ring. The consumers write to /dev/null (the pcap too), so a
+disk's speed is not part of the figure; their own CPU is (they run on the same 2 vCPUs).
+Per path: \`iperf3 -t ${o.seconds}\` (1 stream) and \`wrk -t1 -c4 -H 'Connection: close'\`; proxy
+CPU is the agents' utime+stime (both proxies for cross node and sidecar).
+
+| mode | path | iperf3 Gbit/s | conn/s | proxy CPU s per GB | proxy CPU ms per connection |
+|---|---|---|---|---|---|
+${rows.join('\n')}
+
+**Against capture off** (the goal: capture with no consumer costs ≤ 2% of throughput, a ratio ≥ 0.98×):
+
+| modes | path | throughput | conn/s | CPU per connection |
+|---|---|---|---|---|
+${vsOff.join('\n')}
+
+**Against no mesh and sidecar mode, same run:**
+
+| mode | comparison | throughput | conn/s |
+|---|---|---|---|
+${vsMesh.join('\n')}
+
+Dropped for the consumers because they read too slowly (summed over the runs): ${drops}. A
+consumer never slows the proxy: the agent drops and counts (\`nodemesh_capture_dropped_total\`).
+
+Raw runs:
+${raw.join('\n')}
+`;
+}
+
+main().then(
+  (c) => (process.exitCode = c),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);
