@@ -141,8 +141,10 @@ export function nowMicros(): number {
 export class CaptureHub {
   readonly node: string;
   readonly limits: { bytes: number; items: number };
+  /** The last `#ringSize` records, a circular buffer: `#ringNext` is the slot written next. */
   readonly #ring: CaptureRecord[] = [];
   readonly #ringSize: number;
+  #ringNext = 0;
   readonly #consumers = new Set<Consumer>();
   #pcapConsumers = 0;
   #next = 1;
@@ -164,8 +166,11 @@ export class CaptureHub {
   /** Adds an id and the node, keeps the record for replays, and sends it to every consumer it matches. */
   publish(r: Omit<CaptureRecord, 'v' | 'id' | 'node'>): CaptureRecord {
     const rec = { v: RECORD_VERSION, id: `${this.node}/${this.#next++}`, node: this.node, ...r } as CaptureRecord;
-    this.#ring.push(rec);
-    if (this.#ring.length > this.#ringSize) this.#ring.splice(0, this.#ring.length - this.#ringSize);
+    // O(1) per connection: once full, the oldest slot is overwritten.
+    if (this.#ringSize > 0) {
+      this.#ring[this.#ringNext] = rec;
+      this.#ringNext = (this.#ringNext + 1) % this.#ringSize;
+    }
     for (const c of this.#consumers) if (matches(c.filter, rec)) c.line({ type: 'flow', flow: rec });
     return rec;
   }
@@ -177,7 +182,7 @@ export class CaptureHub {
     let count = 0;
     if (o.filter.sinceMs !== undefined) {
       const from = Date.now() - o.filter.sinceMs;
-      for (const r of this.#ring) {
+      for (const r of this.recent()) {
         if (Date.parse(r.time) >= from && matches(o.filter, r)) {
           c.line({ type: 'flow', flow: r });
           count++;
@@ -216,8 +221,10 @@ export class CaptureHub {
     this.#dropped?.inc({ kind });
   }
 
+  /** The kept records, oldest first. */
   recent(): CaptureRecord[] {
-    return [...this.#ring];
+    if (this.#ring.length < this.#ringSize) return [...this.#ring];
+    return [...this.#ring.slice(this.#ringNext), ...this.#ring.slice(0, this.#ringNext)];
   }
 
   /**

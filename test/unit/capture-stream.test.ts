@@ -152,6 +152,21 @@ describe('capture stream', () => {
     expect(lines(raw).map((l) => (l.type === 'flow' ? l.flow.id : l.type))).toEqual(['hello', 'n1/2', 'replayed', 'n1/3']);
   });
 
+  it('keeps the last ringSize records for replays, oldest first, across the wrap', () => {
+    const hub = new CaptureHub({ node: 'n1', registry: new Registry(), ringSize: 3 });
+    const rec = (port: number) => ({ time: new Date().toISOString(), direction: 'kernel' as const, source: 'kernel' as const, protocol: 'tcp' as const, src: { ip: '10.0.0.1', port }, dst: { ip: '10.0.0.2', port: 80 }, verdict: 'passed' as const });
+    hub.publish(rec(1));
+    hub.publish(rec(2));
+    // Not yet full: what was published, in order.
+    expect(hub.recent().map((r) => r.id)).toEqual(['n1/1', 'n1/2']);
+    for (const p of [3, 4, 5, 6, 7]) hub.publish(rec(p));
+    expect(hub.recent().map((r) => r.src.port)).toEqual([5, 6, 7]);
+    // A zero-size ring keeps nothing and still publishes.
+    const none = new CaptureHub({ node: 'n2', registry: new Registry(), ringSize: 0 });
+    expect(none.publish(rec(1)).id).toBe('n2/1');
+    expect(none.recent()).toEqual([]);
+  });
+
   it('never slows the relay for a consumer that reads nothing: the transfer completes, chunks are dropped and counted', async () => {
     const { adminPort, proxyTo, registry } = await setup({ queueBytes: 1 << 20 });
     const payload = randomBytes(24 << 20);
