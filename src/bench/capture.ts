@@ -11,11 +11,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { cliPath, down, multiNodeNodes, packageRoot, progress, startNodeAgent, stopNodeAgent, up } from '../cluster/index.js';
 import { BenchCluster, PATHS, writeBenchConfig, type PathDef, type PathName } from './pods.js';
 import { replaceSection } from './sections.js';
-import { cpuSeconds, median, parseIperf, parseWrk } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseWrk } from './tools.js';
 
 const HELP = `Usage: node dist/bench/capture.js [--quick] [--runs N] [--seconds S]
 
@@ -27,11 +26,7 @@ close) and the proxies' CPU. Modes are switched by restarting every agent (--cap
 on), in a rotated order each run; figures are medians over the runs. Writes the capture section
 of docs/benchmarks.md. Needs root.
 
-  --quick        1 run, 2 s per measurement; prints the figures, does not write the docs
-  --runs N       runs (default 3, or NODEMESH_BENCH_RUNS)
-  --seconds S    seconds per measurement (default 5, or NODEMESH_BENCH_SECONDS)
-  -h, --help     this text
-`;
+${BENCH_OPTIONS_HELP}`;
 
 type Mode = 'off' | 'on' | 'records' | 'pcap';
 const MODES: { mode: Mode; label: string }[] = [
@@ -122,18 +117,9 @@ const f = (x: number, n = 1): string => (Number.isFinite(x) ? x.toFixed(n) : '�
 const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(3)}×` : '–');
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean' }, runs: { type: 'string' }, seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  const num = (v: string | undefined, env: string | undefined, d: number, what: string) => {
-    const x = Number(v ?? env ?? d);
-    if (!Number.isInteger(x) || x < 1) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v ?? env)}`);
-    return x;
-  };
-  const runs = values.quick ? 1 : num(values.runs, process.env.NODEMESH_BENCH_RUNS, 3, '--runs');
-  const seconds = values.quick ? 2 : num(values.seconds, process.env.NODEMESH_BENCH_SECONDS, 5, '--seconds');
+  const args = parseBenchArgs(HELP);
+  if (!args) return 0;
+  const { runs, seconds, quick } = args;
   if (process.getuid?.() !== 0) {
     process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
     return 1;
@@ -194,7 +180,7 @@ async function main(): Promise<number> {
       }
     }
     const section = report(samples, dropped, { runs, seconds, minutes: (Date.now() - t0) / 60_000 });
-    if (values.quick) process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
+    if (quick) process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
     else {
       const file = join(packageRoot, 'docs', 'benchmarks.md');
       writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, 'capture', section));

@@ -18,10 +18,20 @@ import { packageRoot } from '../cluster/index.js';
 import { down, progress, up } from '../cluster/index.js';
 import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathDef, type PathName } from './pods.js';
 import { replaceSection } from './sections.js';
-import { cpuSeconds, median, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';
 
-const RUNS = Number(process.env.NODEMESH_BENCH_RUNS ?? 3);
-const SECONDS = Number(process.env.NODEMESH_BENCH_SECONDS ?? 5);
+const HELP = `Usage: node dist/bench/mesh.js [--quick] [--runs N] [--seconds S]
+
+The data path's cost: brings up four simulated nodes and measures five paths (no mesh same and
+cross node, ambient same node, ambient cross node over HBONE, sidecar mode) with real load
+generators inside the pods: iperf3 throughput, sockperf latency at 1,000 msg/s over 4 and 16
+connections, wrk connections and requests per second, proxy CPU and memory. Medians over the
+runs, ratios from the same run; writes the mesh section of docs/benchmarks.md. Needs root.
+
+${BENCH_OPTIONS_HELP}`;
+const ARGS = parseBenchArgs(HELP);
+const RUNS = ARGS?.runs ?? 0;
+const SECONDS = ARGS?.seconds ?? 0;
 const RATE = 1000;
 const CONNS = [4, 16] as const;
 const SECTION = 'mesh';
@@ -61,6 +71,7 @@ const f = (x: number, n = 1): string => (Number.isFinite(x) ? x.toFixed(n) : '�
 const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
 
 async function main(): Promise<number> {
+  if (!ARGS) return 0;
   if (process.getuid?.() !== 0) {
     process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
     return 1;
@@ -107,6 +118,10 @@ async function main(): Promise<number> {
     };
     const R = Object.fromEntries(PATHS.map((p) => [p.name, row(p)])) as Record<PathName, ReturnType<typeof row>>;
     const section = report(R, idle, peak, (Date.now() - t0) / 1000, samples);
+    if (ARGS.quick) {
+      process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
+      return 0;
+    }
     const file = join(packageRoot, 'docs', 'benchmarks.md');
     writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, SECTION, section));
     process.stdout.write(`\n${section}\nwritten to ${file}\n`);

@@ -1,6 +1,7 @@
 // What the benchmarks share: medians, a process's memory and CPU from /proc, and the parsers
 // for the real load generators' output (iperf3 -J, sockperf, wrk).
 import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 
 export function median(xs: number[]): number {
   if (xs.length === 0) return NaN;
@@ -74,3 +75,42 @@ export function parseWrk(out: string): WrkResult {
   const errors = (sock ? sock.slice(1).reduce((a, x) => a + Number(x), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
   return { requestsPerSec: Number(rps[1]), requests: Number(total[1]), errors };
 }
+
+/**
+ * Options shared by the data-path benchmarks; undefined when --help was asked (and printed). A
+ * bad option prints what is wrong and exits 2.
+ */
+export function parseBenchArgs(help: string, argv = process.argv.slice(2)): { runs: number; seconds: number; quick: boolean } | undefined {
+  try {
+    return benchArgs(help, argv);
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}; see --help\n`);
+    process.exit(2);
+  }
+}
+
+function benchArgs(help: string, argv: string[]): { runs: number; seconds: number; quick: boolean } | undefined {
+  const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, runs: { type: 'string' }, seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(help);
+    return undefined;
+  }
+  const num = (v: string | undefined, env: string | undefined, d: number, what: string) => {
+    const x = Number(v ?? env ?? d);
+    if (!Number.isInteger(x) || x < 1) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v ?? env)}`);
+    return x;
+  };
+  const quick = values.quick === true;
+  return {
+    quick,
+    runs: quick ? 1 : num(values.runs, process.env.NODEMESH_BENCH_RUNS, 3, '--runs (or NODEMESH_BENCH_RUNS)'),
+    seconds: quick ? 2 : num(values.seconds, process.env.NODEMESH_BENCH_SECONDS, 5, '--seconds (or NODEMESH_BENCH_SECONDS)'),
+  };
+}
+
+/** The `--quick`/`--runs`/`--seconds`/`--help` lines of a benchmark's help. */
+export const BENCH_OPTIONS_HELP = `  --quick        1 run, 2 s per measurement; prints the figures, does not write the docs
+  --runs N       runs (default 3, or NODEMESH_BENCH_RUNS)
+  --seconds S    seconds per measurement (default 5, or NODEMESH_BENCH_SECONDS)
+  -h, --help     this text
+`;
