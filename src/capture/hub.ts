@@ -138,11 +138,20 @@ export function nowMicros(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000);
 }
 
+/** A kept record not built yet: its sequence number and how to build it. */
+interface LazyRecord {
+  lazy: number;
+  build: () => Omit<CaptureRecord, 'v' | 'id' | 'node'>;
+}
+
 export class CaptureHub {
   readonly node: string;
   readonly limits: { bytes: number; items: number };
-  /** The last `#ringSize` records, a circular buffer: `#ringNext` is the slot written next. */
-  readonly #ring: CaptureRecord[] = [];
+  /**
+   * The last `#ringSize` records, a circular buffer: `#ringNext` is the slot written next. A slot
+   * kept while nobody captured holds how to build its record, built when a replay first reads it.
+   */
+  readonly #ring: (CaptureRecord | LazyRecord)[] = [];
   readonly #ringSize: number;
   #ringNext = 0;
   readonly #consumers = new Set<Consumer>();
@@ -165,13 +174,41 @@ export class CaptureHub {
 
   /** Adds an id and the node, keeps the record for replays, and sends it to every consumer it matches. */
   publish(r: Omit<CaptureRecord, 'v' | 'id' | 'node'>): CaptureRecord {
-    const rec = { v: RECORD_VERSION, id: `${this.node}/${this.#next++}`, node: this.node, ...r } as CaptureRecord;
-    // O(1) per connection: once full, the oldest slot is overwritten.
-    if (this.#ringSize > 0) {
-      this.#ring[this.#ringNext] = rec;
-      this.#ringNext = (this.#ringNext + 1) % this.#ringSize;
-    }
+    const rec = this.#record(this.#next++, r);
+    this.#keep(rec);
     for (const c of this.#consumers) if (matches(c.filter, rec)) c.line({ type: 'flow', flow: rec });
+    return rec;
+  }
+
+  /**
+   * publish() for a record that only a later replay may read: with nobody capturing it is kept
+   * as `build` (its id taken now) and built if a `since` replay reaches it, so a connection
+   * costs the data path a slot write instead of a record (docs/capture.md "Cost").
+   */
+  publishLazy(build: () => Omit<CaptureRecord, 'v' | 'id' | 'node'>): void {
+    if (this.#consumers.size > 0) {
+      this.publish(build());
+      return;
+    }
+    this.#keep({ lazy: this.#next++, build });
+  }
+
+  #record(seq: number, r: Omit<CaptureRecord, 'v' | 'id' | 'node'>): CaptureRecord {
+    return { v: RECORD_VERSION, id: `${this.node}/${seq}`, node: this.node, ...r } as CaptureRecord;
+  }
+
+  #keep(r: CaptureRecord | LazyRecord): void {
+    // O(1) per connection: once full, the oldest slot is overwritten.
+    if (this.#ringSize === 0) return;
+    this.#ring[this.#ringNext] = r;
+    this.#ringNext = (this.#ringNext + 1) % this.#ringSize;
+  }
+
+  #built(i: number): CaptureRecord {
+    const r = this.#ring[i]!;
+    if (!('lazy' in r)) return r;
+    const rec = this.#record(r.lazy, r.build());
+    this.#ring[i] = rec;
     return rec;
   }
 
@@ -223,8 +260,9 @@ export class CaptureHub {
 
   /** The kept records, oldest first. */
   recent(): CaptureRecord[] {
-    if (this.#ring.length < this.#ringSize) return [...this.#ring];
-    return [...this.#ring.slice(this.#ringNext), ...this.#ring.slice(0, this.#ringNext)];
+    const n = this.#ring.length;
+    const first = n < this.#ringSize ? 0 : this.#ringNext;
+    return Array.from({ length: n }, (_, k) => this.#built((first + k) % n));
   }
 
   /**

@@ -78,10 +78,18 @@ export class CaptureRecorder {
   }
 
   #emit(f: FlowRecord, inbound?: FlowRecord): void {
-    const rec = fromFlow('', this.#hub.node, f, inbound);
     // Kernel events are read only while a capture runs: with none attached there is nothing to
-    // join, and the join keeps no state for this connection.
-    const facts = this.#unsubscribe === undefined ? undefined : this.join.proxy({
+    // join, the join keeps no state for this connection, and the record is built only if a
+    // `since` replay asks for it.
+    if (this.#unsubscribe === undefined) {
+      this.#hub.publishLazy(() => {
+        const { v: _v, id: _id, node: _node, ...body } = fromFlow('', this.#hub.node, f, inbound);
+        return body;
+      });
+      return;
+    }
+    const rec = fromFlow('', this.#hub.node, f, inbound);
+    const facts = this.join.proxy({
       direction: rec.direction === 'inbound' ? 'inbound' : 'outbound',
       pod: f.pod,
       src: { ip: f.src.ip, port: f.src.port },

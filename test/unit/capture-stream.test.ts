@@ -161,6 +161,14 @@ describe('capture stream', () => {
     expect(hub.recent().map((r) => r.id)).toEqual(['n1/1', 'n1/2']);
     for (const p of [3, 4, 5, 6, 7]) hub.publish(rec(p));
     expect(hub.recent().map((r) => r.src.port)).toEqual([5, 6, 7]);
+    // Kept unbuilt while nobody captures: built, with the id taken when kept, on the first read.
+    let built = 0;
+    hub.publishLazy(() => (built++, rec(8)));
+    hub.publish(rec(9));
+    expect(built).toBe(0);
+    expect(hub.recent().map((r) => [r.id, r.src.port])).toEqual([['n1/7', 7], ['n1/8', 8], ['n1/9', 9]]);
+    expect(hub.recent().map((r) => r.id)).toEqual(['n1/7', 'n1/8', 'n1/9']);
+    expect(built).toBe(1);
     // A zero-size ring keeps nothing and still publishes.
     const none = new CaptureHub({ node: 'n2', registry: new Registry(), ringSize: 0 });
     expect(none.publish(rec(1)).id).toBe('n2/1');
