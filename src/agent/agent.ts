@@ -12,12 +12,13 @@ import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.
 import { AgentCapture, captureOff, captureOffRoute, observePods } from './capture.js';
 import { pruneIdentities, readOrigDst } from './bounded.js';
 import { NodeHandoff } from './handoff.js';
-import { handleCni, type CniContext } from './cni-handler.js';
+import { cniEnrollment, handleCni, type CniContext } from './cni-handler.js';
 import { Enroller } from './enrollment.js';
 import { agentPaths, DEFAULT_PIN_ROOT, PORTS, type AgentPaths } from '../net/index.js';
 import type { PodMeta, PodSource } from './podsource.js';
 import { LocalWorkloads } from './workloads.js';
 import { ControlPlaneSource } from './cp-source.js';
+import { PodWatch, type PodWatchConnection } from './kube-pods.js';
 import type { ControlPlaneConnection } from '../xds/index.js';
 
 export interface AgentOptions {
@@ -33,6 +34,8 @@ export interface AgentOptions {
   podSource?: PodSource;
   /** Control-plane mode: workloads, policy and certificates over xDS and the CA. */
   controlPlane?: ControlPlaneConnection;
+  /** Control-plane mode: also watch this node's Pods in the Kubernetes API, to adopt and reconcile them. */
+  kubernetes?: PodWatchConnection;
   /** How a Service VIP picks an endpoint (default round-robin). */
   lb?: LbPolicy;
   /** Close open connections that a policy change denies (default true). */
@@ -66,6 +69,7 @@ export class Agent {
   #http?: HttpEndpoints;
   #cp?: ControlPlaneSource;
   #capture?: AgentCapture;
+  #kube?: PodWatch;
   #ready = false;
   readonly #node: NodeHandoff;
   #stopping?: Promise<void>;
@@ -109,6 +113,9 @@ export class Agent {
     if (!this.#o.podSource === !this.#o.controlPlane) {
       throw new UsageError('the agent needs exactly one source: a config directory (local mode) or a control plane');
     }
+    // The Kubernetes pod watch (kube-pods.ts), control-plane mode only: a bad kubeconfig fails now; it starts once ready.
+    if (this.#o.kubernetes && !this.#o.controlPlane) throw new UsageError('the Kubernetes pod watch needs the control-plane mode (--control-plane)');
+    this.#kube = this.#o.kubernetes && PodWatch.connect(this.#o.kubernetes, { node: this.node, log: this.#o.log, enrollment: cniEnrollment(() => this.#cniContext()), active: () => !this.#stopping && this.#node.claim.holder() === process.pid });
     mkdirSync(this.paths.dir, { recursive: true });
     if (this.#o.capture !== false) this.#capture = new AgentCapture({ node: this.node, tokenFile: this.paths.adminToken, registry: this.metrics.registry, flows: this.flows, workloads: () => this.#cp ?? this.workloads, log: this.#o.log });
     if (this.#o.controlPlane) {
@@ -182,6 +189,7 @@ export class Agent {
       },
     });
     if (cp) void cp.reportPods().catch(() => {});
+    this.#kube?.start();
     this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length, pending: this.#enroller.pending().length }, 'agent ready');
   }
 
@@ -271,6 +279,7 @@ export class Agent {
         : {}),
       startedAt: this.#startedAt,
       ready: this.ready,
+      ...(this.#kube ? { kubernetes: this.#kube.status() } : {}),
       // Which agent answered: during an upgrade two agents share the node's ports.
       agent: {
         pid: process.pid,
@@ -340,6 +349,7 @@ export class Agent {
   async #shutdown(drainMs: number): Promise<void> {
     this.#ready = false;
     this.#stopSignal.abort();
+    await this.#kube?.stop();
     this.#enroller?.stop();
     const proxy = this.#proxy;
     const redirect = this.#redirect;

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { MeshMetrics } from '../telemetry/index.js';
 import { podAddressOf, type CniRequest } from './cni-server.js';
 import type { ControlPlaneSource } from './cp-source.js';
-import { exclusionsFrom, type Enroller } from './enrollment.js';
+import { exclusionsFrom, type EnrolledPod, type Enroller } from './enrollment.js';
 import type { PodMeta, PodSource } from './podsource.js';
 import type { LocalWorkloads } from './workloads.js';
 
@@ -60,12 +60,9 @@ export async function handleCni(c: CniContext, req: CniRequest): Promise<void> {
   const uid = req.args.K8S_POD_UID;
   if (req.command === 'DEL') {
     // DEL must always succeed so the runtime can clean the pod up.
-    const known = uid ? uid : enroller.pods().find((p) => p.containerId === req.containerId)?.uid;
-    if (known) {
-      await enroller.unenroll(known).catch((err: unknown) => c.log.error({ err, uid: known }, 'detach failed during DEL'));
-      c.workloads.deleteUid(known);
-      void c.cp?.reportPods().catch(() => {});
-    }
+    // (A pod the pod watch adopted has no sandbox id: an empty one matches nothing.)
+    const known = uid ? uid : req.containerId ? enroller.pods().find((p) => p.containerId === req.containerId)?.uid : undefined;
+    if (known) await releasePod(c, known);
     c.metrics.enrolledPods.set(enroller.pods().length);
     return;
   }
@@ -93,19 +90,70 @@ export async function handleCni(c: CniContext, req: CniRequest): Promise<void> {
   } catch (e) {
     throw new CniError(`nodemesh agent: ${(e as Error).message}`, { cniCode: 7 });
   }
-  await enroller.enroll({
-    uid,
-    namespace: ns,
-    name,
-    ip: addr.ip,
-    netnsPath: req.netns,
-    containerId: req.containerId,
+  await enrollPod(c, { ip: addr.ip, netnsPath: req.netns, containerId: req.containerId, exclusions }, meta);
+}
+
+/**
+ * Enrolls an ambient pod whose netns is known: the one way in, for a CNI ADD and for the pod
+ * watch adopting a running pod. A second call for the same pod and netns (the watch and an ADD
+ * at once) finds it enrolled and changes nothing (Enroller.enroll).
+ */
+export async function enrollPod(c: CniContext, p: { ip: string; netnsPath: string; containerId: string; exclusions: EnrolledPod['exclusions'] }, meta: PodMeta): Promise<void> {
+  await c.enroller.enroll({
+    uid: meta.uid,
+    namespace: meta.namespace,
+    name: meta.name,
+    ip: p.ip,
+    netnsPath: p.netnsPath,
+    containerId: p.containerId,
     serviceAccount: meta.serviceAccount,
     labels: meta.labels,
     trustDomain: c.trustDomain ?? 'cluster.local',
-    exclusions,
+    exclusions: p.exclusions,
   });
-  c.remember(uid, ns, name, addr.ip, true, meta);
-  c.metrics.enrolledPods.set(enroller.pods().length);
-  c.requestCert(c.trustDomain ?? 'cluster.local', ns, meta.serviceAccount);
+  c.remember(meta.uid, meta.namespace, meta.name, p.ip, true, meta);
+  c.metrics.enrolledPods.set(c.enroller.pods().length);
+  c.requestCert(c.trustDomain ?? 'cluster.local', meta.namespace, meta.serviceAccount);
+}
+
+/** A pod that leaves the mesh but keeps running (it opted out). */
+export interface StillRunning {
+  namespace: string;
+  name: string;
+  ip: string;
+  meta: PodMeta;
+}
+
+/**
+ * Takes a pod out of the mesh: a CNI DEL (the pod is gone), or the pod watch seeing it opt out
+ * (`stillRuns`: it stays known, unenrolled) or deleted from the API. A detach that fails is logged.
+ */
+export async function releasePod(c: CniContext, uid: string, stillRuns?: StillRunning): Promise<void> {
+  await c.enroller.unenroll(uid).catch((err: unknown) => c.log.error({ err, uid }, 'detaching the pod failed'));
+  if (stillRuns) c.remember(uid, stillRuns.namespace, stillRuns.name, stillRuns.ip, false, stillRuns.meta);
+  else c.workloads.deleteUid(uid);
+  c.metrics.enrolledPods.set(c.enroller.pods().length);
+  void c.cp?.reportPods().catch(() => {});
+}
+
+/** What the pod watch (kube-pods.ts) asks of enrollment: the CNI path below, or a fake in unit tests. */
+export interface PodEnrollment {
+  /** The pods enrolled on this node now, served or pending. */
+  enrolled(): readonly { uid: string; namespace: string; name: string; ip: string; enrolledAt: string }[];
+  enroll(p: { ip: string; netnsPath: string; exclusions: EnrolledPod['exclusions'] }, meta: PodMeta): Promise<void>;
+  /** Takes a pod out of the mesh; `stillRuns` when it only opted out. */
+  release(uid: string, stillRuns?: StillRunning): Promise<void>;
+}
+
+/** The agent's own enrollment (the CNI path) as the watch's: what a CNI ADD would do, and a DEL. */
+export function cniEnrollment(ctx: () => CniContext): PodEnrollment {
+  return {
+    enrolled: () => [...ctx().enroller.pods(), ...ctx().enroller.pendingPods()],
+    async enroll(p, meta) {
+      // No sandbox id: the runtime never told this agent (cni-handler's DEL matches none).
+      await enrollPod(ctx(), { ...p, containerId: '' }, meta);
+      void ctx().cp?.reportPods().catch(() => {});
+    },
+    release: (uid, stillRuns) => releasePod(ctx(), uid, stillRuns),
+  };
 }

@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import type { NodeProxy, LocalPod } from '../proxy/index.js';
 import type { PodRedirectSpec } from '../redirect/index.js';
 import { findPodCgroup } from './cgroups.js';
+import { sameNetns } from './netns-find.js';
 
 /** The subset of the redirect facade enrollment uses. */
 export interface RedirectBackend {
@@ -173,7 +174,9 @@ export class Enroller {
   async enroll(pod: Omit<EnrolledPod, 'cgroupPath' | 'enrolledAt'> & { cgroupPath?: string; enrolledAt?: string }): Promise<EnrolledPod> {
     return this.#serial(pod.uid, async () => {
       const existing = this.#pods.get(pod.uid);
-      if (existing && existing.netnsPath === pod.netnsPath && existing.ip === pod.ip) return existing;
+      // The same namespace by another path (the pod watch found it under /proc, the CNI ADD
+      // names the runtime's bind mount) is the same pod: enrolled once.
+      if (existing && existing.ip === pod.ip && sameNetns(existing.netnsPath, pod.netnsPath)) return existing;
       if (existing) await this.#unenroll(existing.uid);
       const cgroupPath = pod.cgroupPath ?? findPodCgroup(this.#cgroupRoot, pod.uid);
       if (!cgroupPath) {

@@ -23,6 +23,17 @@ token), the agent reports its pods' IPs to it, and it is ready after the first f
 In local mode (--config) pod metadata comes from a directory of Kubernetes YAML, no control
 plane is used, and no policy is enforced.
 
+With --kubeconfig (or --in-cluster; control-plane mode only) the agent also watches the Pods of
+its node (fieldSelector spec.nodeName=<--node>) and the Namespaces in the Kubernetes API:
+list+watch informers that relist on 410 Gone and reconnect with backoff. Once both have listed,
+and on every change, it reconciles: a running pod that opted in but that no CNI ADD brought
+(it started before the agent, or the agent lost its state) is adopted, its netns found as the
+one of a process (/proc/<pid>/ns/net; needs the host PID namespace) holding the pod's
+status.podIP; a pod whose label or namespace opts in later is enrolled; a pod that opts out, or
+that the API deleted, is unenrolled. hostNetwork pods, pods without an IP and pods not Running
+or Pending are never adopted. The CNI plugin stays the fast path. While the API is away the
+agent keeps what it has enrolled and stays ready; /config_dump shows a "kubernetes" block.
+
 Options:
   --control-plane <addr> control plane gRPC address, e.g. 127.0.0.1:15012
   --token-file <file>   the credential that proves this node, re-read for every connection:
@@ -31,6 +42,10 @@ Options:
                         on Kubernetes the pod's projected ServiceAccount token (audience
                         nodemesh, e.g. /var/run/secrets/nodemesh/token), which kubelet rotates
   --root-cert <file>    mesh root certificate the control plane's certificate chains to
+  --kubeconfig <file>   watch this node's Pods in the Kubernetes API with this kubeconfig
+                        (its current context), to adopt and reconcile them
+  --in-cluster          ... as the agent pod's service account (the DaemonSet's way; RBAC:
+                        list and watch on pods and namespaces)
   --config <dir>        directory of Kubernetes YAML (local mode)
   --state-dir <dir>     state directory (default $NODEMESH_STATE_DIR or /run/nodemesh)
   --pin-root <dir>      bpffs directory for pinned maps and links (default ${DEFAULT_PIN_ROOT})
@@ -97,6 +112,8 @@ export const agentCommand: Command = {
       'control-plane': { type: 'string' },
       'token-file': { type: 'string' },
       'root-cert': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'in-cluster': { type: 'boolean' },
     }, false);
     if (!values.config === !values['control-plane']) throw usageError('give either --control-plane <addr> or --config <dir> (local mode); see nodemesh agent --help');
     let controlPlane: ControlPlaneConnection | undefined;
@@ -114,6 +131,9 @@ export const agentCommand: Command = {
       }
       controlPlane = { address: values['control-plane'], rootCertPem, token, nodeName: values.node ?? hostname() };
     }
+    if (values.kubeconfig !== undefined && values['in-cluster']) throw usageError('give --kubeconfig <file> or --in-cluster, not both');
+    const kube = values.kubeconfig !== undefined ? { kubeconfig: resolve(values.kubeconfig) } : values['in-cluster'] ? { inCluster: true } : undefined;
+    if (kube && !controlPlane) throw usageError('--kubeconfig and --in-cluster are for the control-plane mode (--control-plane); in local mode pod metadata comes from --config');
     const sd = stateDir(values['state-dir']);
     const timeout = values['connect-timeout'] ? Number(values['connect-timeout']) : undefined;
     if (timeout !== undefined && !(timeout > 0)) throw usageError('--connect-timeout must be a positive number of milliseconds');
@@ -142,6 +162,7 @@ export const agentCommand: Command = {
       drainMs: Math.round(drain * 1000),
       ...(values.config ? { podSource: new ConfigDirPodSource(resolve(values.config), log) } : {}),
       ...(controlPlane ? { controlPlane } : {}),
+      ...(kube ? { kubernetes: kube } : {}),
       log,
     });
     // The first signal starts the drain; another one ends it.

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nodeTokenAuthenticator } from './auth.js';
-import type { KubeApi } from './kube-client.js';
+import type { KubeApi } from '../kube/index.js';
 import { KubeNodeAuthenticator, type KubeNodeAuthOptions } from './kube-auth.js';
 import type { Authenticator } from './node-auth.js';
 import { loadOrCreateNodeSecret } from './node-credentials.js';

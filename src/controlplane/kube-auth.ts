@@ -9,7 +9,7 @@ import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseCidr, type Cidr } from '../net/index.js';
 import { bearerToken, grpcError, sameSecret } from './auth.js';
-import { statusOf, type KubeApi } from './kube-client.js';
+import { statusOf, type KubeApi } from '../kube/index.js';
 import { NODE_TOKEN_PREFIX, nodeNameProblem, type NodeCaller } from './node-credentials.js';
 
 /** The audience of the agents' projected tokens: a token for the API server itself is refused. */

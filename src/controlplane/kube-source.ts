@@ -6,8 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { UsageError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
-import { KubeApi, loadKubeConfig, type KubeConnectOptions } from './kube-client.js';
-import { groupVersion, KindInformer, KUBE_KINDS, type InformerOptions, type KubeKind, type Raw } from './kube-informer.js';
+import { groupVersion, KindInformer, KubeApi, loadKubeConfig, type InformerOptions, type KubeConnectOptions, type KubeKind, type Raw } from '../kube/index.js';
 import { KubeStatusWriter, type StatusInput } from './kube-status.js';
 import { fromApi, rawIdentity } from './kube-translate.js';
 import { buildSnapshot, ConfigSource, type ConfigSnapshot } from './sources.js';
@@ -42,6 +41,20 @@ export interface KubeSourceStatus {
   detail: string;
   kinds: Record<string, string>;
 }
+
+/** What the Kubernetes source watches (all namespaces). */
+export const KUBE_KINDS: readonly KubeKind[] = [
+  { group: '', version: 'v1', kind: 'Namespace', plural: 'namespaces' },
+  { group: '', version: 'v1', kind: 'Pod', plural: 'pods' },
+  { group: '', version: 'v1', kind: 'Service', plural: 'services' },
+  { group: 'discovery.k8s.io', version: 'v1', kind: 'EndpointSlice', plural: 'endpointslices' },
+  { group: 'security.istio.io', version: 'v1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies' },
+  { group: 'security.istio.io', version: 'v1', kind: 'PeerAuthentication', plural: 'peerauthentications' },
+  { group: 'security.istio.io', version: 'v1', kind: 'RequestAuthentication', plural: 'requestauthentications' },
+  { group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes' },
+  { group: 'networking.istio.io', version: 'v1', kind: 'VirtualService', plural: 'virtualservices' },
+  { group: 'networking.istio.io', version: 'v1', kind: 'DestinationRule', plural: 'destinationrules' },
+];
 
 const KIND_OF = (name: string): KubeKind => KUBE_KINDS.find((k) => k.kind === name)!;
 const every = (ms: number): string => (ms >= 1000 ? `${Math.round(ms / 1000)}s` : `${ms}ms`);

@@ -3,8 +3,7 @@
 // condition Istio gives AuthorizationPolicies its node proxies enforce. Written only when it
 // differs from what the object carries, so our own write's echo causes no second write.
 import type { Logger } from '../log.js';
-import type { KubeApi } from './kube-client.js';
-import { objectPath, type KubeKind, type Raw } from './kube-informer.js';
+import { objectPath, type KubeApi, type KubeKind, type Raw } from '../kube/index.js';
 import { translateAuthorizationPolicy } from './authz.js';
 import type { AuthorizationPolicy, HttpRoute } from './resources.js';
 import type { MeshSettings } from './translate.js';

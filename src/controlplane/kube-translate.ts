@@ -3,6 +3,7 @@
 // which Pods are workloads, and EndpointSlice endpoints without a Pod into workloads.
 import { fieldPathOf, isRecord, objectFromRaw, type K8sObject, type Service, type SourcePos } from '../k8s/index.js';
 import { ipToBytes, isIPv4 } from '../net/index.js';
+import { podIpv4, podSkipReason } from '../kube/index.js';
 import type { PbPort, PbWorkload } from '../xds/index.js';
 import { appProtocolOf, serviceKey, type MeshSettings } from './translate.js';
 import { typedConfigObject, type ConfigObject, type ConfigProblem, type ProblemCode } from './validate.js';
@@ -23,23 +24,11 @@ export type ApiVerdict =
 type Raw = Record<string, unknown>;
 const rec = (v: unknown): Raw => (isRecord(v) ? v : {});
 
-/**
- * Whether istiod's ambient index makes a workload of this Pod: not hostNetwork (it shares the
- * node's address), and Running or Pending (a Pending pod with an IP is initialising; see
- * istio/istio#48854). A pod without a phase yet is Pending.
- */
-export function podSkipReason(raw: Raw): string | undefined {
-  if (rec(raw.spec).hostNetwork === true) return 'hostNetwork';
-  const phase = rec(raw.status).phase ?? 'Pending';
-  if (phase !== 'Running' && phase !== 'Pending') return `phase ${String(phase)}`;
-  return undefined;
-}
-
 /** A dual-stack pod's IPv4 address as status.podIP (the mesh is IPv4); other fields untouched. */
 function withIpv4PodIp(raw: Raw): Raw {
   const status = rec(raw.status);
   if (typeof status.podIP !== 'string' || isIPv4(status.podIP)) return raw;
-  const v4 = (Array.isArray(status.podIPs) ? status.podIPs : []).map((p) => rec(p).ip).find((ip): ip is string => typeof ip === 'string' && isIPv4(ip));
+  const v4 = podIpv4(raw);
   const { podIP: _drop, ...rest } = status;
   return { ...raw, status: v4 ? { ...rest, podIP: v4 } : rest };
 }

@@ -5,7 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KubeNodeAuthenticator } from '../../src/controlplane/kube-auth.js';
-import { KubeApi, loadKubeConfig } from '../../src/controlplane/kube-client.js';
+import { KubeApi, loadKubeConfig } from '../../src/kube/index.js';
 import { log } from '../../src/log.js';
 import { startKubeStandIn, type KubeStandIn } from '../helpers/kube-apiserver.js';
 import { agentPod, agentToken, projectedToken } from '../helpers/kube-agent.js';

@@ -3,7 +3,8 @@
 // validation with the directory source's validators, and the status it would write.
 import { describe, expect, it } from 'vitest';
 import type { Pod, Service } from '../../src/k8s/index.js';
-import { fromApi, endpointSliceWorkloads, podSkipReason } from '../../src/controlplane/kube-translate.js';
+import { fromApi, endpointSliceWorkloads } from '../../src/controlplane/kube-translate.js';
+import { podSkipReason } from '../../src/kube/index.js';
 import { authorizationStatusPatch, httpRouteStatusPatch, MESH_CONTROLLER_NAME } from '../../src/controlplane/kube-status.js';
 import { DEFAULT_MESH, runningPods, translateWorkload } from '../../src/controlplane/translate.js';
 import type { AuthorizationPolicy } from '../../src/controlplane/resources.js';

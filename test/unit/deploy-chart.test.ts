@@ -116,8 +116,9 @@ describe('deploy/helm/nodemesh', () => {
     expect(all).not.toContain('secrets');
     expect(rules.flatMap((r) => [...r.verbs, ...r.resources, ...r.apiGroups])).not.toContain('*');
     expect(rules.filter((r) => r.verbs.some((v) => !['list', 'watch', 'get'].includes(v))).flatMap((r) => r.resources).sort()).toEqual(['authorizationpolicies/status', 'httproutes/status', 'tokenreviews']);
-    // The agent: pods on its node (RBAC cannot restrict a field selector), nothing else.
-    expect(find(render().docs, 'ClusterRole', 'nodemesh-agent').rules).toEqual([{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] }]);
+    // The agent's pod watch: pods on its node (RBAC cannot restrict a field selector) and the
+    // namespaces' opt-in labels, list and watch only, nothing else.
+    expect(find(render().docs, 'ClusterRole', 'nodemesh-agent').rules).toEqual([{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['list', 'watch'] }]);
   });
 
   it('runs one control plane with a PDB that never blocks a node drain, and refuses replicas it cannot run', () => {
@@ -142,16 +143,18 @@ describe('deploy/helm/nodemesh', () => {
     const cfg = render({ controlPlane: { source: 'config' } }).docs;
     const cfgAgent = find(cfg, 'DaemonSet').spec.template.spec.containers.find((c: any) => c.name === 'agent');
     expect(cfgAgent.args).toContain('--token-file=/etc/nodemesh/node-token');
+    expect(cfgAgent.args).not.toContain('--in-cluster'); // no pod watch without the API
     expect(find(cfg, 'DaemonSet').spec.template.spec.volumes.find((v: any) => v.name === 'node-token').hostPath.path).toBe('/etc/nodemesh');
     expect(find(cfg, 'Deployment').spec.template.spec.containers[0].args).toContain('--node-secret=/etc/nodemesh/bootstrap/node-secret');
   });
 
   it('follows its values: hostPID, the watcher, the image, the source, the CNI dirs, the drain', () => {
     const def = find(render().docs, 'DaemonSet').spec.template.spec;
-    expect(def.hostPID).toBeUndefined(); // CNI_NETNS is a path under /var/run/netns: no host PID namespace needed
+    expect(def.hostPID).toBe(true); // the pod watch finds a running pod's netns through /proc/<pid>/ns/net
+    expect(def.containers.find((c: any) => c.name === 'agent').args).toContain('--in-cluster'); // ... watching the API as its service account
     expect(def.containers.map((c: any) => c.name)).toEqual(['agent', 'install-cni']);
-    const ds = find(render({ agent: { hostPID: true, drainSeconds: 60 }, cni: { watch: false, confDir: '/etc/cni/multus/net.d' }, image: { repository: 'reg.example/nodemesh', tag: '1.2.3' } }).docs, 'DaemonSet').spec.template.spec;
-    expect(ds.hostPID).toBe(true);
+    const ds = find(render({ agent: { hostPID: false, drainSeconds: 60 }, cni: { watch: false, confDir: '/etc/cni/multus/net.d' }, image: { repository: 'reg.example/nodemesh', tag: '1.2.3' } }).docs, 'DaemonSet').spec.template.spec;
+    expect(ds.hostPID).toBeUndefined();
     expect(ds.terminationGracePeriodSeconds).toBe(75);
     expect(ds.containers.map((c: any) => c.name)).toEqual(['agent']);
     expect(ds.containers[0].image).toBe('reg.example/nodemesh:1.2.3');

@@ -1,11 +1,11 @@
-// The Kubernetes API connection of the control plane: the kubeconfig (a file, or the pod's
-// in-cluster service account), plain JSON requests authenticated the way @kubernetes/client-node
-// does it, and discovery of which group/versions the server serves.
+// A connection to the Kubernetes API, shared by the control plane and the agent: the kubeconfig
+// (a file, or the pod's in-cluster service account), plain JSON requests authenticated the way
+// @kubernetes/client-node does it, and discovery of which group/versions the server serves.
 import { existsSync } from 'node:fs';
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { kubeLib } from './kube-lib.js';
+import { kubeLib } from './lib.js';
 import { ConfigError, UsageError } from '../errors.js';
 
 export interface KubeConnectOptions {
@@ -20,7 +20,7 @@ export function loadKubeConfig(opts: KubeConnectOptions): KubeConfig {
   try {
     if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
     else if (opts.inCluster) kc.loadFromCluster();
-    else throw new UsageError('the Kubernetes source needs --kubeconfig <file> or --in-cluster');
+    else throw new UsageError('the Kubernetes API needs --kubeconfig <file> or --in-cluster');
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(`cannot load ${opts.kubeconfig ? `kubeconfig ${opts.kubeconfig}` : 'the in-cluster config'}: ${(err as Error).message}`, { cause: err });
@@ -64,7 +64,7 @@ export class KubeApi {
     this.server = kc.getCurrentCluster()!.server.replace(/\/+$/, '');
   }
 
-  async request(method: 'GET' | 'PATCH' | 'POST', path: string, body?: unknown, contentType = 'application/merge-patch+json', timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
+  async request(method: 'GET' | 'PATCH' | 'POST' | 'DELETE', path: string, body?: unknown, contentType = 'application/merge-patch+json', timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
     const url = new URL(this.server + path);
     const opts: RequestOptions & { headers: Record<string, string> } = { method, headers: { accept: 'application/json' } };
     await this.kc.applyToHTTPSOptions(opts as never);

@@ -1,12 +1,13 @@
-// One resilient informer per watched kind: @kubernetes/client-node's ListWatch (list, then
-// watch from the list's resourceVersion, relist on 410 Gone), plus what it lacks: watch
-// bookmarks, restart with backoff after an error (it stops for good on any error other than
-// 410 or its own timeout), a health state for readiness, and a 404 meaning "not served".
+// One resilient informer per watched kind, shared by the control plane's source and the agent's
+// pod watch: @kubernetes/client-node's ListWatch (list, then watch from the list's
+// resourceVersion, relist on 410 Gone), plus what it lacks: watch bookmarks, restart with backoff
+// after an error (it stops for good on any error other than 410 or its own timeout), a health
+// state for readiness, a 404 meaning "not served", and a field selector on list and watch.
 import { EventEmitter } from 'node:events';
 import type { KubeConfig, KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
-import { kubeLib } from './kube-lib.js';
+import { kubeLib } from './lib.js';
 import type { Logger } from '../log.js';
-import { statusOf, type KubeApi } from './kube-client.js';
+import { statusOf, type KubeApi } from './client.js';
 
 export interface KubeKind {
   /** '' for the core group. */
@@ -15,20 +16,6 @@ export interface KubeKind {
   kind: string;
   plural: string;
 }
-
-/** What the Kubernetes source watches (all namespaces). */
-export const KUBE_KINDS: readonly KubeKind[] = [
-  { group: '', version: 'v1', kind: 'Namespace', plural: 'namespaces' },
-  { group: '', version: 'v1', kind: 'Pod', plural: 'pods' },
-  { group: '', version: 'v1', kind: 'Service', plural: 'services' },
-  { group: 'discovery.k8s.io', version: 'v1', kind: 'EndpointSlice', plural: 'endpointslices' },
-  { group: 'security.istio.io', version: 'v1', kind: 'AuthorizationPolicy', plural: 'authorizationpolicies' },
-  { group: 'security.istio.io', version: 'v1', kind: 'PeerAuthentication', plural: 'peerauthentications' },
-  { group: 'security.istio.io', version: 'v1', kind: 'RequestAuthentication', plural: 'requestauthentications' },
-  { group: 'gateway.networking.k8s.io', version: 'v1', kind: 'HTTPRoute', plural: 'httproutes' },
-  { group: 'networking.istio.io', version: 'v1', kind: 'VirtualService', plural: 'virtualservices' },
-  { group: 'networking.istio.io', version: 'v1', kind: 'DestinationRule', plural: 'destinationrules' },
-];
 
 export const groupVersion = (k: KubeKind): string => (k.group ? `${k.group}/${k.version}` : k.version);
 export const collectionPath = (k: KubeKind): string => (k.group ? `/apis/${k.group}/${k.version}/${k.plural}` : `/api/${k.version}/${k.plural}`);
@@ -44,11 +31,15 @@ export interface InformerOptions {
   maxBackoffMs?: number;
   /** Items per list page (default 500). */
   pageSize?: number;
+  /** Only objects matching this field selector, on list and watch (e.g. `spec.nodeName=n1`). */
+  fieldSelector?: string;
+  /** Whose RBAC a 403 asks to fix (default "the control plane's service account"). */
+  account?: string;
 }
 
 type Events = {
-  /** A full list: the kind's whole current content. */
-  listed: [Raw[]];
+  /** A full list: the kind's whole current content, and when its first page was asked for (ms epoch). */
+  listed: [Raw[], number];
   upsert: [Raw];
   remove: [Raw];
   /** The state changed (ok ↔ failing, missing). */
@@ -114,7 +105,7 @@ export class KindInformer extends EventEmitter<Events> {
     this.#opts = opts;
     this.#log = log.child({ kind: kind.kind, apiVersion: groupVersion(kind) });
     const { ListWatch: LW, ADD, UPDATE, DELETE, ERROR } = kubeLib();
-    this.#lw = new LW(collectionPath(kind), reportingWatch(api.kc, this), () => this.#list(), false);
+    this.#lw = new LW(collectionPath(kind), reportingWatch(api.kc, this), () => this.#list(), false, undefined, opts.fieldSelector);
     this.#lw.on(ADD, (o) => this.#emitIfRunning('upsert', o as Raw));
     this.#lw.on(UPDATE, (o) => this.#emitIfRunning('upsert', o as Raw));
     this.#lw.on(DELETE, (o) => this.#emitIfRunning('remove', o as Raw));
@@ -163,8 +154,10 @@ export class KindInformer extends EventEmitter<Events> {
     const items: Raw[] = [];
     let cont: string | undefined;
     let resourceVersion = '';
+    const startedAt = Date.now();
+    const fieldSelector = this.#opts.fieldSelector;
     do {
-      const q = new URLSearchParams({ limit: String(this.#opts.pageSize ?? 500), ...(cont ? { continue: cont } : {}) });
+      const q = new URLSearchParams({ limit: String(this.#opts.pageSize ?? 500), ...(fieldSelector ? { fieldSelector } : {}), ...(cont ? { continue: cont } : {}) });
       const page = (await this.#api.get(`${collectionPath(this.kind)}?${q}`)) as { metadata?: { resourceVersion?: string; continue?: string }; items?: Raw[] };
       for (const it of Array.isArray(page.items) ? page.items : []) items.push(this.complete(it));
       resourceVersion = page.metadata?.resourceVersion ?? '';
@@ -173,7 +166,7 @@ export class KindInformer extends EventEmitter<Events> {
     if (!this.stopped) {
       this.synced = true;
       this.healthy();
-      this.emit('listed', items);
+      this.emit('listed', items, startedAt);
     }
     return { metadata: { resourceVersion }, items: items as KubernetesObject[] };
   }
@@ -198,7 +191,7 @@ export class KindInformer extends EventEmitter<Events> {
     const delay = Math.min(this.#opts.maxBackoffMs ?? 30_000, base * 2 ** this.#failures) * (0.8 + Math.random() * 0.4);
     this.#failures++;
     const fields = { status, err: message, retryInMs: Math.round(delay) };
-    const hint = status === 403 ? `; grant the control plane's service account list and watch on ${this.kind.plural}` : '';
+    const hint = status === 403 ? `; grant ${this.#opts.account ?? "the control plane's service account"} list and watch on ${this.kind.plural}` : '';
     if (this.state !== 'failing') this.#log.warn(fields, `cannot list or watch ${this.kind.plural}${hint}; serving the last good state and retrying`);
     else this.#log.debug(fields, 'retrying');
     this.lastError = message;
