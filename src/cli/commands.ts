@@ -6,7 +6,7 @@ import { controlPlaneCommands } from './controlplane.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
 import { installCniCommand } from './install-cni.js';
-import { downCommand, upCommand } from './up.js';
+import { downCommand, kubeletCommand, upCommand } from './up.js';
 import { simCommands } from './sim.js';
 
-export const commands: Command[] = [agentCommand, installCniCommand, upCommand, downCommand, demoCommand, doctorCommand, captureCommand, ...simCommands, ...controlPlaneCommands];
+export const commands: Command[] = [agentCommand, installCniCommand, upCommand, downCommand, demoCommand, doctorCommand, captureCommand, ...simCommands, kubeletCommand, ...controlPlaneCommands];

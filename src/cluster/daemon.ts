@@ -56,14 +56,18 @@ export function controlPlaneFiles(sd: string): { dir: string; logFile: string; p
   return { dir, logFile: join(dir, 'control-plane.log'), pidFile: join(dir, 'control-plane.pid') };
 }
 
+/** What the embedded control plane reads: a config dir, or the Kubernetes API through a kubeconfig. */
+export type ControlPlaneSource = string | { kubeconfig: string };
+
 /**
- * The control plane as `nodemesh up` runs it, on the config dir `dir`: its command, log and pid
- * file (the state dir is created). `extraArgs` and where it runs are the caller's.
+ * The control plane as `nodemesh up` runs it, on `source`: its command, log and pid file (the
+ * state dir is created). `extraArgs` and where it runs are the caller's.
  */
-export function controlPlaneDaemon(dir: string, sd: string, extraArgs: string[] = []): Pick<DaemonSpec, 'what' | 'args' | 'logFile' | 'pidFile'> {
+export function controlPlaneDaemon(source: ControlPlaneSource, sd: string, extraArgs: string[] = []): Pick<DaemonSpec, 'what' | 'args' | 'logFile' | 'pidFile'> {
   const f = controlPlaneFiles(sd);
   mkdirSync(f.dir, { recursive: true });
-  return { what: 'control plane', args: ['control-plane', '--config', dir, '--state-dir', f.dir, ...extraArgs], logFile: f.logFile, pidFile: f.pidFile };
+  const from = typeof source === 'string' ? ['--config', source] : ['--kubeconfig', source.kubeconfig];
+  return { what: 'control plane', args: ['control-plane', ...from, '--state-dir', f.dir, ...extraArgs], logFile: f.logFile, pidFile: f.pidFile };
 }
 
 /** How a daemon is started: the argv after `node dist/cli/main.js`, optionally inside a netns. */

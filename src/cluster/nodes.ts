@@ -9,7 +9,7 @@ import { agentPaths, DEFAULT_PIN_ROOT, PORTS } from '../net/index.js';
 import { Redirector } from '../redirect/index.js';
 import { CLUSTER_NETNS, CLUSTER_SERVICE_IP, DEFAULT_NODE, listNodes, nodeAgentCommand, nsenter, type SimNodeInfo } from '../sim/index.js';
 import { installNodeCni } from './cni.js';
-import { controlPlaneDaemon, controlPlaneDir, pidIn, startDaemon, stopPid } from './daemon.js';
+import { controlPlaneDaemon, controlPlaneDir, pidIn, startDaemon, stopPid, type ControlPlaneSource } from './daemon.js';
 import { issueNodeToken } from './node-tokens.js';
 
 /** The control plane's gRPC address on the cluster network. */
@@ -56,28 +56,38 @@ export async function captureClusterTcp(fn: () => void, opts: { until?: (text: s
 
 /**
  * Starts the control plane inside the cluster network's netns, serving the nodes on
- * 10.240.0.254:15012; pods without spec.nodeName run on the simulator's default node.
+ * 10.240.0.254:15012, on `source`: a config dir (pods without spec.nodeName run on the
+ * simulator's default node), or a kubeconfig (the API places every pod; `env` for its client).
  * `extraArgs` go after those (e.g. `--admin 0.0.0.0:15014`).
  */
-export function startClusterControlPlane(dir: string, sd: string, extraArgs: string[] = []): Promise<number> {
+export function startClusterControlPlane(source: ControlPlaneSource, sd: string, extraArgs: string[] = [], env?: NodeJS.ProcessEnv): Promise<number> {
+  const placement = typeof source === 'string' ? ['--default-node', DEFAULT_NODE] : [];
   return startDaemon({
-    ...controlPlaneDaemon(dir, sd, ['--listen', CLUSTER_CP_ADDRESS, '--default-node', DEFAULT_NODE, ...extraArgs]),
+    ...controlPlaneDaemon(source, sd, ['--listen', CLUSTER_CP_ADDRESS, ...placement, ...extraArgs]),
+    ...(env ? { env } : {}),
     netnsPath: CLUSTER_NETNS_PATH,
     ready: async () => (await curlIn(CLUSTER_NETNS_PATH, `http://127.0.0.1:${PORTS.controlPlaneAdmin}/healthz/ready`, 1)).code === 0,
   });
+}
+
+/** A node's init container step: nodemesh-cni chained into the node's conflist, relaying to its agent's socket. */
+export function installNodeAgentCni(node: SimNodeInfo, sd: string): void {
+  const c = nodeAgentCommand(node.name, [], { stateDir: sd });
+  if (c.installCni) installNodeCni(c.installCni, c.installCni.agentSocket);
 }
 
 /**
  * Starts a node's agent in its netns with `sim agent`'s per-node flags, after the node's init
  * container step (nodemesh-cni chained into the node's conflist). With `local`, it reads pod
  * metadata from `dir`; otherwise it takes everything from the cluster's control plane,
- * authenticated by its own node's token (bound to the node's name and pod subnet).
+ * authenticated by `tokenFile` (on Kubernetes its pod's projected ServiceAccount token), else by
+ * its own node's token (bound to the node's name and pod subnet).
  */
-export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts: { local?: boolean; extra?: string[] } = {}): Promise<number> {
+export function startNodeAgent(node: SimNodeInfo, sd: string, dir: string, opts: { local?: boolean; extra?: string[]; tokenFile?: string } = {}): Promise<number> {
   const cp = controlPlaneDir(sd);
   const source = opts.local
     ? ['--config', dir]
-    : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', issueNodeToken(sd, node.name, [node.subnet], node.agentStateDir), '--root-cert', join(cp, 'root-cert.pem')];
+    : ['--control-plane', CLUSTER_CP_ADDRESS, '--token-file', opts.tokenFile ?? issueNodeToken(sd, node.name, [node.subnet], node.agentStateDir), '--root-cert', join(cp, 'root-cert.pem')];
   const c = nodeAgentCommand(node.name, [...source, ...(opts.extra ?? [])], { stateDir: sd });
   if (c.installCni) installNodeCni(c.installCni, c.installCni.agentSocket);
   const { dir: agentDir, logFile, pidFile } = agentPaths(node.agentStateDir);

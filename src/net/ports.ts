@@ -20,6 +20,11 @@ export const PORTS = {
   ready: 15021,
   /** DNS proxy (reserved). */
   dns: 15053,
+  /**
+   * The Kubernetes API as `nodemesh up --kubeconfig` offers it on the simulated cluster network
+   * (a relay to the kubeconfig's server), kube-apiserver's usual port.
+   */
+  kubeApi: 6443,
 } as const;
 
 export const OUTBOUND_PORT = PORTS.outbound;
