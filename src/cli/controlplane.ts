@@ -163,7 +163,8 @@ export const controlPlaneCommand: Command = {
           ? `  agents:      ServiceAccount ${cp.agentServiceAccount} tokens bound to the agent's pod (audience ${AGENT_TOKEN_AUDIENCE}), checked with TokenReview`
           : `  node secret: ${cp.paths.nodeSecret} (mint agent tokens: nodemesh control-plane node-token --node <name> --pod-cidr <cidr>)`,
         `  admin token: ${cp.paths.adminToken}`,
-        `  pod status:  ${cp.paths.podStatus}; pods without spec.nodeName run on node ${cp.defaultNode}`,
+        // From the API, a Pod's node is its spec.nodeName (the scheduler's); only a config directory has a default node.
+        dir ? `  pod status:  ${cp.paths.podStatus}; pods without spec.nodeName run on node ${cp.defaultNode}` : `  pod status:  ${cp.paths.podStatus}; a Pod runs on its spec.nodeName (no default node)`,
         `  root CA:     ${cp.paths.rootCert}`,
         `  serving:     ${cp.paths.servingCert}`,
         `  trust domain ${cp.mesh.trustDomain}`,
