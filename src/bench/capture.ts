@@ -13,7 +13,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliPath, down, multiNodeNodes, packageRoot, progress, startNodeAgent, stopNodeAgent, up } from '../cluster/index.js';
 import { BenchCluster, PATHS, writeBenchConfig, type PathDef, type PathName } from './pods.js';
-import { replaceSection } from './sections.js';
+import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { BpfStats } from './bpf-stats.js';
 import { recordCostNs } from './capture-cost.js';
 import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseWrk } from './tools.js';
@@ -138,21 +138,10 @@ async function main(): Promise<number> {
   progress(`capture cost benchmark: ${MODES.length} modes × ${PATHS.length} paths × ${runs} runs, ${seconds} s per measurement`);
   let consumer: Consumer | undefined;
   let stats: BpfStats | undefined;
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write('\nbench: interrupted; tearing down\n');
+  const teardown = new MeshTeardown('bench', sd, [dir], () => {
     consumer?.child.kill('SIGKILL');
     stats?.restore();
-    void down(sd).finally(() => {
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(sd, { recursive: true, force: true });
-      process.exit(130);
-    });
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  });
   try {
     progress('timing the per-connection capture record in process (no consumer)');
     const recordNs = await recordCostNs(quick ? 20_000 : 100_000);
@@ -194,19 +183,12 @@ async function main(): Promise<number> {
     const section = report(samples, dropped, recordNs, { runs, seconds, minutes: (Date.now() - t0) / 60_000 });
     if (quick) process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
     else {
-      const file = join(packageRoot, 'docs', 'benchmarks.md');
-      writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, 'capture', section));
+      const file = writeBenchSection('capture', section);
       process.stdout.write(`\n${section}\nwritten to ${file}\n`);
     }
     return 0;
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-    consumer?.child.kill('SIGKILL');
-    stats?.restore();
-    await down(sd);
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(sd, { recursive: true, force: true });
+    await teardown.finish();
   }
 }
 
@@ -304,10 +286,4 @@ ${raw.join('\n')}
 `;
 }
 
-main().then(
-  (c) => (process.exitCode = c),
-  (e: unknown) => {
-    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain('bench', main);

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../cluster/index.js';
 import { down, progress, up } from '../cluster/index.js';
 import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathDef, type PathName } from './pods.js';
-import { replaceSection } from './sections.js';
+import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';
 
 const HELP = `Usage: node dist/bench/mesh.js [--quick] [--runs N] [--seconds S]
@@ -81,12 +81,7 @@ async function main(): Promise<number> {
   writeBenchConfig(dir);
   const t0 = Date.now();
   progress(`mesh benchmark: ${PATHS.length} paths × ${RUNS} runs, ${SECONDS} s per measurement (NODEMESH_BENCH_RUNS, NODEMESH_BENCH_SECONDS)`);
-  const stop = () => {
-    process.stderr.write('\nbench: interrupted; tearing down\n');
-    void down(sd).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const teardown = new MeshTeardown('bench', sd, [dir]);
   try {
     await up(dir, sd);
     const b = new Bench(sd, dir, SECONDS);
@@ -122,16 +117,11 @@ async function main(): Promise<number> {
       process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
       return 0;
     }
-    const file = join(packageRoot, 'docs', 'benchmarks.md');
-    writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, SECTION, section));
+    const file = writeBenchSection(SECTION, section);
     process.stdout.write(`\n${section}\nwritten to ${file}\n`);
     return 0;
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-    await down(sd);
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(sd, { recursive: true, force: true });
+    await teardown.finish();
   }
 }
 
@@ -208,10 +198,4 @@ ${raw.join('\n')}
 `;
 }
 
-main().then(
-  (c) => (process.exitCode = c),
-  (e: unknown) => {
-    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain('bench', main);

@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { cliPath, down, packageRoot, progress, up } from '../cluster/index.js';
 import { agentPaths } from '../net/index.js';
 import { listPods } from '../sim/index.js';
-import { replaceSection } from './sections.js';
+import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { agentCounters, LOADER_PY, sampleAgent, type AgentCounters, type LoaderLine, type Sample } from './soak-probe.js';
 import { report, SECTION, type SoakResult } from './soak-report.js';
 
@@ -189,44 +189,19 @@ async function main(): Promise<number> {
   const sd = mkdtempSync(join(tmpdir(), 'nm-soak-'));
   const dir = mkdtempSync(join(tmpdir(), 'nm-soak-cfg-'));
   config(dir);
-  let stopping = false;
-  const stop = (sig: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
-    process.stderr.write(`\nsoak: ${sig}; tearing down\n`);
-    void down(sd).finally(() => {
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(sd, { recursive: true, force: true });
-      process.exit(130);
-    });
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const teardown = new MeshTeardown('soak', sd, [dir]);
   try {
     const r = await soak(sd, dir, n, conc, maxMinutes);
     const section = report(r, { machine: `${cpus().length} vCPU (${cpus()[0]?.model ?? '?'})`, command: values.quick ? 'make soak ARGS=--quick' : `make soak${n === 1_000_000 ? '' : ` ARGS="--connections ${n}"`}` });
     process.stdout.write(`\n${section}\n`);
     if (write) {
-      const file = join(packageRoot, 'docs', 'benchmarks.md');
-      writeFileSync(file, replaceSection(existsSync(file) ? readFileSync(file, 'utf8') : undefined, SECTION, section));
+      const file = writeBenchSection(SECTION, section);
       process.stdout.write(`written to ${file}\n`);
     }
     return r.final.done === n && r.aliveAfter ? 0 : 1;
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-    if (!stopping) {
-      await down(sd);
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(sd, { recursive: true, force: true });
-    }
+    await teardown.finish();
   }
 }
 
-main().then(
-  (c) => (process.exitCode = c),
-  (e: unknown) => {
-    process.stderr.write(`soak failed: ${(e as Error).stack ?? String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain('soak', main);
