@@ -8,10 +8,10 @@
 // and every mode measures the five paths of the mesh benchmark (pods.ts): iperf3 throughput and
 // wrk connections per second, with the proxies' CPU. Writes its section of docs/benchmarks.md.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cliPath, down, multiNodeNodes, packageRoot, progress, startNodeAgent, stopNodeAgent, up } from '../cluster/index.js';
+import { cliPath, multiNodeNodes, progress, startNodeAgent, stopNodeAgent, up } from '../cluster/index.js';
 import { BenchCluster, PATHS, writeBenchConfig, type PathDef, type PathName } from './pods.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { BpfStats } from './bpf-stats.js';

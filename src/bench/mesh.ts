@@ -11,11 +11,10 @@
 // (keep-alive), proxy CPU per 1,000 requests, and proxy memory. Writes its section of
 // docs/benchmarks.md.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { packageRoot } from '../cluster/index.js';
-import { down, progress, up } from '../cluster/index.js';
+import { progress, up } from '../cluster/index.js';
 import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathDef, type PathName } from './pods.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';

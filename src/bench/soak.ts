@@ -5,11 +5,11 @@
 // before, during and after; the figures go to the `soak` section of docs/benchmarks.md.
 // Bounded in count (--connections) and in time (--max-minutes); always tears the cluster down.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cliPath, down, packageRoot, progress, up } from '../cluster/index.js';
+import { cliPath, progress, up } from '../cluster/index.js';
 import { agentPaths } from '../net/index.js';
 import { listPods } from '../sim/index.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
