@@ -34,7 +34,11 @@ export const NODES = ['node-a', 'node-b', 'node-c', 'node-d'];
 
 export const BODY = 'x'.repeat(1024);
 
-function nginxConf(dir: string, name: string): string {
+/**
+ * An nginx config that runs unprivileged from `dir` (its pid and temp paths under it): one
+ * worker, no access log, `server` the server block's body; `http` goes before the server.
+ */
+export function nginxConfig(dir: string, name: string, server: string, http = ''): string {
   const t = join(dir, `nginx-${name}`);
   return `worker_processes 1;
 pid ${t}.pid;
@@ -48,12 +52,17 @@ http {
   uwsgi_temp_path ${t}-uwsgi;
   scgi_temp_path ${t}-scgi;
   keepalive_requests 1000000;
+  ${http}
   server {
-    listen 8080 reuseport;
-    location / { default_type text/plain; return 200 "${BODY}"; }
+    ${server}
   }
 }
 `;
+}
+
+function nginxConf(dir: string, name: string): string {
+  return nginxConfig(dir, name, `listen 8080 reuseport;
+    location / { default_type text/plain; return 200 "${BODY}"; }`);
 }
 
 function serverPod(dir: string, ns: string, name: string, node: string): string {

@@ -1,0 +1,67 @@
+// What every session of one engine shares: resolved options, the upstream pools, the logger,
+// a coarse clock for timeouts, and the accounting of bytes the engine holds.
+import { pino } from 'pino';
+import type { Logger } from '../log.js';
+import { resolveLimits, UpstreamPool } from './pool.js';
+import type { EngineOptions } from './types.js';
+
+export interface ResolvedOptions {
+  maxHeaderBytes: number;
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  sweepMs: number;
+  /** How long a closing client may go on sending before it is reset (lingering close). */
+  lingerMs: number;
+}
+
+export interface Sweepable {
+  sweep(now: number): void;
+}
+
+function positive(v: number | undefined, d: number, what: string, min = 1): number {
+  const x = v ?? d;
+  if (!Number.isFinite(x) || x < min) throw new RangeError(`${what} must be a number >= ${min}, got ${v}`);
+  return x;
+}
+
+export class EngineContext {
+  readonly o: ResolvedOptions;
+  readonly pool: UpstreamPool;
+  readonly log: Logger;
+  readonly sessions = new Set<Sweepable>();
+  /** Date.now() as of the last sweep: timeouts need no finer clock than the sweep's. */
+  now = Date.now();
+  /** The most bytes seen queued in any one write queue or pending list of the engine. */
+  peakQueued = 0;
+  /** How long an idle upstream connection (or HTTP/2 session) is kept. */
+  readonly poolIdleTimeoutMs: number;
+
+  constructor(o: EngineOptions) {
+    this.o = {
+      maxHeaderBytes: positive(o.maxHeaderBytes, 60 * 1024, 'maxHeaderBytes', 256),
+      headerTimeoutMs: positive(o.headerTimeoutMs, 10_000, 'headerTimeoutMs'),
+      idleTimeoutMs: positive(o.idleTimeoutMs, 3_600_000, 'idleTimeoutMs'),
+      connectTimeoutMs: positive(o.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
+      requestTimeoutMs: positive(o.requestTimeoutMs, 0, 'requestTimeoutMs', 0),
+      sweepMs: positive(o.sweepMs, 250, 'sweepMs', 5),
+      lingerMs: 2_000,
+    };
+    const limits = resolveLimits(o.pool);
+    this.poolIdleTimeoutMs = limits.idleTimeoutMs;
+    this.pool = new UpstreamPool(limits, this.o.maxHeaderBytes, this.o.connectTimeoutMs);
+    this.log = o.log ?? pino({ level: 'silent' });
+  }
+
+  /** Books a queue length, for the peak that tests and stats read. */
+  queued(n: number): void {
+    if (n > this.peakQueued) this.peakQueued = n;
+  }
+
+  sweep(): void {
+    this.now = Date.now();
+    this.pool.sweep(this.now);
+    for (const s of this.sessions) s.sweep(this.now);
+  }
+}
