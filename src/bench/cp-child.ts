@@ -50,7 +50,7 @@ export class Child<M extends { type: string }> {
     return this.proc.exitCode === null && this.proc.signalCode === null && this.#exited === undefined;
   }
 
-  send(m: AgentCommand | CpCommand): void {
+  send(m: AgentCommand | CpCommand | { type: 'cpu' | 'mem' } | { type: 'requests'; from: number }): void {
     if (this.running) this.proc.send(m);
   }
 

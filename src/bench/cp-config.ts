@@ -13,6 +13,8 @@ export const NODES = 20;
 const ROOT_NAMESPACE = 'istio-system';
 
 const ns = (i: number): string => `bench-${String(i).padStart(2, '0')}`;
+/** The name of node `i` (pods are spread over node-00 … node-19; on Kubernetes one agent runs on each node). */
+export const nodeName = (i: number): string => `node-${String(i).padStart(2, '0')}`;
 const principal = (n: number, sa: string): string => `cluster.local/ns/${ns(n % NAMESPACES)}/sa/${sa}`;
 
 /** The policy the benchmark edits: its only principal names the revision (see xds-agent probeSeq). */
@@ -126,7 +128,7 @@ metadata:
   namespace: ${ns(n)}
   labels: { app: svc-${k}, version: v${1 + (i % 2)} }
 spec:
-  nodeName: node-${String(g % NODES).padStart(2, '0')}
+  nodeName: ${nodeName(g % NODES)}
   serviceAccountName: sa-${k}
   containers:
     - name: app
@@ -138,12 +140,13 @@ status:
   podIP: 10.244.${Math.floor(g / 250)}.${(g % 250) + 1}
 `);
     }
+    // ClusterIPs from 10.96.1.0 up: 10.96.0.1 is the API server's own Service (default/kubernetes) on a cluster.
     for (let k = 0; k < SERVICES_PER_NAMESPACE; k++) {
       docs.push(`apiVersion: v1
 kind: Service
 metadata: { name: svc-${k}, namespace: ${ns(n)} }
 spec:
-  clusterIP: 10.96.${n}.${k + 1}
+  clusterIP: 10.96.${n + 1}.${k + 1}
   selector: { app: svc-${k} }
   ports:
     - { name: http, port: 80, targetPort: http }
