@@ -3,7 +3,8 @@
 // @kubernetes/client-node does it, and discovery of which group/versions the server serves.
 import { existsSync } from 'node:fs';
 import { request as httpRequest, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { createHash } from 'node:crypto';
+import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { kubeLib } from './lib.js';
 import { ConfigError, UsageError } from '../errors.js';
@@ -59,15 +60,41 @@ export class KubeApi {
   readonly kc: KubeConfig;
   readonly server: string;
 
+  /** One keep-alive agent per TLS identity (a rotated client certificate or CA gets a new one). */
+  #agent: { key: string; agent: HttpsAgent } | undefined;
+
   constructor(kc: KubeConfig) {
     this.kc = kc;
     this.server = kc.getCurrentCluster()!.server.replace(/\/+$/, '');
+  }
+
+  /**
+   * The client library gives every request an agent of its own, so each would pay a TCP and TLS
+   * handshake; requests share one keep-alive agent with the same TLS options instead. A cluster
+   * reached through a proxy keeps the library's agent (it speaks to the proxy).
+   */
+  #keepAlive(opts: RequestOptions & Pick<HttpsAgentOptions, 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'servername' | 'rejectUnauthorized'>): void {
+    if (this.kc.getCurrentCluster()?.proxyUrl) return;
+    const tls = [opts.ca, opts.cert, opts.key, opts.pfx, opts.passphrase, opts.servername, opts.rejectUnauthorized];
+    const key = createHash('sha256').update(JSON.stringify(tls)).digest('hex');
+    if (this.#agent?.key !== key) {
+      this.#agent?.agent.destroy();
+      this.#agent = { key, agent: new HttpsAgent({ keepAlive: true, maxSockets: 16, ca: opts.ca, cert: opts.cert, key: opts.key, pfx: opts.pfx, passphrase: opts.passphrase, servername: opts.servername, ...(opts.rejectUnauthorized !== undefined ? { rejectUnauthorized: opts.rejectUnauthorized } : {}) }) };
+    }
+    opts.agent = this.#agent.agent;
+  }
+
+  /** Closes the idle keep-alive connections (they hold no reference on the event loop meanwhile). */
+  close(): void {
+    this.#agent?.agent.destroy();
+    this.#agent = undefined;
   }
 
   async request(method: 'GET' | 'PATCH' | 'POST' | 'DELETE', path: string, body?: unknown, contentType = 'application/merge-patch+json', timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
     const url = new URL(this.server + path);
     const opts: RequestOptions & { headers: Record<string, string> } = { method, headers: { accept: 'application/json' } };
     await this.kc.applyToHTTPSOptions(opts as never);
+    if (url.protocol === 'https:') this.#keepAlive(opts);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     if (payload !== undefined) Object.assign(opts.headers, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(payload)) });
     const send = url.protocol === 'http:' ? httpRequest : httpsRequest;

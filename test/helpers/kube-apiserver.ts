@@ -56,6 +56,8 @@ export interface KubeStandIn {
   caPem: string;
   /** The admin bearer token the kubeconfig carries. */
   token: string;
+  /** TCP connections accepted so far (a client that reuses its connections makes few). */
+  connectionsAccepted(): number;
   /** Server-side operations, as a test would do them with kubectl (they bump resourceVersion and notify
    * watchers exactly like API writes). Unlike an HTTP create, create() keeps a status the object carries,
    * and update() writes the whole object, status included (a seeding shortcut for "the kubelet wrote it").
@@ -129,9 +131,10 @@ export async function startKubeStandIn(opts: KubeStandInOptions = {}): Promise<K
 
   let server: Server | undefined;
   const sockets = new Set<Socket>();
+  let accepted = 0;
   const listen = (): Promise<void> => new Promise((resolve, reject) => {
     const s = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => { void handle(front, req, res); });
-    s.on('connection', (sock: Socket) => { sockets.add(sock); sock.on('close', () => sockets.delete(sock)); });
+    s.on('connection', (sock: Socket) => { accepted++; sockets.add(sock); sock.on('close', () => sockets.delete(sock)); });
     s.on('clientError', (_err, sock) => sock.destroy());
     s.once('error', reject);
     s.listen(port, '127.0.0.1', () => {
@@ -170,6 +173,7 @@ export async function startKubeStandIn(opts: KubeStandInOptions = {}): Promise<K
 
   return {
     url, kubeconfigPath, caPem: tls.caPem, token: adminToken, requests,
+    connectionsAccepted: () => accepted,
     create(obj) { return out(cluster.create(kindOf(obj.apiVersion, obj.kind), obj.metadata.namespace, obj, { fromApi: false }), obj.apiVersion); },
     update(obj) { return out(cluster.update(kindOf(obj.apiVersion, obj.kind), obj.metadata.namespace ?? 'default', obj.metadata.name, obj, { fromApi: false }), obj.apiVersion); },
     patchStatus(apiVersion, kind, ns, name, status) {
