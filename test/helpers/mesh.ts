@@ -72,9 +72,13 @@ export function podRunner(sd: string): PodRunner {
 }
 
 /** Writes a config directory of YAML documents into a fresh temp dir. */
+/** Config dirs writeConfig made: a mesh brought up on one removes it on down. */
+const written = new Set<string>();
+
 export function writeConfig(docs: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'nm-e2e-cfg-'));
   writeFileSync(join(dir, 'pods.yaml'), docs);
+  written.add(dir);
   return dir;
 }
 
@@ -94,6 +98,7 @@ export async function meshUp(configDir: string, opts: { controlPlane?: boolean }
     uninstallChainedPlugin(sd);
     await Redirector.destroyAll(pinRoot);
     rmSync(sd, { recursive: true, force: true });
+    if (written.delete(configDir)) rmSync(configDir, { recursive: true, force: true });
   };
   try {
     if (opts.controlPlane) await startControlPlane(configDir, sd);

@@ -11,7 +11,7 @@ beforeAll(async () => {
   api = await startKubeStandIn();
 });
 afterAll(async () => {
-  await api?.stop();
+  await api?.close();
 });
 
 it('reuses one connection for sequential requests, and a second client opens its own', async () => {
