@@ -16,7 +16,7 @@ import { BenchCluster, PATHS, writeBenchConfig, type PathDef, type PathName } fr
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { BpfStats } from './bpf-stats.js';
 import { recordCostNs } from './capture-cost.js';
-import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseWrk } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs } from './tools.js';
 
 const HELP = `Usage: node dist/bench/capture.js [--quick] [--runs N] [--seconds S]
 
@@ -61,14 +61,12 @@ class CaptureBench extends BenchCluster {
   }
 
   sample(p: PathDef): Sample {
-    const ip = this.ip(p.server);
     const cpu = () => this.pids(p).reduce((a, pid) => a + cpuSeconds(pid), 0);
     const c0 = cpu();
-    const out = this.exec(p.client, ['iperf3', '-c', ip, '-p', '5201', '-t', String(this.seconds), '-J']);
+    const gbps = this.iperf(p);
     const c1 = cpu();
-    const gbps = parseIperf(out);
     const bpf0 = BpfStats.read();
-    const close = parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', '4', '-d', `${this.seconds}s`, '-H', 'Connection: close', `http://${ip}:8080/`]));
+    const close = this.wrk(p, 4, false);
     const c2 = cpu();
     const bpfNs = BpfStats.totalNs(BpfStats.diff(bpf0, BpfStats.read()));
     const gb = (gbps * this.seconds) / 8;

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { progress, up } from '../cluster/index.js';
 import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathDef, type PathName } from './pods.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
-import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, parseSockperf, parseWrk, rssMb, type SockperfResult } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseSockperf, rssMb, type SockperfResult } from './tools.js';
 
 const HELP = `Usage: node dist/bench/mesh.js [--quick] [--runs N] [--seconds S]
 
@@ -48,7 +48,7 @@ interface Sample {
 class Bench extends BenchCluster {
   sample(p: PathDef): Sample {
     const ip = this.ip(p.server);
-    const gbps = parseIperf(this.exec(p.client, ['iperf3', '-c', ip, '-p', '5201', '-t', String(SECONDS), '-J']));
+    const gbps = this.iperf(p);
     const lat: Record<number, SockperfResult> = {};
     let cpuPer1k = NaN;
     for (const n of CONNS) {
@@ -60,8 +60,8 @@ class Bench extends BenchCluster {
       if (pids.length) cpuPer1k = (pids.reduce((a, pid) => a + cpuSeconds(pid), 0) - c0) / (lat[n]!.sent / 1000);
       else cpuPer1k = 0;
     }
-    const close = parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', '4', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${ip}:8080/`]));
-    const keep = parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', '16', '-d', `${SECONDS}s`, `http://${ip}:8080/`]));
+    const close = this.wrk(p, 4, false);
+    const keep = this.wrk(p, 16, true);
     return { gbps, lat, connsPerSec: close.requestsPerSec, reqsPerSec: keep.requestsPerSec, errors: close.errors + keep.errors, cpuPer1k };
   }
 }

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cliPath, multiNodeNodes, nodeAgentPid } from '../cluster/index.js';
 import { listPods } from '../sim/index.js';
+import { parseIperf, parseWrk, type WrkResult } from './tools.js';
 
 export const SOCKPERF_BASE = 11111;
 /** Ports `sockperf sr` serves on each server pod (one per latency connection). */
@@ -150,6 +151,16 @@ export class BenchCluster {
     const pid = this.agents.get(node);
     if (!pid) throw new Error(`the agent of ${node} is not running`);
     return pid;
+  }
+
+  /** iperf3 from the path's client to its server, one stream for `seconds`: Gbit/s received. */
+  iperf(p: PathDef): number {
+    return parseIperf(this.exec(p.client, ['iperf3', '-c', this.ip(p.server), '-p', '5201', '-t', String(this.seconds), '-J']));
+  }
+
+  /** wrk from the path's client to its server's nginx: `conns` connections, keep-alive or a new connection per request. */
+  wrk(p: PathDef, conns: number, keepAlive: boolean): WrkResult {
+    return parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', String(conns), '-d', `${this.seconds}s`, ...(keepAlive ? [] : ['-H', 'Connection: close']), `http://${this.ip(p.server)}:8080/`]));
   }
 
   pids(p: PathDef): number[] {
