@@ -7,7 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CoreV1Api, CustomObjectsApi, KubernetesObject, KubernetesObjectApi, V1Pod } from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import { packageRoot } from '../cluster/index.js';
+import { agentPodObject, packageRoot } from '../cluster/index.js';
 import { AGENT_TOKEN_AUDIENCE, DEFAULT_AGENT_SERVICE_ACCOUNT } from '../controlplane/index.js';
 import { loadConfigDirStrict } from '../k8s/index.js';
 import { Child, progress, sleep } from './cp-child.js';
@@ -143,12 +143,7 @@ export class KubeBenchApi {
     const creds: Credential[] = [];
     await pool(Array.from({ length: n }, (_, i) => i), WRITERS, async (i) => {
       const node = nodeName(i);
-      const pod = await this.#create<V1Pod>({
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: `nodemesh-agent-${node}`, namespace, labels: { app: 'nodemesh-agent' } },
-        spec: { nodeName: node, hostNetwork: true, serviceAccountName: sa, containers: [{ name: 'agent', image: 'nodemesh' }] },
-      });
+      const pod = await this.#create<V1Pod>(agentPodObject(node));
       await this.#running(pod, hostIp(i), hostIp(i));
       this.#requests++;
       const tr = await this.core.createNamespacedServiceAccountToken({

@@ -7,3 +7,4 @@ export { captureClusterTcp, CLUSTER_CP_ADDRESS, curlJsonIn, multiNodeNodes, node
 export { cliPath, packageRoot } from './paths.js';
 export { Kubelet } from './kubelet.js';
 export { CLUSTER_KUBE_API } from './kube-relay.js';
+export { agentPodObject } from './kube-objects.js';

@@ -170,23 +170,31 @@ export async function createClusterObjects(w: ApiWriter, nodes: KubeNode[]): Pro
   await w.create({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: AGENT_SERVICE_ACCOUNT, namespace: AGENT_NAMESPACE } });
   const agents = new Map<string, { pod: string; uid: string }>();
   for (const n of nodes) {
-    const name = `nodemesh-agent-${n.name}`;
-    const { obj } = await w.create({
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name, namespace: AGENT_NAMESPACE, labels: { app: 'nodemesh-agent' } },
-      spec: {
-        nodeName: n.name,
-        hostNetwork: true,
-        serviceAccountName: AGENT_SERVICE_ACCOUNT,
-        automountServiceAccountToken: false,
-        containers: [{ name: 'agent', image: 'nodemesh', command: ['nodemesh', 'agent'], volumeMounts: [{ name: AGENT_TOKEN_VOLUME.name, mountPath: AGENT_TOKEN_VOLUME.mountPath, readOnly: true }] }],
-        volumes: [{ name: AGENT_TOKEN_VOLUME.name, projected: { sources: [{ serviceAccountToken: { audience: AGENT_TOKEN_AUDIENCE, expirationSeconds: 3600, path: AGENT_TOKEN_VOLUME.path } }] } }],
-      },
-    });
-    agents.set(n.name, { pod: name, uid: String(rec(obj.metadata).uid) });
+    const pod = agentPodObject(n.name);
+    const { obj } = await w.create(pod);
+    agents.set(n.name, { pod: pod.metadata.name, uid: String(rec(obj.metadata).uid) });
   }
   return agents;
+}
+
+/**
+ * The agent DaemonSet's Pod on `node`, as the DaemonSet controller makes it: hostNetwork, bound
+ * to the node, the agents' ServiceAccount, its token projected with audience nodemesh.
+ */
+export function agentPodObject(node: string) {
+  return {
+    apiVersion: 'v1' as const,
+    kind: 'Pod' as const,
+    metadata: { name: `nodemesh-agent-${node}`, namespace: AGENT_NAMESPACE, labels: { app: 'nodemesh-agent' } },
+    spec: {
+      nodeName: node,
+      hostNetwork: true,
+      serviceAccountName: AGENT_SERVICE_ACCOUNT,
+      automountServiceAccountToken: false,
+      containers: [{ name: 'agent', image: 'nodemesh', command: ['nodemesh', 'agent'], volumeMounts: [{ name: AGENT_TOKEN_VOLUME.name, mountPath: AGENT_TOKEN_VOLUME.mountPath, readOnly: true }] }],
+      volumes: [{ name: AGENT_TOKEN_VOLUME.name, projected: { sources: [{ serviceAccountToken: { audience: AGENT_TOKEN_AUDIENCE, expirationSeconds: 3600, path: AGENT_TOKEN_VOLUME.path } }] } }],
+    },
+  };
 }
 
 /** Marks an agent's Pod Running and Ready (its process is the agent `up` started and found ready). */
