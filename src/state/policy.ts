@@ -29,6 +29,39 @@ export interface Match {
   notDestinationIps: Cidr[];
   destinationPorts: number[];
   notDestinationPorts: number[];
+  /**
+   * nodemesh's extension: the HTTP attributes of the match (`to.operation`, `from.source`
+   * requestPrincipals, `when` on request headers and JWT claims). Present only in
+   * Authorization.l7Rules, which the proxy evaluates on HTTP ports per request.
+   */
+  http?: HttpAttributes;
+}
+
+/** A request header or JWT claim condition (`when`): some value matches, and no notValue. */
+export interface ValueCondition {
+  /** A header name (lower case) or a claim path, e.g. `groups` or `nested.claim`. */
+  key: string;
+  values: StringMatch[];
+  notValues: StringMatch[];
+}
+
+/** The HTTP side of a match: every non-empty positive list must match, and no not_* value. */
+export interface HttpAttributes {
+  methods: StringMatch[];
+  notMethods: StringMatch[];
+  paths: StringMatch[];
+  notPaths: StringMatch[];
+  /** Compared with the request's Host / :authority, case-insensitively, port included when sent. */
+  hosts: StringMatch[];
+  notHosts: StringMatch[];
+  /** `<iss>/<sub>` of a validated JWT (RequestAuthentication). */
+  requestPrincipals: StringMatch[];
+  notRequestPrincipals: StringMatch[];
+  /** Original client addresses (X-Forwarded-For's first hop, else the peer). */
+  remoteIps: Cidr[];
+  notRemoteIps: Cidr[];
+  headers: ValueCondition[];
+  claims: ValueCondition[];
 }
 
 /** Matches are OR-ed. A clause with no match matches every connection. */
@@ -54,7 +87,39 @@ export interface Authorization {
   action: Action;
   /** Rules are OR-ed; no rule matches nothing (so an ALLOW without rules allows nothing). */
   rules: Rule[];
+  /**
+   * nodemesh's extension: the rules with their HTTP attributes, for HTTP ports. Absent when no
+   * rule has one (then `rules` serve both). `rules` stay the conservative L4 form Istio sends
+   * ztunnel (an ALLOW rule with HTTP fields left out, a DENY rule without them), so a consumer
+   * that ignores the extension is never more permissive.
+   */
+  l7Rules?: Rule[];
   dryRun: boolean;
+}
+
+/** A JWT issuer RequestAuthentication accepts. */
+export interface JwtRule {
+  issuer: string;
+  /** Accepted `aud` values; empty: any. */
+  audiences: string[];
+  /** The inline JWKS, as JSON text (`jwks`); a JWKS URI is not fetched by the proxy. */
+  jwks: string;
+  /** Where the token is; default `Authorization: Bearer <token>`. */
+  fromHeaders: Array<{ name: string; prefix: string }>;
+  fromParams: string[];
+  /** Keep the token on the forwarded request (default: removed). */
+  forwardOriginalToken: boolean;
+}
+
+/** security.istio.io RequestAuthentication, as the proxy applies it to HTTP requests. */
+export interface RequestAuthentication {
+  name: string;
+  namespace: string;
+  /** GLOBAL: the root namespace's policy without selector. */
+  scope: Scope;
+  /** matchLabels for WORKLOAD_SELECTOR, matched against the workload's labels. */
+  selector?: Record<string, string>;
+  jwtRules: JwtRule[];
 }
 
 /** What the proxy knows about a connection when it authorizes it. */
@@ -69,6 +134,24 @@ export interface Connection {
   srcIp: string;
   dstIp: string;
   dstPort: number;
+  /** The request, on HTTP ports: its HTTP attributes are matched (l7Rules). */
+  http?: HttpRequestFacts;
+}
+
+/** What a request shows to L7 authorization. */
+export interface HttpRequestFacts {
+  method: string;
+  /** The path without the query string. */
+  path: string;
+  host: string;
+  /** A request header's first value, by lower-case name. */
+  header(name: string): string | undefined;
+  /** `<iss>/<sub>` of the validated JWT, if the request carried one. */
+  requestPrincipal?: string;
+  /** The validated JWT's claims. */
+  claims?: Record<string, unknown>;
+  /** The original client address (X-Forwarded-For's first hop, else srcIp). */
+  remoteIp?: string;
 }
 
 export interface DryRunHit {

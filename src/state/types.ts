@@ -44,6 +44,8 @@ export interface Workload {
   clusterId: string;
   /** `ns/hostname` → ports of the services this workload backs. */
   services: Record<string, ServicePort[]>;
+  /** nodemesh's extension: the pod's labels, for DestinationRule subsets and RequestAuthentication selectors. */
+  labels: Record<string, string>;
 }
 
 export interface Service {

@@ -73,6 +73,7 @@ export function workloadFromProto(w: PbWorkload, resourceName: string): Workload
     workloadType: enumValue(WTYPE, w.workloadType, 'workload_type'),
     workloadName: w.workloadName || w.name,
     authorizationPolicies: [...(w.authorizationPolicies ?? [])],
+    labels: {},
     status: enumValue(STATUS, w.status, 'status'),
     clusterId: w.clusterId ?? '',
     services,

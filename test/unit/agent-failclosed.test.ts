@@ -33,6 +33,7 @@ function workload(name: string, ns: string, ip: string, policies: string[] = [])
     status: 'HEALTHY',
     clusterId: 'Kubernetes',
     services: {},
+    labels: {},
   };
 }
 

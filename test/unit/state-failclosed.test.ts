@@ -24,6 +24,7 @@ function workload(uid: string, ns: string, ip: string, policies: string[] = []):
     status: 'HEALTHY',
     clusterId: 'Kubernetes',
     services: {},
+    labels: {},
   };
 }
 
