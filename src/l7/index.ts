@@ -3,4 +3,4 @@
 // over TCP or HBONE. types.ts holds the rest of the surface (HttpRequestHead, RouteDecision,
 // DirectResponse, EngineOptions, ...): export each here as another folder comes to import it.
 export { HttpEngine } from './engine.js';
-export type { RequestRecord, SessionHooks, UpstreamTarget } from './types.js';
+export type { DirectResponse, EngineOptions, HttpRequestHead, HttpResponseHead, RequestRecord, RouteDecision, SessionHooks, UpstreamTarget } from './types.js';
