@@ -1,8 +1,11 @@
-// Pure translation of AuthorizationPolicy and PeerAuthentication into L4 Authorizations, the
-// way Istio converts them for ztunnel: HTTP-only attributes never widen what is allowed.
+// Pure translation of AuthorizationPolicy and PeerAuthentication into Authorizations: the L4
+// rules the way Istio converts them for ztunnel (HTTP-only attributes never widen what is
+// allowed), and beside them the rules with HTTP attributes for HTTP ports (authz-l7.ts).
 import type { Pod } from '../k8s/index.js';
 import { parseCidr } from '../net/index.js';
+import type { Rule as L7Rule } from '../state/index.js';
 import type { PbAuthorization, PbCidr, PbMatch, PbStringMatch } from '../xds/index.js';
+import { httpAttributesOf, L4_CONDITIONS, l7RulesOf } from './authz-l7.js';
 import type { ApCondition, ApOperation, ApSource, AuthorizationPolicy, MtlsMode, PeerAuthentication } from './resources.js';
 import { selects, type MeshSettings } from './translate.js';
 import { describe, type ConfigProblem } from './validate.js';
@@ -39,10 +42,6 @@ function isEmpty(m: PbMatch): boolean {
 function compact(m: PbMatch): PbMatch {
   return Object.fromEntries(Object.entries(m).filter(([, v]) => Array.isArray(v) && v.length > 0)) as PbMatch;
 }
-
-const L7_SOURCE: (keyof ApSource)[] = ['requestPrincipals', 'notRequestPrincipals', 'remoteIpBlocks', 'notRemoteIpBlocks'];
-const L7_OPERATION: (keyof ApOperation)[] = ['hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'];
-const L4_CONDITIONS = new Set(['source.ip', 'source.namespace', 'source.principal', 'destination.ip', 'destination.port']);
 
 function sourceMatch(s: ApSource, ns: string): PbMatch {
   const sa = (l: string[]) =>
@@ -95,8 +94,13 @@ function clauseOf(matches: PbMatch[]): Clause | undefined {
 
 export interface AuthorizationTranslation {
   authorization?: PbAuthorization;
+  /** The rules with their HTTP attributes (state form), when any rule has one. */
+  l7Rules?: L7Rule[];
   problems: ConfigProblem[];
 }
+
+/** Where HTTP attributes are enforced, for the warnings. */
+const HTTP_PORTS = 'on HTTP ports (a Service port with appProtocol http, http2 or grpc, or a port name starting with one of those)';
 
 /** Translates one AuthorizationPolicy. Problems carry the file and line of the policy or rule. */
 export function translateAuthorizationPolicy(ap: AuthorizationPolicy, mesh: MeshSettings): AuthorizationTranslation {
@@ -122,19 +126,16 @@ export function translateAuthorizationPolicy(ap: AuthorizationPolicy, mesh: Mesh
   const problems: ConfigProblem[] = [];
   const rules: Rule[] = [];
   policy.rules.forEach((r, i) => {
-    const l7 = new Set<string>();
-    for (const s of r.from) for (const f of L7_SOURCE) if (s[f].length > 0) l7.add(`from.source.${f}`);
-    for (const o of r.to) for (const f of L7_OPERATION) if (o[f].length > 0) l7.add(`to.operation.${f}`);
-    for (const c of r.when) if (!L4_CONDITIONS.has(c.key)) l7.add(`when ${c.key}`);
-    if (l7.size > 0) {
-      const attrs = [...l7].sort().join(', ');
+    const l7 = httpAttributesOf(r);
+    if (l7.length > 0) {
+      const attrs = l7.join(', ');
       if (action === 'ALLOW') {
         // An HTTP attribute can never match at L4: the rule is left out, so less is allowed.
-        problems.push(at(r.line, 'warning', `rule ${i} uses HTTP attributes (${attrs}) the L4 proxy cannot see; the ALLOW rule is left out, so it allows nothing. Use a waypoint for HTTP rules`));
+        problems.push(at(r.line, 'warning', `rule ${i} uses HTTP attributes (${attrs}): they are enforced ${HTTP_PORTS}; on L4 ports the ALLOW rule is left out, so it allows nothing there`));
         return;
       }
       // In a DENY the HTTP attributes are dropped and the rest kept: it denies more, never less.
-      problems.push(at(r.line, 'warning', `rule ${i} uses HTTP attributes (${attrs}) the L4 proxy cannot see; the DENY rule is enforced without them, so it denies more broadly. Use a waypoint for HTTP rules`));
+      problems.push(at(r.line, 'warning', `rule ${i} uses HTTP attributes (${attrs}): they are enforced ${HTTP_PORTS}; on L4 ports the DENY rule is enforced without them, so it denies more broadly there`));
     }
     const clauses: Clause[] = [];
     if (r.from.length > 0) {
@@ -148,9 +149,14 @@ export function translateAuthorizationPolicy(ap: AuthorizationPolicy, mesh: Mesh
     for (const w of r.when) if (L4_CONDITIONS.has(w.key)) clauses.push({ matches: [conditionMatch(w)] });
     rules.push({ clauses });
   });
+  const l7Rules = l7RulesOf(ap, (u) => {
+    const what = action === 'ALLOW' ? 'the ALLOW rule is left out on HTTP ports too' : 'the DENY rule is enforced without it on HTTP ports too, so it denies more broadly';
+    problems.push(at(u.line, 'error', `rule ${u.index} uses ${u.attributes.join(', ')}, which the node proxy cannot evaluate; ${what}`));
+  });
   const scope = policy.selector ? 'WORKLOAD_SELECTOR' : ap.metadata.namespace === mesh.rootNamespace ? 'GLOBAL' : 'NAMESPACE';
   return {
     authorization: { name: ap.metadata.name, namespace: ap.metadata.namespace, scope, action, rules, dryRun: policy.dryRun },
+    ...(l7Rules ? { l7Rules } : {}),
     problems,
   };
 }
@@ -245,6 +251,8 @@ export function convertedPeerAuthentication(pa: PeerAuthentication, eff: Effecti
 export interface PolicySet {
   /** Every Authorization to serve, the static STRICT policy included. */
   authorizations: PbAuthorization[];
+  /** `ns/name` → the l7Rules of that authorization (state form), for those that have them. */
+  l7Rules: Map<string, L7Rule[]>;
   problems: ConfigProblem[];
   /** WORKLOAD_SELECTOR policies (`ns/name`) a pod must list, sorted. */
   policiesFor(pod: Pod): string[];
@@ -255,10 +263,12 @@ export interface PolicySet {
 export function buildPolicySet(aps: readonly AuthorizationPolicy[], pas: readonly PeerAuthentication[], mesh: MeshSettings): PolicySet {
   const problems: ConfigProblem[] = [];
   const translated: { ap: AuthorizationPolicy; auth: PbAuthorization }[] = [];
+  const l7Rules = new Map<string, L7Rule[]>();
   for (const ap of aps) {
     const t = translateAuthorizationPolicy(ap, mesh);
     problems.push(...t.problems);
     if (t.authorization) translated.push({ ap, auth: t.authorization });
+    if (t.authorization && t.l7Rules) l7Rules.set(`${t.authorization.namespace}/${t.authorization.name}`, t.l7Rules);
   }
   for (const pa of pas) {
     if (pa.metadata.namespace === mesh.rootNamespace && pa.peer.selector) {
@@ -276,6 +286,7 @@ export function buildPolicySet(aps: readonly AuthorizationPolicy[], pas: readonl
   for (const { auth } of translated) authorizations.set(`${auth.namespace}/${auth.name}`, auth);
   const strict = staticStrictPolicy(mesh);
   authorizations.set(`${strict.namespace}/${strict.name}`, strict);
+  l7Rules.delete(`${strict.namespace}/${strict.name}`);
   // Workload PeerAuthentications with port exceptions become their own DENY policy.
   const sorted = [...pas].sort(older);
   for (const pa of sorted) {
@@ -284,6 +295,7 @@ export function buildPolicySet(aps: readonly AuthorizationPolicy[], pas: readonl
     if (Object.keys(eff.ports).length === 0) continue;
     const conv = convertedPeerAuthentication(pa, eff);
     authorizations.set(`${conv.namespace}/${conv.name}`, conv);
+    l7Rules.delete(`${conv.namespace}/${conv.name}`);
   }
   const selectorPolicies = translated.filter(({ ap }) => ap.policy.selector);
   const mtlsFor = (pod: Pod): EffectiveMtls => effectiveMtls(pod, pas, mesh);
@@ -296,6 +308,7 @@ export function buildPolicySet(aps: readonly AuthorizationPolicy[], pas: readonl
   };
   return {
     authorizations: [...authorizations.values()],
+    l7Rules,
     problems,
     policiesFor,
     mtlsFor,

@@ -1,17 +1,13 @@
-// Pure L4 authorization: whether a connection is allowed by the policies that apply to its
-// destination (state/ selects them). Semantics follow Istio's AuthorizationPolicy as ztunnel
-// enforces it (https://istio.io/latest/docs/reference/config/security/authorization-policy/).
+// Pure authorization: whether a connection (or, on HTTP ports, a request) is allowed by the
+// policies that apply to its destination (state/ selects them). Semantics follow Istio's
+// AuthorizationPolicy as ztunnel enforces it at L4 and Envoy's RBAC filter per request
+// (https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 import { cidrContains, normalizedIpBytes, type Cidr } from '../net/index.js';
-import { policyKey, type Authorization, type Clause, type Connection, type Decision, type DryRunHit, type Match, type Rule, type StringMatch } from '../state/index.js';
+import { policyKey, type Authorization, type Clause, type Connection, type Decision, type DryRunHit, type Match, type Rule } from '../state/index.js';
+import { httpFacts, httpMatches, isEmptyHttp, type HttpFacts } from './http-match.js';
+import { stringMatches } from './string-match.js';
 
 const SPIFFE = 'spiffe://';
-
-export function stringMatches(m: StringMatch, value: string): boolean {
-  if ('exact' in m) return value === m.exact;
-  if ('prefix' in m) return value.startsWith(m.prefix);
-  if ('suffix' in m) return value.endsWith(m.suffix);
-  return value.length > 0;
-}
 
 interface Facts {
   /** Principal without `spiffe://`, or undefined when the peer is not authenticated. */
@@ -21,6 +17,8 @@ interface Facts {
   src: Buffer;
   dst: Buffer;
   port: number;
+  /** The request, when the connection carries one (Connection.http). */
+  http?: HttpFacts;
 }
 
 function facts(c: Connection): Facts {
@@ -37,7 +35,9 @@ function facts(c: Connection): Facts {
     }
   }
   if (c.srcNamespace !== undefined) ns = c.srcNamespace;
-  return { principal, namespace: ns, serviceAccount: sa, src: normalizedIpBytes(c.srcIp), dst: normalizedIpBytes(c.dstIp), port: c.dstPort };
+  const f: Facts = { principal, namespace: ns, serviceAccount: sa, src: normalizedIpBytes(c.srcIp), dst: normalizedIpBytes(c.dstIp), port: c.dstPort };
+  if (c.http) f.http = httpFacts(c.http, c.srcIp);
+  return f;
 }
 
 /** Positive values OR-ed (empty = no constraint), negative values none may match. */
@@ -56,9 +56,15 @@ function isEmptyMatch(m: Match): boolean {
   );
 }
 
-function matchMatches(m: Match, f: Facts): boolean {
+/**
+ * `l7`: the match is one of l7Rules, evaluated for a request, so its HTTP attributes count. At
+ * L4 they are never looked at (l7Rules are not evaluated there; `rules` carry none).
+ */
+function matchMatches(m: Match, f: Facts, l7: boolean): boolean {
+  const http = l7 && m.http && !isEmptyHttp(m.http) ? m.http : undefined;
   // An empty match never matches (ztunnel skips it); translation never emits one.
-  if (isEmptyMatch(m)) return false;
+  if (isEmptyMatch(m) && !http) return false;
+  if (http && !httpMatches(http, f.http!)) return false;
   const inCidr = (ip: Buffer) => (c: Cidr) => cidrContains(c, ip);
   return (
     field(m.destinationIps, m.notDestinationIps, inCidr(f.dst)) &&
@@ -71,24 +77,32 @@ function matchMatches(m: Match, f: Facts): boolean {
   );
 }
 
-function clauseMatches(c: Clause, f: Facts): boolean {
-  return c.matches.length === 0 || c.matches.some((m) => matchMatches(m, f));
+function clauseMatches(c: Clause, f: Facts, l7: boolean): boolean {
+  return c.matches.length === 0 || c.matches.some((m) => matchMatches(m, f, l7));
 }
 
-function ruleMatches(r: Rule, f: Facts): boolean {
-  return r.clauses.every((c) => clauseMatches(c, f));
+function ruleMatches(r: Rule, f: Facts, l7: boolean): boolean {
+  return r.clauses.every((c) => clauseMatches(c, f, l7));
 }
 
-/** Whether any rule of the policy matches the connection. A policy without rules matches nothing. */
+/**
+ * Whether any rule of the policy matches the connection. A policy without rules matches
+ * nothing. A request (Connection.http) is matched against the policy's l7Rules when it has
+ * them; a bare connection always against the conservative `rules`.
+ */
 export function policyMatches(p: Authorization, conn: Connection | Facts): boolean {
   const f = 'srcIp' in conn ? facts(conn) : conn;
-  return p.rules.some((r) => ruleMatches(r, f));
+  if (f.http && p.l7Rules) return p.l7Rules.some((r) => ruleMatches(r, f, true));
+  return p.rules.some((r) => ruleMatches(r, f, false));
 }
 
 /**
  * Decides a connection against the policies that apply to its destination (see
  * selectPolicies): dry-run policies are only reported; any matching DENY denies; with no ALLOW
- * policy the connection is allowed; a matching ALLOW allows; otherwise it is denied.
+ * policy the connection is allowed; a matching ALLOW allows; otherwise it is denied. With
+ * `conn.http` it decides that request, in the same order, on the policies' l7Rules. On an HTTP
+ * port the proxy decides each request this way and not the bare connection too: the
+ * conservative `rules` of an HTTP-only DENY would deny every request.
  */
 export function evaluate(policies: readonly Authorization[], conn: Connection): Decision {
   const f = facts(conn);

@@ -1,2 +1,3 @@
 // Authorization evaluation, pure: depends on state/ types and net/ only.
 export { evaluate } from './evaluate.js';
+export { claimKey } from './http-match.js';

@@ -39,7 +39,7 @@ export interface Match {
 
 /** A request header or JWT claim condition (`when`): some value matches, and no notValue. */
 export interface ValueCondition {
-  /** A header name (lower case) or a claim path, e.g. `groups` or `nested.claim`. */
+  /** A header name (lower case) or a claim path, e.g. `groups` or `nested.claim` (a `.` or `\` inside a claim name escaped with `\`: rbac's claimKey). */
   key: string;
   values: StringMatch[];
   notValues: StringMatch[];
@@ -115,9 +115,12 @@ export interface JwtRule {
 export interface RequestAuthentication {
   name: string;
   namespace: string;
-  /** GLOBAL: the root namespace's policy without selector. */
+  /** GLOBAL: a policy of the root namespace (see selector). */
   scope: Scope;
-  /** matchLabels for WORKLOAD_SELECTOR, matched against the workload's labels. */
+  /**
+   * matchLabels, matched against the workload's labels: WORKLOAD_SELECTOR in the policy's
+   * namespace, or GLOBAL (a root-namespace policy with a selector) in every namespace.
+   */
   selector?: Record<string, string>;
   jwtRules: JwtRule[];
 }
@@ -180,13 +183,16 @@ export interface PolicyTarget {
  * if any, stays in the store, but nothing it could bear on is decided on that version alone.
  */
 export interface RejectedResource {
-  kind: 'address' | 'authorization';
-  /** The resource name: a workload uid or `ns/hostname`, or an authorization's `ns/name`. */
+  kind: 'address' | 'authorization' | 'routes' | 'requestAuthentication';
+  /**
+   * The resource name: a workload uid or `ns/hostname` (address), an authorization's or a
+   * RequestAuthentication's `ns/name`, a Service's `ns/hostname` (routes).
+   */
   name: string;
   reason: string;
   /**
-   * An authorization's scope and namespace, when the rejected message still decoded that far.
-   * Absent, the policy may be anything, GLOBAL included.
+   * An authorization's or RequestAuthentication's scope and namespace, when the rejected
+   * message still decoded that far. Absent, the policy may be anything, GLOBAL included.
    */
   scope?: Scope;
   namespace?: string;
@@ -195,10 +201,15 @@ export interface RejectedResource {
 /**
  * Whether a rejected resource may bear on connections to `target`: its own workload's
  * resource, a policy it names, and a rejected policy whose scope reaches it (a policy of
- * unknown scope reaches every workload).
+ * unknown scope reaches every workload). A rejected RequestAuthentication reaches the
+ * workloads of its scope's namespace (its selector is not known here): the JWTs its last good
+ * version accepts may no longer be valid. Rejected routes never do: they only steer traffic,
+ * which keeps following their last good version.
  */
 export function rejectionApplies(r: RejectedResource, target: PolicyTarget & { uid: string }): boolean {
   if (r.kind === 'address') return r.name === target.uid;
+  if (r.kind === 'routes') return false;
+  if (r.kind === 'requestAuthentication') return r.scope === undefined || r.scope === 'GLOBAL' || r.namespace === target.namespace;
   if (target.authorizationPolicies.includes(r.name)) return true;
   if (r.scope === undefined || r.scope === 'GLOBAL') return true;
   return r.scope === 'NAMESPACE' && r.namespace === target.namespace;
