@@ -2,6 +2,7 @@
 // open and close and, for long connections, every flush interval so bytes never lag long.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { TCP_LABELS, type TcpLabels } from './labels.js';
+import { RequestMetrics, type RequestMetricsOptions } from './requests.js';
 
 /** The listener a contained connection failure happened on: 15001, 15006 (and the in-process hand-off), 15008. */
 export type ErrorDirection = 'outbound' | 'inbound' | 'hbone';
@@ -43,6 +44,8 @@ export class MeshMetrics {
   readonly enrolledPods: Gauge<string>;
   readonly activeConnections: Gauge<string>;
   readonly connectionErrors: Counter<'direction' | 'reason'>;
+  /** Istio's istio_request* metrics, for the L7 engine's finished requests. */
+  readonly requests: RequestMetrics;
   readonly #origDst: {
     capacity: Gauge;
     podQuota: Gauge;
@@ -54,7 +57,7 @@ export class MeshMetrics {
   };
   #origDstSource: (() => OrigDstMetrics | undefined) | undefined;
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
+  constructor(opts: { defaultMetrics?: boolean; requests?: RequestMetricsOptions } = {}) {
     const labelNames = [...TCP_LABELS];
     const registers = [this.registry];
     this.opened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames, registers });
@@ -78,6 +81,7 @@ export class MeshMetrics {
       quotaRefusals: new Counter({ name: 'nodemesh_orig_dst_quota_refusals_total', help: 'Connects refused with EPERM because the pod held its quota of captured connections, by pod', labelNames: ['pod'], registers }),
       evictions: new Counter({ name: 'nodemesh_orig_dst_evictions_total', help: 'Entries of open connections the LRU maps evicted because they were full, by map', labelNames: ['map'], registers }),
     };
+    this.requests = new RequestMetrics(this.registry, opts.requests);
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'nodemesh_agent_' });
   }
 
