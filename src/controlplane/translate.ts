@@ -103,6 +103,9 @@ export function appProtocolOf(port: { name?: string; appProtocol?: string }): Pb
     switch (s?.toLowerCase()) {
       case 'http':
       case 'http1':
+      // WebSocket is HTTP/1.1 up to its 101; the engine then tunnels it.
+      case 'ws':
+      case 'kubernetes.io/ws':
         return 'HTTP11';
       case 'http2':
       case 'h2c':
@@ -201,5 +204,6 @@ export function translateWorkload(mesh: MeshSettings, rp: RunningPod, inputs: Wo
     status: (rp.healthy ?? rp.phase === 'Running') ? 'HEALTHY' : 'UNHEALTHY',
     clusterId: mesh.clusterId,
     services,
+    labels: { ...labels },
   };
 }

@@ -1,7 +1,9 @@
-// The data plane's store of workloads, services and policies. Every change goes through one
-// updater (ProxyState.update), which emits one `change` event per batch; readers only read.
+// The data plane's store of workloads, services, policies, L7 routes and RequestAuthentications.
+// Every change goes through one updater (ProxyState.update), which emits one `change` event per
+// batch; readers only read.
 import { EventEmitter } from 'node:events';
-import { missingPolicies, policyKey, rejectionApplies, selectPolicies, type Authorization, type RejectedResource } from './policy.js';
+import { missingPolicies, policyKey, rejectionApplies, selectPolicies, type Authorization, type RejectedResource, type RequestAuthentication } from './policy.js';
+import type { ServiceRoutes } from './routes.js';
 import type { AddressResource, Service, Workload } from './types.js';
 
 export interface KeyChanges {
@@ -14,6 +16,10 @@ export interface StateChange {
   workloads: KeyChanges;
   services: KeyChanges;
   policies: KeyChanges;
+  /** ServiceRoutes, by the Service's `ns/hostname`. */
+  routes: KeyChanges;
+  /** RequestAuthentications, by `ns/name`. */
+  requestAuthns: KeyChanges;
   /** Rejections recorded (upserted) or lifted (removed), by `<kind>:<name>`. */
   rejected: KeyChanges;
 }
@@ -27,6 +33,13 @@ export interface ProxyStateUpdater {
   insertAuthorization(policy: Authorization): void;
   /** Removes the policy with key `ns/name`, if any. */
   removeAuthorization(key: string): void;
+  /** Inserts or replaces the routes of the Service `routes.service`. */
+  insertRoutes(routes: ServiceRoutes): void;
+  /** Removes the routes of the Service `ns/hostname`, if any. */
+  removeRoutes(serviceKey: string): void;
+  insertRequestAuthn(policy: RequestAuthentication): void;
+  /** Removes the RequestAuthentication with key `ns/name`, if any. */
+  removeRequestAuthn(key: string): void;
   /**
    * Records that the latest version of a resource was rejected. Its last good version stays;
    * the rejection is lifted when a valid version of it arrives or it is removed.
@@ -48,12 +61,16 @@ export interface ProxyStateSnapshot {
   workloads: Workload[];
   services: Service[];
   policies: Authorization[];
+  routes: ServiceRoutes[];
+  requestAuthns: RequestAuthentication[];
 }
 
 const emptyChange = (): StateChange => ({
   workloads: { upserted: [], removed: [] },
   services: { upserted: [], removed: [] },
   policies: { upserted: [], removed: [] },
+  routes: { upserted: [], removed: [] },
+  requestAuthns: { upserted: [], removed: [] },
   rejected: { upserted: [], removed: [] },
 });
 
@@ -65,6 +82,8 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
   #services = new Map<string, Service>();
   #servicesByVip = new Map<string, Service>();
   #policies = new Map<string, Authorization>();
+  #routes = new Map<string, ServiceRoutes>();
+  #requestAuthns = new Map<string, RequestAuthentication>();
   #rejected = new Map<string, RejectedResource>();
 
   workloadByUid(uid: string): Workload | undefined {
@@ -101,6 +120,25 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
     return this.#policies.values();
   }
 
+  /** The L7 routes and traffic policy of a Service (`ns/hostname`); none: plain L4 balancing. */
+  routesOf(serviceKey: string): ServiceRoutes | undefined {
+    return this.#routes.get(serviceKey);
+  }
+
+  serviceRoutes(): IterableIterator<ServiceRoutes> {
+    return this.#routes.values();
+  }
+
+  /** By `ns/name`. */
+  requestAuthn(key: string): RequestAuthentication | undefined {
+    return this.#requestAuthns.get(key);
+  }
+
+  /** Every RequestAuthentication; which apply to a workload is its scope and selector. */
+  requestAuthentications(): IterableIterator<RequestAuthentication> {
+    return this.#requestAuthns.values();
+  }
+
   /** The workloads backing a service (`ns/hostname`). */
   endpointsOf(serviceKey: string): Workload[] {
     return [...this.#workloads.values()].filter((w) => serviceKey in w.services);
@@ -124,7 +162,13 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
   }
 
   snapshot(): ProxyStateSnapshot {
-    return { workloads: [...this.#workloads.values()], services: [...this.#services.values()], policies: [...this.#policies.values()] };
+    return {
+      workloads: [...this.#workloads.values()],
+      services: [...this.#services.values()],
+      policies: [...this.#policies.values()],
+      routes: [...this.#routes.values()],
+      requestAuthns: [...this.#requestAuthns.values()],
+    };
   }
 
   /** Runs `fn` with the updater and emits one `change` event when anything changed. */
@@ -166,6 +210,25 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
       removeAuthorization: (key) => {
         if (this.#policies.delete(key)) change.policies.removed.push(key);
         lift('authorization', key);
+      },
+      insertRoutes: (r) => {
+        this.#routes.set(r.service, r);
+        change.routes.upserted.push(r.service);
+        lift('routes', r.service);
+      },
+      removeRoutes: (key) => {
+        if (this.#routes.delete(key)) change.routes.removed.push(key);
+        lift('routes', key);
+      },
+      insertRequestAuthn: (p) => {
+        const key = policyKey(p);
+        this.#requestAuthns.set(key, p);
+        change.requestAuthns.upserted.push(key);
+        lift('requestAuthentication', key);
+      },
+      removeRequestAuthn: (key) => {
+        if (this.#requestAuthns.delete(key)) change.requestAuthns.removed.push(key);
+        lift('requestAuthentication', key);
       },
       reject: (r) => {
         const key = rejectionKey(r.kind, r.name);

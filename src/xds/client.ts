@@ -1,18 +1,31 @@
-// The node agent's delta ADS client: subscribes to workloads/services and authorizations,
-// validates each resource with one typed handler per type, ACKs or NACKs, and keeps the last
-// good state across NACKs and disconnections; reconnects with backoff and resumes from the
-// versions it holds (initial_resource_versions). What it holds can be snapshotted and restored
-// (the agent persists it), and a restored snapshot resumes exactly as a reconnect does.
+// The node agent's delta ADS client: subscribes to workloads/services and authorizations (and
+// nodemesh's L7 types: routes, RequestAuthentications), validates each resource with one typed
+// handler per type, ACKs or NACKs, and keeps the last good state across NACKs and
+// disconnections; reconnects with backoff and resumes from the versions it holds
+// (initial_resource_versions). What it holds can be snapshotted and restored (the agent
+// persists it), and a restored snapshot resumes exactly as a reconnect does.
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { errorFor, XdsError } from '../errors.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { authMetadata, controlPlaneClient, type ControlPlaneConnection } from './credentials.js';
-import { handleAddresses, handleAuthorizations, KINDS, type HeldRejection, type HeldResource, type Rejection, type ResourceHandler, type ResourceUpdate, type XdsSnapshot } from './handlers.js';
-import { adsService, toStruct, TYPE_ADDRESS, TYPE_AUTHORIZATION, type JsonValue, type PbDeltaRequest, type PbDeltaResponse } from './proto.js';
+import {
+  handleAddresses,
+  handleAuthorizations,
+  handleRequestAuthns,
+  handleServiceRoutes,
+  KINDS,
+  type HeldRejection,
+  type HeldResource,
+  type Rejection,
+  type ResourceHandler,
+  type ResourceUpdate,
+  type XdsSnapshot,
+} from './handlers.js';
+import { adsService, toStruct, TYPE_ADDRESS, TYPE_AUTHORIZATION, TYPE_REQUEST_AUTHN, TYPE_SERVICE_ROUTES, type JsonValue, type PbDeltaRequest, type PbDeltaResponse } from './proto.js';
 import type { ProxyState } from '../state/index.js';
 
-export { handleAddresses, handleAuthorizations };
+export { handleAddresses, handleAuthorizations, handleRequestAuthns, handleServiceRoutes };
 export type { HeldRejection, HeldResource, Rejection, ResourceHandler, ResourceUpdate, XdsSnapshot };
 
 export interface XdsClientOptions extends ControlPlaneConnection {
@@ -23,8 +36,24 @@ export interface XdsClientOptions extends ControlPlaneConnection {
   metadata?: Record<string, JsonValue>;
   /** Reconnect backoff: doubles from initialMs up to maxMs, with jitter. */
   backoff?: { initialMs?: number; maxMs?: number };
+  /**
+   * How long to wait, once the L4 types have synced, for the first response of nodemesh's own
+   * types (EXTENSION_TYPES) before becoming ready without them; default 2000 ms. nodemesh's
+   * server answers every subscription at once (an empty response for a type it does not
+   * serve), so this only runs out against a control plane that never answers an unknown type.
+   */
+  extensionWaitMs?: number;
   logger?: Logger;
 }
+
+/**
+ * nodemesh's extension types. A control plane that predates them, or one that speaks only
+ * Istio's API, may leave their subscription unanswered: readiness waits for them only for
+ * extensionWaitMs. Until they arrive the proxy has no L7 routes (requests follow the L4
+ * service) and no RequestAuthentication (no request has a validated JWT, so no
+ * requestPrincipals rule matches).
+ */
+export const EXTENSION_TYPES: readonly string[] = [TYPE_SERVICE_ROUTES, TYPE_REQUEST_AUTHN];
 
 export interface NackEvent {
   typeUrl: string;
@@ -50,6 +79,8 @@ export class XdsClient extends EventEmitter<Events> {
   readonly #handlers = new Map<string, ResourceHandler>([
     [TYPE_ADDRESS, handleAddresses],
     [TYPE_AUTHORIZATION, handleAuthorizations],
+    [TYPE_SERVICE_ROUTES, handleServiceRoutes],
+    [TYPE_REQUEST_AUTHN, handleRequestAuthns],
   ]);
   /** Per type: name → each resource we hold (accepted), with its version. */
   readonly #held = new Map<string, Map<string, HeldResource>>();
@@ -61,6 +92,8 @@ export class XdsClient extends EventEmitter<Events> {
   #client: grpc.Client | undefined;
   #stream: Stream | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Runs while the L4 types have synced and an extension type has not. */
+  #extensionTimer: NodeJS.Timeout | undefined;
   #attempt = 0;
   #stopped = true;
   #connected = false;
@@ -76,7 +109,10 @@ export class XdsClient extends EventEmitter<Events> {
     this.ready = new Promise((resolve) => (this.#resolveReady = resolve));
   }
 
-  /** True once every subscribed type has had its first full response applied. */
+  /**
+   * True once every subscribed type has had its first full response applied, or the L4 types
+   * have and the extension types did not answer within extensionWaitMs.
+   */
   get isReady(): boolean {
     return this.#isReady;
   }
@@ -146,12 +182,16 @@ export class XdsClient extends EventEmitter<Events> {
     if (!this.#stopped) return;
     this.#stopped = false;
     this.#connect();
+    // A restart after stop() resumes a wait for the extension types that stop() cut short.
+    if (this.#checkReady()) this.emit('ready');
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearTimeout(this.#extensionTimer);
+    this.#extensionTimer = undefined;
     const s = this.#stream;
     this.#stream = undefined;
     s?.removeAllListeners();
@@ -276,17 +316,44 @@ export class XdsClient extends EventEmitter<Events> {
     } else {
       stream.write({ typeUrl: res.typeUrl, responseNonce: res.nonce });
     }
-    let becameReady = false;
-    if (!this.#synced.has(res.typeUrl)) {
-      this.#synced.add(res.typeUrl);
-      if (!this.#isReady && [...this.#handlers.keys()].every((t) => this.#synced.has(t))) {
-        this.#isReady = true;
-        becameReady = true;
-        this.#log.info({ address: this.#opts.address }, 'xDS synced: every resource type received');
-        this.#resolveReady();
-      }
-    }
+    this.#synced.add(res.typeUrl);
+    // isReady already holds while `applied` runs; `ready` follows it.
+    const becameReady = this.#checkReady();
     this.emit('applied', res.typeUrl);
     if (becameReady) this.emit('ready');
+  }
+
+  /**
+   * Marks the client ready (true) when every type has synced; when only the L4 types have,
+   * starts the extensionWaitMs timer, which then makes it ready and emits `ready` itself.
+   */
+  #checkReady(): boolean {
+    if (this.#isReady || this.#stopped) return false;
+    const types = [...this.#handlers.keys()];
+    if (!types.filter((t) => !EXTENSION_TYPES.includes(t)).every((t) => this.#synced.has(t))) return false;
+    if (types.every((t) => this.#synced.has(t))) {
+      this.#log.info({ address: this.#opts.address }, 'xDS synced: every resource type received');
+      this.#markReady();
+      return true;
+    }
+    this.#extensionTimer ??= setTimeout(() => {
+      this.#extensionTimer = undefined;
+      if (this.#isReady || this.#stopped) return;
+      this.#log.warn(
+        { address: this.#opts.address, types: types.filter((t) => !this.#synced.has(t)) },
+        'xDS synced without the nodemesh L7 types, which the control plane did not answer (an older control plane?): no L7 routes or RequestAuthentication until it sends them',
+      );
+      this.#markReady();
+      this.emit('ready');
+    }, this.#opts.extensionWaitMs ?? 2000);
+    this.#extensionTimer.unref?.();
+    return false;
+  }
+
+  #markReady(): void {
+    clearTimeout(this.#extensionTimer);
+    this.#extensionTimer = undefined;
+    this.#isReady = true;
+    this.#resolveReady();
   }
 }

@@ -1,7 +1,7 @@
 // Validates decoded xDS messages and turns them into the data plane's types. Each function
 // throws XdsError (NM_ERR_XDS_RESOURCE) with a reason an operator can act on; the caller NACKs the resource.
 import { XdsError } from '../errors.js';
-import { bytesToIp, cidr } from '../net/index.js';
+import { bytesToIp } from '../net/index.js';
 import {
   ACTIONS,
   APP_PROTOCOLS,
@@ -12,13 +12,13 @@ import {
   type AddressResource,
   type AppProtocol,
   type Authorization,
-  type Match,
   type Service,
   type ServicePort,
-  type StringMatch,
   type Workload,
 } from '../state/index.js';
-import type { PbAddress, PbAuthorization, PbCidr, PbMatch, PbPort, PbService, PbStringMatch, PbWorkload } from './proto.js';
+import { rulesFromProto, rulesToProto } from './convert-authz.js';
+import { enumValue, labelsFromProto } from './convert-common.js';
+import type { PbAddress, PbAuthorization, PbPort, PbService, PbWorkload } from './proto.js';
 
 const TUNNEL: ReadonlySet<string> = new Set(TUNNEL_PROTOCOLS);
 const STATUS: ReadonlySet<string> = new Set(WORKLOAD_STATUSES);
@@ -26,11 +26,6 @@ const WTYPE: ReadonlySet<string> = new Set(WORKLOAD_TYPES);
 const APP: ReadonlySet<string> = new Set(APP_PROTOCOLS);
 const SCOPE: ReadonlySet<string> = new Set(SCOPES);
 const ACTION: ReadonlySet<string> = new Set(ACTIONS);
-
-function enumValue<T extends string>(allowed: ReadonlySet<string>, v: unknown, field: string): T {
-  if (typeof v !== 'string' || !allowed.has(v)) throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}: unknown enum value ${JSON.stringify(v)}`);
-  return v as T;
-}
 
 function ip(b: Uint8Array, field: string): string {
   try {
@@ -73,7 +68,7 @@ export function workloadFromProto(w: PbWorkload, resourceName: string): Workload
     workloadType: enumValue(WTYPE, w.workloadType, 'workload_type'),
     workloadName: w.workloadName || w.name,
     authorizationPolicies: [...(w.authorizationPolicies ?? [])],
-    labels: {},
+    labels: labelsFromProto(w.labels, 'labels'),
     status: enumValue(STATUS, w.status, 'status'),
     clusterId: w.clusterId ?? '',
     services,
@@ -102,59 +97,6 @@ export function addressFromProto(a: PbAddress, resourceName: string): AddressRes
   throw new XdsError('NM_ERR_XDS_RESOURCE', 'Address has neither workload nor service set');
 }
 
-function stringMatch(m: PbStringMatch, field: string): StringMatch {
-  // Decoded messages name the set member in matchType; plain objects only set the field.
-  const kind = m.matchType ?? (m.exact !== undefined ? 'exact' : m.prefix !== undefined ? 'prefix' : m.suffix !== undefined ? 'suffix' : m.presence !== undefined ? 'presence' : undefined);
-  switch (kind) {
-    case 'exact':
-      return { exact: m.exact ?? '' };
-    case 'prefix':
-      return { prefix: m.prefix ?? '' };
-    case 'suffix':
-      return { suffix: m.suffix ?? '' };
-    case 'presence':
-      return { presence: true };
-    default:
-      throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}: StringMatch has no match type set`);
-  }
-}
-
-function cidrs(list: PbCidr[] | undefined, field: string) {
-  return (list ?? []).map((c, i) => {
-    try {
-      return cidr(c.address, c.length);
-    } catch (e) {
-      throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}[${i}]: ${(e as Error).message}`);
-    }
-  });
-}
-
-function ports(list: number[] | undefined, field: string): number[] {
-  return (list ?? []).map((p, i) => {
-    if (!Number.isInteger(p) || p < 0 || p > 65535) throw new XdsError('NM_ERR_XDS_RESOURCE', `${field}[${i}] ${p} is not a port`);
-    return p;
-  });
-}
-
-function match(m: PbMatch, f: string): Match {
-  const sm = (l: PbStringMatch[] | undefined, n: string) => (l ?? []).map((x, i) => stringMatch(x, `${f}.${n}[${i}]`));
-  const sa = (l: { namespace: string; serviceAccount: string }[] | undefined) => (l ?? []).map((x) => ({ namespace: x.namespace, serviceAccount: x.serviceAccount }));
-  return {
-    namespaces: sm(m.namespaces, 'namespaces'),
-    notNamespaces: sm(m.notNamespaces, 'not_namespaces'),
-    principals: sm(m.principals, 'principals'),
-    notPrincipals: sm(m.notPrincipals, 'not_principals'),
-    serviceAccounts: sa(m.serviceAccounts),
-    notServiceAccounts: sa(m.notServiceAccounts),
-    sourceIps: cidrs(m.sourceIps, `${f}.source_ips`),
-    notSourceIps: cidrs(m.notSourceIps, `${f}.not_source_ips`),
-    destinationIps: cidrs(m.destinationIps, `${f}.destination_ips`),
-    notDestinationIps: cidrs(m.notDestinationIps, `${f}.not_destination_ips`),
-    destinationPorts: ports(m.destinationPorts, `${f}.destination_ports`),
-    notDestinationPorts: ports(m.notDestinationPorts, `${f}.not_destination_ports`),
-  };
-}
-
 export function authorizationFromProto(a: PbAuthorization, resourceName: string): Authorization {
   if (!a.name || !a.namespace) throw new XdsError('NM_ERR_XDS_RESOURCE', 'authorization name and namespace are required');
   if (`${a.namespace}/${a.name}` !== resourceName) throw new XdsError('NM_ERR_XDS_RESOURCE', `authorization ${a.namespace}/${a.name} differs from the resource name`);
@@ -164,10 +106,21 @@ export function authorizationFromProto(a: PbAuthorization, resourceName: string)
     scope: enumValue(SCOPE, a.scope, 'scope'),
     action: enumValue(ACTION, a.action, 'action'),
     dryRun: a.dryRun === true,
-    rules: (a.rules ?? []).map((r, ri) => ({
-      clauses: (r.clauses ?? []).map((c, ci) => ({
-        matches: (c.matches ?? []).map((m, mi) => match(m, `rules[${ri}].clauses[${ci}].matches[${mi}]`)),
-      })),
-    })),
+    rules: rulesFromProto(a.rules, 'rules', false),
+    // An empty l7_rules is the same as none: the rules then serve HTTP ports too.
+    ...(a.l7Rules?.length ? { l7Rules: rulesFromProto(a.l7Rules, 'l7_rules', true) } : {}),
+  };
+}
+
+/** The message for a decoded Authorization (the inverse of authorizationFromProto). */
+export function authorizationToProto(a: Authorization): PbAuthorization {
+  return {
+    name: a.name,
+    namespace: a.namespace,
+    scope: a.scope,
+    action: a.action,
+    rules: rulesToProto(a.rules),
+    dryRun: a.dryRun,
+    ...(a.l7Rules?.length ? { l7Rules: rulesToProto(a.l7Rules) } : {}),
   };
 }

@@ -3,7 +3,9 @@
 // snapshots. XdsClient (client.ts) drives them for responses and for restored snapshots.
 import { isNodemeshError, XdsError } from '../errors.js';
 import { addressFromProto, authorizationFromProto } from './convert.js';
-import { codecs, TYPE_ADDRESS, TYPE_AUTHORIZATION, type PbAny } from './proto.js';
+import { requestAuthnFromProto } from './convert-requestauthn.js';
+import { serviceRoutesFromProto } from './convert-routes.js';
+import { codecs, TYPE_ADDRESS, TYPE_AUTHORIZATION, TYPE_REQUEST_AUTHN, TYPE_SERVICE_ROUTES, type PbAny } from './proto.js';
 import { SCOPES, type ProxyStateUpdater, type RejectedResource, type Scope } from '../state/index.js';
 
 export interface ResourceUpdate {
@@ -35,13 +37,14 @@ function reasonOf(e: unknown): string {
 }
 
 /**
- * Where a rejected authorization would have applied, when its bytes still decode as one: the
- * agent then denies only what it could bear on. Undecodable, it may be anything (GLOBAL too).
+ * Where a rejected authorization or RequestAuthentication would have applied, when its bytes
+ * still decode as one: the agent then denies only what it could bear on. Undecodable, it may
+ * be anything (GLOBAL too).
  */
-function scopeHint(r: ResourceUpdate): Pick<RejectedResource, 'scope' | 'namespace'> {
+function scopeHint(r: ResourceUpdate, typeUrl: string, decode: (b: Uint8Array) => { name: string; namespace: string; scope: unknown }): Pick<RejectedResource, 'scope' | 'namespace'> {
   try {
-    if (r.resource.type_url !== TYPE_AUTHORIZATION) return {};
-    const a = codecs.authorization.decode(r.resource.value);
+    if (r.resource.type_url !== typeUrl) return {};
+    const a = decode(r.resource.value);
     const known = (SCOPES as readonly string[]).includes(a.scope as string);
     return known && a.namespace && `${a.namespace}/${a.name}` === r.name ? { scope: a.scope as Scope, namespace: a.namespace } : {};
   } catch {
@@ -72,14 +75,49 @@ export const handleAuthorizations: ResourceHandler = (u, updates, removed) => {
       u.insertAuthorization(authorizationFromProto(decodeAny(r, TYPE_AUTHORIZATION, codecs.authorization.decode), r.name));
     } catch (e) {
       rejected.push({ name: r.name, reason: reasonOf(e) });
-      u.reject({ kind: 'authorization', name: r.name, reason: reasonOf(e), ...scopeHint(r) });
+      u.reject({ kind: 'authorization', name: r.name, reason: reasonOf(e), ...scopeHint(r, TYPE_AUTHORIZATION, codecs.authorization.decode) });
     }
   }
   for (const name of removed) u.removeAuthorization(name);
   return rejected;
 };
 
-export const KINDS: Record<string, RejectedResource['kind']> = { [TYPE_ADDRESS]: 'address', [TYPE_AUTHORIZATION]: 'authorization' };
+/** nodemesh.v1.ServiceRoutes, by the Service's `ns/hostname`. */
+export const handleServiceRoutes: ResourceHandler = (u, updates, removed) => {
+  const rejected: Rejection[] = [];
+  for (const r of updates) {
+    try {
+      u.insertRoutes(serviceRoutesFromProto(decodeAny(r, TYPE_SERVICE_ROUTES, codecs.serviceRoutes.decode), r.name));
+    } catch (e) {
+      rejected.push({ name: r.name, reason: reasonOf(e) });
+      u.reject({ kind: 'routes', name: r.name, reason: reasonOf(e) });
+    }
+  }
+  for (const name of removed) u.removeRoutes(name);
+  return rejected;
+};
+
+/** nodemesh.v1.RequestAuthentication, by `ns/name`. */
+export const handleRequestAuthns: ResourceHandler = (u, updates, removed) => {
+  const rejected: Rejection[] = [];
+  for (const r of updates) {
+    try {
+      u.insertRequestAuthn(requestAuthnFromProto(decodeAny(r, TYPE_REQUEST_AUTHN, codecs.requestAuthn.decode), r.name));
+    } catch (e) {
+      rejected.push({ name: r.name, reason: reasonOf(e) });
+      u.reject({ kind: 'requestAuthentication', name: r.name, reason: reasonOf(e), ...scopeHint(r, TYPE_REQUEST_AUTHN, codecs.requestAuthn.decode) });
+    }
+  }
+  for (const name of removed) u.removeRequestAuthn(name);
+  return rejected;
+};
+
+export const KINDS: Record<string, RejectedResource['kind']> = {
+  [TYPE_ADDRESS]: 'address',
+  [TYPE_AUTHORIZATION]: 'authorization',
+  [TYPE_SERVICE_ROUTES]: 'routes',
+  [TYPE_REQUEST_AUTHN]: 'requestAuthentication',
+};
 
 /** One resource as the client holds it: the control plane's bytes and version. */
 export interface HeldResource {

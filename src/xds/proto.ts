@@ -8,9 +8,14 @@ import protobuf from 'protobufjs';
 import { XdsError } from '../errors.js';
 
 import type { Action, AppProtocol, Scope, TunnelProtocol, WorkloadStatus, WorkloadType } from '../state/index.js';
+import type { PbHttpAttributes, PbRequestAuthentication, PbServiceRoutes } from './proto-l7.js';
 
 export const TYPE_ADDRESS = 'type.googleapis.com/istio.workload.Address';
 export const TYPE_AUTHORIZATION = 'type.googleapis.com/istio.security.Authorization';
+/** nodemesh's own: a Service's L7 routes, named `ns/hostname` (nodemesh/v1/routes.proto). */
+export const TYPE_SERVICE_ROUTES = 'type.googleapis.com/nodemesh.v1.ServiceRoutes';
+/** nodemesh's own: a RequestAuthentication, named `ns/name` (nodemesh/v1/requestauthn.proto). */
+export const TYPE_REQUEST_AUTHN = 'type.googleapis.com/nodemesh.v1.RequestAuthentication';
 
 /**
  * The .proto files live in the source tree and are read at run time, so no build step has to
@@ -33,6 +38,8 @@ const FILES = [
   'istio/security/authorization.proto',
   'istio/v1/auth/ca.proto',
   'nodemesh/v1/podstatus.proto',
+  'nodemesh/v1/routes.proto',
+  'nodemesh/v1/requestauthn.proto',
 ];
 
 let root: protobuf.Root | undefined;
@@ -172,6 +179,8 @@ export interface PbWorkload {
   clusterId: string;
   hostname?: string;
   services: Record<string, { ports: PbPort[] }>;
+  /** nodemesh extension (field 1000): the pod's labels. */
+  labels?: Record<string, string>;
 }
 
 export interface PbService {
@@ -224,6 +233,12 @@ export interface PbMatch {
   notDestinationPorts?: number[];
   serviceAccounts?: PbServiceAccountMatch[];
   notServiceAccounts?: PbServiceAccountMatch[];
+  /** nodemesh extension (field 1000), only in Authorization.l7_rules. */
+  http?: PbHttpAttributes | null;
+}
+
+export interface PbRule {
+  clauses: { matches: PbMatch[] }[];
 }
 
 export interface PbAuthorization {
@@ -231,8 +246,10 @@ export interface PbAuthorization {
   namespace: string;
   scope: PbScope;
   action: PbAction;
-  rules: { clauses: { matches: PbMatch[] }[] }[];
+  rules: PbRule[];
   dryRun: boolean;
+  /** nodemesh extension (field 1000): the rules with their HTTP attributes; empty: none. */
+  l7Rules?: PbRule[];
 }
 
 export interface PbCertificateRequest {
@@ -270,6 +287,8 @@ export const codecs = {
   deltaResponse: codec<PbDeltaResponse>('envoy.service.discovery.v3.DeltaDiscoveryResponse'),
   address: codec<PbAddress>('istio.workload.Address'),
   authorization: codec<PbAuthorization>('istio.security.Authorization'),
+  serviceRoutes: codec<PbServiceRoutes>('nodemesh.v1.ServiceRoutes'),
+  requestAuthn: codec<PbRequestAuthentication>('nodemesh.v1.RequestAuthentication'),
   certRequest: codec<PbCertificateRequest>('istio.v1.auth.IstioCertificateRequest'),
   certResponse: codec<PbCertificateResponse>('istio.v1.auth.IstioCertificateResponse'),
   podStatusReport: codec<PbPodStatusReport>('nodemesh.v1.PodStatusReport'),

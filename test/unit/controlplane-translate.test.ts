@@ -125,6 +125,8 @@ describe('workload translation', () => {
       authorizationPolicies: ['shop/p'],
       status: 'HEALTHY',
       clusterId: 'Kubernetes',
+      // nodemesh's extension (field 1000): subsets and RequestAuthentication selectors need them.
+      labels: { app: 'cart', version: 'v2' },
       services: {
         // Named target ports resolved from the containers; UDP and unresolvable ports left out.
         'shop/cart.shop.svc.cluster.local': {

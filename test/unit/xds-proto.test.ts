@@ -30,12 +30,12 @@ describe('wire compatibility of the .proto files', () => {
   });
 
   it('istio.security', () => {
-    expect(ids('istio.security.Authorization')).toEqual({ name: 1, namespace: 2, scope: 3, action: 4, rules: 5, dryRun: 6 });
+    expect(ids('istio.security.Authorization')).toEqual({ name: 1, namespace: 2, scope: 3, action: 4, rules: 5, dryRun: 6, l7Rules: 1000 });
     expect(ids('istio.security.Rule')).toEqual({ clauses: 1 });
     expect(ids('istio.security.Clause')).toEqual({ matches: 2 });
     expect(ids('istio.security.Match')).toEqual({
       namespaces: 1, notNamespaces: 2, principals: 3, notPrincipals: 4, sourceIps: 5, notSourceIps: 6, destinationIps: 7, notDestinationIps: 8,
-      destinationPorts: 9, notDestinationPorts: 10, serviceAccounts: 11, notServiceAccounts: 12,
+      destinationPorts: 9, notDestinationPorts: 10, serviceAccounts: 11, notServiceAccounts: 12, http: 1000,
     });
     expect(ids('istio.security.StringMatch')).toEqual({ exact: 1, prefix: 2, suffix: 3, presence: 4 });
     expect(ids('istio.security.Address')).toEqual({ address: 1, length: 2 });

@@ -10,6 +10,8 @@ import {
   podStatusService,
   TYPE_ADDRESS,
   TYPE_AUTHORIZATION,
+  TYPE_REQUEST_AUTHN,
+  TYPE_SERVICE_ROUTES,
   XdsClient,
   XdsServer,
   type PbDeltaRequest,
@@ -65,9 +67,9 @@ describe('delta ADS over TLS', () => {
     c.start();
     await c.ready;
     // Ready only after a response of each type was applied.
-    expect(new Set(types)).toEqual(new Set([TYPE_ADDRESS, TYPE_AUTHORIZATION]));
-    // Not ready after the first type alone; ready once the second was applied.
-    expect(readyWhenApplied.slice(0, 2)).toEqual([false, true]);
+    expect(new Set(types)).toEqual(new Set([TYPE_ADDRESS, TYPE_AUTHORIZATION, TYPE_SERVICE_ROUTES, TYPE_REQUEST_AUTHN]));
+    // Not ready before the last type; ready once it was applied.
+    expect(readyWhenApplied.slice(0, 4)).toEqual([false, false, false, true]);
     expect(c.isReady).toBe(true);
 
     const w = state.workloadByIp('10.1.0.5');
