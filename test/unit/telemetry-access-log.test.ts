@@ -4,7 +4,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AccessLog, parseAccessLogMode, type AccessLogContext, type RequestFacts } from '../../src/telemetry/index.js';
+import { AccessLog, parseAccessLogMode, type AccessLogContext } from '../../src/telemetry/access-log.js';
+import type { RequestFacts } from '../../src/telemetry/requests.js';
 import { testTempDir } from '../helpers/tmp.js';
 
 function req(over: Partial<RequestFacts> = {}): RequestFacts {

@@ -3,7 +3,8 @@
 // series, the Host fallback for destination_service, and the bound on series kept.
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { ISTIO_BUCKETS, MeshMetrics, REQUEST_LABELS, RequestMetrics, type RequestFacts, type RequestView } from '../../src/telemetry/index.js';
+import { MeshMetrics } from '../../src/telemetry/index.js';
+import { ISTIO_BUCKETS, REQUEST_LABELS, RequestMetrics, type RequestFacts, type RequestView } from '../../src/telemetry/requests.js';
 
 interface Sample {
   name: string;

@@ -2,7 +2,7 @@
 // valid trace carried on under the proxy's own span id (or forwarded as is), a new trace when
 // the incoming one is missing or broken, and x-request-id kept or made.
 import { describe, expect, it } from 'vitest';
-import { applyTraceHeaders, parseTraceparent, traceHeaders } from '../../src/telemetry/index.js';
+import { applyTraceHeaders, parseTraceparent, traceHeaders } from '../../src/telemetry/trace.js';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
