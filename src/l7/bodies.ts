@@ -46,6 +46,11 @@ export class Upload {
     } else this.#trailers = trailers;
   }
 
+  /** What is held for a connection not attached yet: the body so far, and whether it ended. */
+  held(): { chunks: readonly Buffer[]; ended: boolean; trailers: string[] | undefined } {
+    return { chunks: this.#pending ?? [], ended: this.#ended, trailers: this.#trailers };
+  }
+
   /** Sends `head` and whatever was held, in one write. */
   attach(stream: Stream, head: string): void {
     this.#stream = stream;

@@ -14,6 +14,21 @@ export interface ResolvedOptions {
   sweepMs: number;
   /** How long a closing client may go on sending before it is reset (lingering close). */
   lingerMs: number;
+  /** Request body bytes held per request for its retries. */
+  retryBufferBytes: number;
+  /** Bytes a mirror may have queued before it is dropped. */
+  mirrorQueueBytes: number;
+}
+
+/** What became of the mirrored copies of requests (EngineStats.mirrors). */
+export interface MirrorCounts {
+  started: number;
+  /** The shadow answered in full (its response was read and dropped). */
+  completed: number;
+  /** Fell behind its queue bound, or its request could not be completed (the client left). */
+  dropped: number;
+  /** Could not connect, was reset, answered garbage or timed out. */
+  failed: number;
 }
 
 export interface Sweepable {
@@ -31,6 +46,9 @@ export class EngineContext {
   readonly pool: UpstreamPool;
   readonly log: Logger;
   readonly sessions = new Set<Sweepable>();
+  /** Work no client waits for (mirrors, responses of retried tries being drained): swept, and dropped at close. */
+  readonly background = new Set<Sweepable & { drop(): void }>();
+  readonly mirrors: MirrorCounts = { started: 0, completed: 0, dropped: 0, failed: 0 };
   /** Date.now() as of the last sweep: timeouts need no finer clock than the sweep's. */
   now = Date.now();
   /** The most bytes seen queued in any one write queue or pending list of the engine. */
@@ -47,6 +65,8 @@ export class EngineContext {
       requestTimeoutMs: positive(o.requestTimeoutMs, 0, 'requestTimeoutMs', 0),
       sweepMs: positive(o.sweepMs, 250, 'sweepMs', 5),
       lingerMs: 2_000,
+      retryBufferBytes: positive(o.retryBufferBytes, 64 * 1024, 'retryBufferBytes', 0),
+      mirrorQueueBytes: positive(o.mirrorQueueBytes, 256 * 1024, 'mirrorQueueBytes', 0),
     };
     const limits = resolveLimits(o.pool);
     this.poolIdleTimeoutMs = limits.idleTimeoutMs;
@@ -63,5 +83,12 @@ export class EngineContext {
     this.now = Date.now();
     this.pool.sweep(this.now);
     for (const s of this.sessions) s.sweep(this.now);
+    for (const b of this.background) b.sweep(this.now);
+  }
+
+  /** The engine closes: background work stops with it (its connections closed). */
+  dropBackground(): void {
+    for (const b of [...this.background]) b.drop();
+    this.background.clear();
   }
 }

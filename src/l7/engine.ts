@@ -2,7 +2,7 @@
 // the HTTP on them (HTTP/1.1, or HTTP/2 when the connection opens with its preface) through
 // per-upstream connection pools, under the route and telemetry hooks each connection brings.
 import type { Duplex } from 'node:stream';
-import { EngineContext } from './context.js';
+import { EngineContext, type MirrorCounts } from './context.js';
 import { H2Front } from './h2.js';
 import { Http1Session } from './session.js';
 import { resetStream, type EngineOptions, type SessionHooks, type Stream } from './types.js';
@@ -13,6 +13,8 @@ export interface EngineStats {
   /** The most bytes seen queued in any one of the engine's write queues or pending lists. */
   peakQueuedBytes: number;
   pools: { upstream: string; connections: number; idle: number; waiting: number }[];
+  /** Mirrored copies of requests, by what became of them. */
+  mirrors: MirrorCounts;
 }
 
 export class HttpEngine {
@@ -61,13 +63,14 @@ export class HttpEngine {
   }
 
   stats(): EngineStats {
-    return { sessions: this.#ctx.sessions.size, peakQueuedBytes: this.#ctx.peakQueued, pools: this.#ctx.pool.stats() };
+    return { sessions: this.#ctx.sessions.size, peakQueuedBytes: this.#ctx.peakQueued, pools: this.#ctx.pool.stats(), mirrors: { ...this.#ctx.mirrors } };
   }
 
   /** Stops the sweeper and closes idle upstream connections; sessions in flight finish or fail. */
   close(): void {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    this.#ctx.dropBackground();
     this.#ctx.pool.close();
     this.#h2.close();
   }

@@ -1,14 +1,18 @@
 // One HTTP/1.1 request and its response through the engine: route, upstream connection from
 // the pool, the request streamed up and the response streamed down with backpressure both
-// ways, interim 1xx passed on, and every failure answered or booked with its response flag.
+// ways, interim 1xx passed on, the route's retries and mirrors, and every failure answered or
+// booked with its response flag.
+import { drain } from './drain.js';
 import { addFlag, connectFailure, FAILURES, type LocalFailure } from './flags.js';
 import { inspect, localResponse, requestHead, responseFraming, responseHead, withHost, type HeadInfo } from './head.js';
-import { directParts, logRouteFailure, report, responseHook, route } from './hooks.js';
+import { directParts, isDirect, logRouteFailure, report, responseHook, route } from './hooks.js';
+import { startMirrors, type Http1Mirror } from './mirror.js';
 import type { ParsedHead } from './parser.js';
 import { UpstreamConn, type FlaggedError, type ResponseSink } from './pool.js';
 import { Download, Upload } from './bodies.js';
 import type { SessionPort } from './port.js';
-import type { HttpRequestHead, Stream, UpstreamTarget } from './types.js';
+import { connectOutcome, Retries, type TryOutcome } from './retry.js';
+import type { DirectResponse, HttpRequestHead, Stream, UpstreamTarget } from './types.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -27,7 +31,7 @@ export class Exchange implements ResponseSink {
   finished = false;
   tunneling = false;
   closeAfter = false;
-  readonly #upload: Upload;
+  #upload: Upload;
   readonly #download: Download;
   #failure: LocalFailure | undefined;
   conn: UpstreamConn | undefined;
@@ -44,6 +48,14 @@ export class Exchange implements ResponseSink {
   #timer: NodeJS.Timeout | undefined;
   /** This exchange resets the client itself (a cut response): not the client's doing. */
   #resetting = false;
+  #retries: Retries | undefined;
+  #mirrors: Http1Mirror[] | undefined;
+  /** Tries made upstream, for the record. */
+  #attempts = 0;
+  /** Numbers each try: a connection or failure of an earlier one, arriving late, is not acted on. */
+  #try = 0;
+  #tryTimer: NodeJS.Timeout | undefined;
+  #backoff: NodeJS.Timeout | undefined;
 
   constructor(s: SessionPort, req: HttpRequestHead, info: HeadInfo, h: { versionMinor: number; keepAlive: boolean; upgrade: boolean }, failure?: LocalFailure) {
     this.#s = s;
@@ -66,20 +78,30 @@ export class Exchange implements ResponseSink {
 
   requestBody(b: Buffer): void {
     this.#reqBytes += b.length;
+    if (this.#mirrors) for (const m of this.#mirrors) m.requestBody(b);
     if (this.finished || this.#failure) return;
+    this.#retries?.body(b);
     this.#upload.body(b);
   }
 
   requestComplete(trailers: string[] | undefined): void {
     this.reqDone = true;
+    if (this.#mirrors) for (const m of this.#mirrors) m.requestComplete(trailers);
     if (this.finished || this.#failure) return;
+    this.#retries?.end(trailers);
     this.#upload.end(trailers);
   }
 
   /** The rest of the request cannot be read (bad bytes, header timeout): answer `f` and close. */
   requestFailed(f: LocalFailure): void {
     this.closeAfter = true;
+    this.#abortMirrors();
     if (this.finished) return;
+    if (this.#backoff) {
+      // Between tries: nothing upstream has this request, so answer now.
+      this.#fail(f);
+      return;
+    }
     if (!this.started || !this.conn) {
       this.#failure = f;
       return;
@@ -99,13 +121,7 @@ export class Exchange implements ResponseSink {
       direct: (d) => {
         if (this.finished) return;
         if (this.#failure) return this.#fail(this.#failure);
-        const p = directParts(d);
-        this.#flags = p.flags;
-        try {
-          this.#local(p.status, p.headers, p.body);
-        } catch (err) {
-          this.#routeFailed(err);
-        }
+        this.#direct(d);
       },
       upstream: (t) => {
         if (this.finished) return;
@@ -114,10 +130,37 @@ export class Exchange implements ResponseSink {
         this.#upstream = t.upstream;
         const ms = t.timeoutMs ?? this.#s.ctx.o.requestTimeoutMs;
         if (ms > 0) this.#timer = setTimeout(() => this.#timedOut(), ms);
-        this.#acquire(false);
+        // An upgrade becomes a tunnel: neither replayed nor shadowed.
+        if (!this.upgrade) {
+          const held = this.#upload.held();
+          this.#retries = Retries.for(t, this.req, this.#s.ctx.o.retryBufferBytes, this.#s.ctx.log, held);
+          if (t.mirror && t.mirror.length > 0) this.#mirrors = startMirrors(this.#s.ctx, this.req, t.mirror, this.#info.chunked, ms, held);
+        }
+        this.#dispatch();
       },
       failed: (err) => this.#routeFailed(err),
     });
+  }
+
+  #direct(d: DirectResponse): void {
+    const p = directParts(d);
+    this.#flags = p.flags;
+    try {
+      this.#local(p.status, p.headers, p.body);
+    } catch (err) {
+      this.#routeFailed(err);
+    }
+  }
+
+  #abortMirrors(): void {
+    if (this.#mirrors) for (const m of this.#mirrors) m.abort();
+  }
+
+  /** A try: its own timeout (the policy's perTryTimeoutMs) and a connection for it. */
+  #dispatch(): void {
+    const per = this.#retries?.perTryTimeoutMs ?? 0;
+    if (per > 0) this.#tryTimer = setTimeout(() => this.#tryTimedOut(), per);
+    this.#acquire(false);
   }
 
   #routeFailed(err: unknown): void {
@@ -128,30 +171,34 @@ export class Exchange implements ResponseSink {
 
   #acquire(fresh: boolean): void {
     const t = this.#target!;
+    const n = ++this.#try;
+    this.#attempts++;
     let c: UpstreamConn | Promise<UpstreamConn>;
     try {
       c = this.#s.ctx.pool.acquire(t.upstream, t.open as () => Promise<Stream>, fresh);
     } catch (err) {
-      this.#connectFailed(err as FlaggedError);
+      this.#connectFailed(n, err as FlaggedError);
       return;
     }
-    if (c instanceof UpstreamConn) this.#attach(c);
+    if (c instanceof UpstreamConn) this.#attach(n, c);
     else
       c.then(
-        (conn) => this.#attach(conn),
-        (err: FlaggedError) => this.#connectFailed(err),
+        (conn) => this.#attach(n, conn),
+        (err: FlaggedError) => this.#connectFailed(n, err),
       );
   }
 
-  #connectFailed(err: FlaggedError): void {
-    if (this.finished) return;
+  #connectFailed(n: number, err: FlaggedError): void {
+    if (this.finished || n !== this.#try) return;
+    if (this.#failure) return this.#fail(this.#failure);
     this.#s.ctx.log.debug({ err, upstream: this.#upstream }, 'upstream connection failed');
-    this.#fail(connectFailure(err, this.#retried));
+    const f = connectFailure(err, this.#retried);
+    this.#tryFailed(connectOutcome(f), f);
   }
 
-  #attach(c: UpstreamConn): void {
-    if (this.finished || this.#failure) {
-      if (this.#failure && !this.finished) this.#fail(this.#failure);
+  #attach(n: number, c: UpstreamConn): void {
+    if (this.finished || this.#failure || n !== this.#try) {
+      if (this.#failure && !this.finished && n === this.#try) this.#fail(this.#failure);
       this.#s.ctx.pool.release(c);
       return;
     }
@@ -194,6 +241,15 @@ export class Exchange implements ResponseSink {
       return 2;
     }
     const info = inspect(h.headers);
+    if (this.#retries?.wantsStatus(st) && this.#mayRetry()) {
+      const p = this.#retries.plan('status', this.#target!, st);
+      if (p.kind === 'retry') {
+        drain(this.#s.ctx, this.#detach()!, h, info, this.req.method, this.reqDone, this.#target!.maxRequestsPerConnection ?? 0);
+        this.#retry(p.to);
+        return this.req.method === 'HEAD' ? 1 : 0;
+      }
+      if (p.kind === 'exhausted') this.#flags = addFlag(this.#flags, 'URX');
+    }
     const c = this.conn!;
     c.keepAlive = h.keepAlive;
     if (info.keepAliveTimeout !== undefined) c.hintMs = info.keepAliveTimeout * 1000;
@@ -249,7 +305,8 @@ export class Exchange implements ResponseSink {
   }
 
   failed(kind: 'reset' | 'protocol', err?: Error): void {
-    if (this.finished || this.tunneling) return;
+    // No connection: one this exchange let go of (a retried try's, now draining) failed on its own.
+    if (this.finished || this.tunneling || !this.conn) return;
     this.#s.ctx.log.debug({ err, upstream: this.#upstream, kind }, 'upstream failed before the response completed');
     const reused = (this.conn?.served ?? 0) > 0;
     this.#dropConn();
@@ -269,7 +326,40 @@ export class Exchange implements ResponseSink {
       this.#acquire(true);
       return;
     }
-    this.#fail(this.#retried ? { ...f, flags: `${f.flags},URX` } : f);
+    this.#tryFailed('reset', this.#retried ? { ...f, flags: `${f.flags},URX` } : f);
+  }
+
+  /** Nothing of a response went to the client, so another try may still answer it. */
+  #mayRetry(): boolean {
+    return !this.#headSent && !this.#sawInterim && !this.finished && !this.#failure && !this.tunneling;
+  }
+
+  /** A try failed with `f` before its response: retried if the policy says so, else answered. */
+  #tryFailed(o: TryOutcome | undefined, f: LocalFailure): void {
+    const p = o !== undefined && this.#retries && this.#mayRetry() ? this.#retries.plan(o, this.#target!) : undefined;
+    if (p?.kind === 'retry') return this.#retry(p.to);
+    this.#fail(p?.kind === 'exhausted' ? { ...f, flags: addFlag(f.flags, 'URX') } : f);
+  }
+
+  /** The next try, after the backoff: the body kept so far goes up again, then the rest as it comes. */
+  #retry(to: UpstreamTarget | DirectResponse): void {
+    this.#clearTryTimer();
+    this.#try++;
+    const r = this.#retries!;
+    const up = new Upload(this.#info.chunked, this.#s.ctx, () => this.#s.updateReading());
+    for (const b of r.chunks ?? []) up.body(b);
+    if (r.ended) up.end(r.trailers);
+    this.#upload = up;
+    this.#s.updateReading();
+    this.#backoff = setTimeout(() => {
+      this.#backoff = undefined;
+      if (this.finished) return;
+      if (this.#failure) return this.#fail(this.#failure);
+      if (isDirect(to)) return this.#direct(to);
+      this.#target = to;
+      this.#upstream = to.upstream;
+      this.#dispatch();
+    }, r.delayMs());
   }
 
   #timedOut(): void {
@@ -277,6 +367,15 @@ export class Exchange implements ResponseSink {
     if (this.finished || this.tunneling) return;
     this.#dropConn();
     this.#fail(FAILURES.timeout);
+  }
+
+  /** The try's own timeout: retried while nothing went to the client, else the client is reset (UT). */
+  #tryTimedOut(): void {
+    this.#tryTimer = undefined;
+    if (this.finished || this.tunneling) return;
+    this.#dropConn();
+    if (this.#headSent) this.#fail(FAILURES.timeout);
+    else this.#tryFailed('timeout', FAILURES.timeout);
   }
 
   /** The client went away before this exchange finished. */
@@ -338,6 +437,11 @@ export class Exchange implements ResponseSink {
     this.#timer = undefined;
   }
 
+  #clearTryTimer(): void {
+    if (this.#tryTimer) clearTimeout(this.#tryTimer);
+    this.#tryTimer = undefined;
+  }
+
   /** The tunnel after a 101 closed; `sent`/`received` are its payload bytes. */
   tunnelDone(sent: number, received: number, broken: boolean): void {
     this.#reqBytes += sent;
@@ -352,17 +456,22 @@ export class Exchange implements ResponseSink {
     if (this.finished) return;
     this.finished = true;
     this.#clearTimer();
+    this.#clearTryTimer();
+    if (this.#backoff) clearTimeout(this.#backoff);
+    this.#backoff = undefined;
     const c = this.#detach();
     if (c) {
-      if (c.keepAlive && this.reqDone) this.#s.ctx.pool.release(c);
+      if (c.keepAlive && this.reqDone) this.#s.ctx.pool.release(c, this.#target?.maxRequestsPerConnection ?? 0);
       else this.#s.ctx.pool.discard(c);
     }
+    // A shadow cannot finish a request this one will read no more of.
+    if (!this.reqDone) this.#abortMirrors();
     this.#record();
     this.#s.done(this);
   }
 
   #record(): void {
     const upgraded = this.#status === 101;
-    report(this.#s.hooks, this.#s.ctx.log, this.req, this.#t0, { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded });
+    report(this.#s.hooks, this.#s.ctx.log, this.req, this.#t0, { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded, attempts: this.#attempts });
   }
 }

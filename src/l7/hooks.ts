@@ -12,10 +12,58 @@ export interface RouteOutcome {
   failed(err: unknown): void;
 }
 
+export function isDirect(d: unknown): d is DirectResponse {
+  return !!d && typeof d === 'object' && 'respond' in d && !!(d as DirectResponse).respond && typeof (d as DirectResponse).respond.status === 'number';
+}
+
+function isTarget(d: unknown): d is UpstreamTarget {
+  return !!d && typeof d === 'object' && typeof (d as UpstreamTarget).upstream === 'string' && typeof (d as UpstreamTarget).open === 'function';
+}
+
+const count = (v: unknown): boolean => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+
+/** Checks the optional fields of a target; a TypeError names the first one that is wrong. */
+function checkTarget(t: UpstreamTarget, at: string): void {
+  const r = t.retry;
+  if (r !== undefined) {
+    if (!r || typeof r !== 'object') throw new TypeError(`${at}.retry must be an object`);
+    if (!count(r.attempts)) throw new TypeError(`${at}.retry.attempts must be an integer >= 0, got ${String(r.attempts)}`);
+    if (typeof r.backoffMs !== 'number' || !(r.backoffMs >= 0)) throw new TypeError(`${at}.retry.backoffMs must be a number >= 0, got ${String(r.backoffMs)}`);
+    if (!Array.isArray(r.codes) || !r.codes.every((c) => Number.isInteger(c))) throw new TypeError(`${at}.retry.codes must be a list of status codes`);
+    if (r.perTryTimeoutMs !== undefined && !(typeof r.perTryTimeoutMs === 'number' && r.perTryTimeoutMs > 0)) throw new TypeError(`${at}.retry.perTryTimeoutMs must be a number > 0, got ${String(r.perTryTimeoutMs)}`);
+    if (r.next !== undefined && typeof r.next !== 'function') throw new TypeError(`${at}.retry.next must be a function`);
+  }
+  if (t.maxRequestsPerConnection !== undefined && !count(t.maxRequestsPerConnection)) {
+    throw new TypeError(`${at}.maxRequestsPerConnection must be an integer >= 0, got ${String(t.maxRequestsPerConnection)}`);
+  }
+  if (t.mirror !== undefined) {
+    if (!Array.isArray(t.mirror)) throw new TypeError(`${at}.mirror must be a list of targets`);
+    t.mirror.forEach((m, i) => {
+      if (!isTarget(m)) throw new TypeError(`${at}.mirror[${i}] must be { upstream, open }`);
+    });
+  }
+}
+
+/** A route answer, checked: a direct response or a target, else a TypeError naming what is wrong. */
+export function checkDecision(d: unknown, at = 'route()'): DirectResponse | UpstreamTarget {
+  if (isDirect(d)) return d;
+  if (isTarget(d)) {
+    checkTarget(d, at);
+    return d;
+  }
+  throw new TypeError(`${at} must answer { upstream, open } or { respond: { status } }`);
+}
+
 function settle(d: RouteDecision, out: RouteOutcome): void {
-  if (d && typeof d === 'object' && 'respond' in d && d.respond && typeof d.respond.status === 'number') out.direct(d);
-  else if (d && typeof d === 'object' && typeof (d as UpstreamTarget).upstream === 'string' && typeof (d as UpstreamTarget).open === 'function') out.upstream(d as UpstreamTarget);
-  else out.failed(new TypeError('route() must answer { upstream, open } or { respond: { status } }'));
+  let c: DirectResponse | UpstreamTarget;
+  try {
+    c = checkDecision(d);
+  } catch (err) {
+    out.failed(err);
+    return;
+  }
+  if (isDirect(c)) out.direct(c);
+  else out.upstream(c);
 }
 
 /** Runs the route hook; a synchronous answer is acted on at once, without a promise. */
@@ -60,7 +108,7 @@ export function responseHook(t: UpstreamTarget | undefined, status: number, head
 }
 
 /** What a finished request adds to its head for the record. */
-export type Outcome = Pick<RequestRecord, 'status' | 'requestBytes' | 'responseBytes' | 'responseFlags' | 'upstream' | 'upgraded' | 'grpcStatus'>;
+export type Outcome = Pick<RequestRecord, 'status' | 'requestBytes' | 'responseBytes' | 'responseFlags' | 'upstream' | 'upgraded' | 'grpcStatus' | 'attempts'>;
 
 /** Books a finished request (started at `t0`, performance.now()) through the telemetry hook. */
 export function report(hooks: SessionHooks, log: Logger, req: HttpRequestHead, t0: number, o: Outcome): void {

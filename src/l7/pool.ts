@@ -153,6 +153,8 @@ export interface ResolvedLimits {
   maxPending: number;
   maxIdle: number;
   idleTimeoutMs: number;
+  /** 0: no limit. */
+  maxRequestsPerConnection: number;
 }
 
 export function resolveLimits(l: PoolLimits = {}): ResolvedLimits {
@@ -166,6 +168,7 @@ export function resolveLimits(l: PoolLimits = {}): ResolvedLimits {
     maxPending: pick(l.maxPending, 1024, 'maxPending', 0),
     maxIdle: pick(l.maxIdle, 128, 'maxIdle', 0),
     idleTimeoutMs: pick(l.idleTimeoutMs, 30_000, 'idleTimeoutMs'),
+    maxRequestsPerConnection: pick(l.maxRequestsPerConnection, 0, 'maxRequestsPerConnection', 0),
   };
 }
 
@@ -263,10 +266,19 @@ export class UpstreamPool {
     else if (p.total === 0 && p.idle.length === 0) this.#keys.delete(key);
   }
 
-  /** Returns a connection after its exchange: to a waiter, to the idle list, or closed. */
-  release(c: UpstreamConn): void {
+  /** The requests a connection serves at most by default (0: no limit). */
+  get maxRequestsPerConnection(): number {
+    return this.#limits.maxRequestsPerConnection;
+  }
+
+  /**
+   * Returns a connection after its exchange: to a waiter, to the idle list, or closed (also once
+   * it served `maxRequests`, the route's limit, else the pool's; 0: none).
+   */
+  release(c: UpstreamConn, maxRequests = 0): void {
     const p = this.#keys.get(c.key);
-    if (!p || c.dead || !c.keepAlive || this.#closed) {
+    const max = maxRequests > 0 ? maxRequests : this.#limits.maxRequestsPerConnection;
+    if (!p || c.dead || !c.keepAlive || this.#closed || (max > 0 && c.served + 1 >= max)) {
       this.discard(c);
       return;
     }

@@ -94,6 +94,39 @@ export interface UpstreamTarget {
   timeoutMs?: number;
   /** Sees (and may change) the response head before the client does. */
   onResponse?(res: HttpResponseHead): void;
+  /** Retries of this request (docs/l7.md, Retries); none when undefined. */
+  retry?: UpstreamRetry;
+  /**
+   * Shadows: each gets a copy of the request (its Host or :authority with `-shadow` added, as
+   * Envoy does) and its response is read and dropped. A shadow that falls behind is dropped;
+   * none ever delays or fails the request itself.
+   */
+  mirror?: UpstreamTarget[];
+  /** An upstream connection (or HTTP/2 session) of this key is closed after this many requests; 0 or undefined: the pool's default. */
+  maxRequestsPerConnection?: number;
+}
+
+/**
+ * When and how a request is tried again. Only a request whose body is known in whole can be:
+ * one with no body, or a body within `EngineOptions.retryBufferBytes`; and only before any byte
+ * of a response went to the client.
+ */
+export interface UpstreamRetry {
+  /** Retries after the first try; 0: none. */
+  attempts: number;
+  /** Base of the fully jittered exponential backoff (Envoy's): retry n waits up to (2^n - 1) x this, at most 10 x. */
+  backoffMs: number;
+  /** Response statuses that are retried: that response is read and dropped, never shown to the client. */
+  codes: readonly number[];
+  /** Retry a try that could not connect (UF, UH) or was reset before its response head (UC). */
+  onConnectFailure: boolean;
+  /** Each try's own timeout, from its dispatch to the end of its response: one that expires before the response head went to the client is retried (UT). */
+  perTryTimeoutMs?: number;
+  /**
+   * Where each retry goes (another endpoint, say): called once per retry. Undefined: the same
+   * target. A DirectResponse answers the request with it; a throw answers the last try's outcome.
+   */
+  next?: () => UpstreamTarget | DirectResponse;
 }
 
 /** Answer the request here, without an upstream (no route, redirects, faults, denials). */
@@ -131,6 +164,8 @@ export interface RequestRecord {
   upgraded: boolean;
   /** HTTP/2 gRPC responses: the `grpc-status` trailer (or header), when present. */
   grpcStatus?: string;
+  /** Tries made upstream (1 plus the retries; 0 when the request never went to an upstream). */
+  attempts: number;
 }
 
 /** What one client connection does with its requests. */
@@ -150,6 +185,8 @@ export interface PoolLimits {
   maxIdle?: number;
   /** An idle connection is closed after this long (default 30 s), or sooner if the upstream's Keep-Alive: timeout says so. */
   idleTimeoutMs?: number;
+  /** A connection (or HTTP/2 session) is closed after this many requests (default 0: no limit); a route's `maxRequestsPerConnection` overrides it. */
+  maxRequestsPerConnection?: number;
 }
 
 export interface EngineOptions {
@@ -166,6 +203,10 @@ export interface EngineOptions {
   /** How often timeouts are checked (default 250 ms); timeouts fire within this much of their value. */
   sweepMs?: number;
   pool?: PoolLimits;
+  /** Request body bytes held per request so it can be retried (default 64 KiB); a larger body is not retried. */
+  retryBufferBytes?: number;
+  /** Bytes a mirror may have queued (unsent, or unread by its upstream) before it is dropped (default 256 KiB). */
+  mirrorQueueBytes?: number;
   log?: Logger;
 }
 
