@@ -12,7 +12,7 @@ import { UpstreamConn, type FlaggedError, type ResponseSink } from './pool.js';
 import { Download, Upload } from './bodies.js';
 import type { SessionPort } from './port.js';
 import { connectOutcome, Retries, type TryOutcome } from './retry.js';
-import type { DirectResponse, HttpRequestHead, Stream, UpstreamTarget } from './types.js';
+import { endTry, tryEndOf, type DirectResponse, type HttpRequestHead, type Stream, type UpstreamTarget } from './types.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -471,6 +471,7 @@ export class Exchange implements ResponseSink {
   }
 
   #record(): void {
+    endTry(this.#target, tryEndOf(this.#status, this.#flags), this.#s.ctx.log);
     const upgraded = this.#status === 101;
     report(this.#s.hooks, this.#s.ctx.log, this.req, this.#t0, { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded, attempts: this.#attempts });
   }

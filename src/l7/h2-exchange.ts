@@ -11,7 +11,7 @@ import { retire, type H2Lease, type H2Pool } from './h2-pool.js';
 import { directParts, isDirect, logRouteFailure, report, responseHook, route } from './hooks.js';
 import { shadowHost } from './mirror.js';
 import { connectOutcome, Retries, type TryOutcome } from './retry.js';
-import { HttpRequestHead, type DirectResponse, type SessionHooks, type Stream, type UpstreamTarget } from './types.js';
+import { endTry, HttpRequestHead, tryEndOf, type DirectResponse, type SessionHooks, type Stream, type UpstreamTarget } from './types.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, HTTP2_HEADER_STATUS } = constants;
 
@@ -340,6 +340,7 @@ export class H2Exchange {
   }
 
   #record(): void {
+    endTry(this.#target, tryEndOf(this.#status, this.#flags), this.#ctx.log);
     const o = { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded: false, attempts: this.#attempts };
     report(this.#hooks, this.#ctx.log, this.req, this.#t0, this.#grpc === undefined ? o : { ...o, grpcStatus: this.#grpc });
   }

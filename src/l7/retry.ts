@@ -4,7 +4,7 @@
 import type { Logger } from '../log.js';
 import type { LocalFailure } from './flags.js';
 import { checkDecision } from './hooks.js';
-import type { DirectResponse, HttpRequestHead, UpstreamRetry, UpstreamTarget } from './types.js';
+import { endTry, type DirectResponse, type HttpRequestHead, type UpstreamRetry, type UpstreamTarget } from './types.js';
 
 /** How a try ended, as far as retrying goes. */
 export type TryOutcome = 'connect' | 'reset' | 'timeout' | 'status';
@@ -94,6 +94,8 @@ export class Retries {
    */
   plan(o: TryOutcome, current: UpstreamTarget, status = 0): RetryPlan {
     const p = this.#p;
+    // The try is over whatever comes next: its endpoint is judged on it, retried or not.
+    endTry(current, o === 'status' ? status : 'connect-failure', this.#log);
     const retriable = o === 'status' ? p.codes.includes(status) : o === 'timeout' ? true : p.onConnectFailure;
     if (!retriable || this.#chunks === undefined) return NO;
     if (this.#left === 0) return EXHAUSTED;

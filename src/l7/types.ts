@@ -104,6 +104,35 @@ export interface UpstreamTarget {
   mirror?: UpstreamTarget[];
   /** An upstream connection (or HTTP/2 session) of this key is closed after this many requests; 0 or undefined: the pool's default. */
   maxRequestsPerConnection?: number;
+  /**
+   * Called when a try to this target is over (outlier detection, in-flight counts): with the
+   * status it answered (a retried one included), `connect-failure` when it could not be had or
+   * failed before a response, or undefined when the client left first. May be called more than
+   * once for one try; a throw is logged and ignored.
+   */
+  onTryEnd?(outcome: TryEnd): void;
+}
+
+/** How one try ended, as onTryEnd tells it. */
+export type TryEnd = number | 'connect-failure' | undefined;
+
+/** The outcome of a finished request's last try, from its record's status and flags. */
+export function tryEndOf(status: number, flags: string): TryEnd {
+  if (flags.includes('DC')) return undefined;
+  // The proxy's own 503 for an upstream it could not have (UF, UH) or that reset (UC) says nothing of an app's answer.
+  if (status === 0 || /\bU[FHC]\b/.test(flags)) return 'connect-failure';
+  return status;
+}
+
+/** Calls the target's onTryEnd, never letting it throw into the engine. */
+export function endTry(t: UpstreamTarget | undefined, outcome: TryEnd, log: Logger): void {
+  const f = t?.onTryEnd;
+  if (!f) return;
+  try {
+    f.call(t, outcome);
+  } catch (err) {
+    log.error({ err }, 'the onTryEnd hook failed');
+  }
 }
 
 /**
