@@ -7,7 +7,7 @@ import { NativeError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
-import { FlowLog, MeshMetrics } from '../telemetry/index.js';
+import { FlowLog, MeshMetrics, type AccessLogMode } from '../telemetry/index.js';
 import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.js';
 import { AgentCapture, captureOff, captureOffRoute, observePods } from './capture.js';
 import { pruneIdentities, readOrigDst } from './bounded.js';
@@ -18,6 +18,7 @@ import { agentPaths, DEFAULT_PIN_ROOT, PORTS, type AgentPaths } from '../net/ind
 import type { PodMeta, PodSource } from './podsource.js';
 import { LocalWorkloads } from './workloads.js';
 import { ControlPlaneSource } from './cp-source.js';
+import { requestTelemetry, type AgentRequestTelemetry } from './request-telemetry.js';
 import { PodWatch, type PodWatchConnection } from './kube-pods.js';
 import type { ControlPlaneConnection } from '../xds/index.js';
 
@@ -28,6 +29,8 @@ export interface AgentOptions {
   observeCgroup?: string;
   /** Node-level capture (default on). Off: no observers, no records kept for it, /debug/capture refuses. */
   capture?: boolean;
+  /** Per-request access log of HTTP ports on stdout (default off). */
+  accessLog?: AccessLogMode;
   nodeName?: string;
   trustDomain?: string;
   /** Local mode: pod metadata from a config directory, no policy. */
@@ -60,6 +63,7 @@ export class Agent {
   readonly node: string;
   readonly metrics = new MeshMetrics();
   readonly flows: FlowLog;
+  readonly #requests: AgentRequestTelemetry;
   readonly workloads: LocalWorkloads;
   readonly #o: AgentOptions;
   readonly #log: Logger;
@@ -87,6 +91,7 @@ export class Agent {
     this.#log = o.log.child({ component: 'agent', node: this.node });
     this.#node = new NodeHandoff({ cniSocket: this.paths.cniSocket, pidFile: this.paths.pidFile, log: o.log, node: this.node, onCni: (req) => handleCni(this.#cniContext(), req) });
     this.flows = new FlowLog(o.log);
+    this.#requests = requestTelemetry(this.metrics, o.accessLog);
     this.workloads = new LocalWorkloads(o.trustDomain);
   }
 
@@ -156,6 +161,8 @@ export class Agent {
         redirect.registerInboundListener(pod.ip, kind, fd);
       },
       ...(cp ? { router: cp } : {}),
+      // HTTP ports are known from the control plane's Services: L7 needs one.
+      ...(cp ? { http: { ...cp.httpOptions(), telemetry: this.#requests } } : {}),
       // With a control plane every enrolled pod has a certificate: traffic between nodes goes
       // over HBONE (mTLS on 15008). Local mode has no CA, so it stays plain TCP.
       ...(cp ? { hbone: { credentials: cp.secrets, trustDomain: this.#o.trustDomain ?? 'cluster.local' } } : {}),
@@ -365,6 +372,7 @@ export class Agent {
     else if (draining) this.#log.info('drained: every open connection ended');
     await this.#cp?.stop();
     this.#capture?.stop();
+    await this.#requests.close();
     this.#redirect?.close();
     this.#node.claim.release();
     this.#log.info('agent stopped');

@@ -7,8 +7,9 @@ import { isNodemeshError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CaClient, SecretManager, SecretStore } from '../identity/index.js';
 import { Balancer, type LbPolicy, type MeshRouter, type RouteTarget, type SocketAddress, type WorkloadIndex } from '../proxy/index.js';
-import { evaluate } from '../rbac/index.js';
-import { ProxyState, type StateChange, type Workload } from '../state/index.js';
+import { evaluate, JwtVerifier, jwtRulesOf, requestAuthnFor } from '../rbac/index.js';
+import { EndpointPicker, type HttpLayerOptions, type RequestAuthenticator } from '../proxy/index.js';
+import { ProxyState, type AppProtocol, type Service, type StateChange, type Workload } from '../state/index.js';
 import type { PeerInfo } from '../telemetry/index.js';
 import { PodStatusClient, XdsClient, type ControlPlaneConnection, type PodStatus } from '../xds/index.js';
 import type { AuthorizeInput, AuthorizeResult } from '../proxy/index.js';
@@ -36,6 +37,38 @@ export function peerOfWorkload(w: Workload): PeerInfo {
     ...(w.canonicalRevision ? { canonicalRevision: w.canonicalRevision } : {}),
     cluster: w.clusterId,
   };
+}
+
+/**
+ * What a workload's port speaks, from the Services it backs: a pod IP addressed directly gets
+ * the protocol of the service port that targets it. Services that disagree make it L4 (TCP
+ * wins over HTTP: parsing bytes that are not HTTP would break the app).
+ */
+export function workloadPortProtocol(w: Workload, port: number): AppProtocol {
+  let found: AppProtocol = 'UNKNOWN';
+  for (const ports of Object.values(w.services)) {
+    for (const p of ports) {
+      if ((p.targetPort || p.servicePort) !== port) continue;
+      if (found === 'UNKNOWN') found = p.appProtocol;
+      else if (found !== p.appProtocol) return 'TCP';
+    }
+  }
+  return found;
+}
+
+/**
+ * The Service a Host header names: a VIP (port dropped), or `name`, `name.ns`, `name.ns.svc` and
+ * the full hostname, as cluster DNS resolves them from a pod in `ns`.
+ */
+export function serviceForHost(state: ProxyState, authority: string, ns: string): Service | undefined {
+  const host = authority.startsWith('[') ? authority.slice(1, authority.indexOf(']')) : authority.replace(/:\d+$/, '');
+  const byVip = state.serviceByVip(host);
+  if (byVip) return byVip;
+  const parts = host.toLowerCase().split('.');
+  const name = parts[0]!;
+  const svcNs = parts[1] ?? ns;
+  for (const s of state.services()) if (s.name === name && s.namespace === svcNs && (parts.length <= 3 || s.hostname === host.toLowerCase())) return s;
+  return undefined;
 }
 
 export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
@@ -179,25 +212,59 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
       const eps = this.state.endpointsOf(svc.key).filter((w) => w.status === 'HEALTHY' && w.addresses.length > 0);
       const ports = eps.map((w) => w.services[svc.key]?.find((p) => p.servicePort === dst.port)?.targetPort || sp.targetPort || dst.port);
       const pick = this.balancer.pick(svc.key, eps.map((w, i) => `${w.uid}:${ports[i]}`));
-      if (!pick) return { addr: dst, hbone: false, service: { hostname: svc.hostname, name: svc.name, namespace: svc.namespace } };
+      const service = { hostname: svc.hostname, name: svc.name, namespace: svc.namespace };
+      if (!pick) return { addr: dst, hbone: false, service, appProtocol: sp.appProtocol };
       const w = eps[pick.index]!;
       return {
         addr: { ip: w.addresses[0]!, port: ports[pick.index]! },
         peer: peerOfWorkload(w),
         identity: w.identity,
         hbone: w.tunnelProtocol === 'HBONE',
-        service: { hostname: svc.hostname, name: svc.name, namespace: svc.namespace },
+        service,
         release: pick.release,
+        appProtocol: sp.appProtocol,
       };
     }
     const w = this.state.workloadByIp(dst.ip);
     if (!w) return undefined;
-    return { addr: dst, peer: peerOfWorkload(w), identity: w.identity, hbone: w.tunnelProtocol === 'HBONE' };
+    return { addr: dst, peer: peerOfWorkload(w), identity: w.identity, hbone: w.tunnelProtocol === 'HBONE', appProtocol: workloadPortProtocol(w, dst.port) };
+  }
+
+  portProtocol(ip: string, port: number): AppProtocol {
+    const w = this.state.workloadByIp(ip);
+    return w ? workloadPortProtocol(w, port) : 'UNKNOWN';
   }
 
   byIp(ip: string): PeerInfo | undefined {
     const w = this.state.workloadByIp(ip);
     return w ? peerOfWorkload(w) : undefined;
+  }
+
+  /** What the L7 path reads of the state (proxy/http-outbound.ts), and its per-request endpoint picker. */
+  httpOptions(): HttpLayerOptions {
+    const state = this.state;
+    const mesh = {
+      service: (k: string) => state.serviceByHostname(k),
+      routesOf: (k: string) => state.routesOf(k),
+      endpointsOf: (k: string) => state.endpointsOf(k),
+      workloadByIp: (ip: string) => state.workloadByIp(ip),
+      serviceForHost: (host: string, ns: string) => serviceForHost(state, host, ns),
+    };
+    const endpoints = new EndpointPicker(mesh);
+    state.on('change', (c) => {
+      endpoints.invalidate();
+      c.services.removed.forEach((k) => endpoints.forget(k));
+    });
+    const jwt = new JwtVerifier();
+    const authn: RequestAuthenticator = {
+      verify: (pod, req) => {
+        const w = state.workloadByIp(pod.ip);
+        const rules = jwtRulesOf(requestAuthnFor(state.requestAuthentications(), { namespace: pod.namespace, labels: w?.labels ?? pod.labels }));
+        if (rules.length === 0) return undefined;
+        return jwt.verify(rules, { header: (n) => req.header(n), path: req.path });
+      },
+    };
+    return { mesh, endpoints, authn };
   }
 
   /**
@@ -223,6 +290,7 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
       srcIp: i.srcIp,
       dstIp: i.dstIp,
       dstPort: i.dstPort,
+      ...(i.http ? { http: i.http } : {}),
     });
     for (const hit of d.dryRun) this.#log.info({ policy: hit.policy, action: hit.action, src: i.srcIp, dst: `${i.dstIp}:${i.dstPort}` }, 'dry-run policy matched');
     return { allowed: d.allowed, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };

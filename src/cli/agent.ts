@@ -7,6 +7,7 @@ import { Agent, ConfigDirPodSource, parseEndpoint } from '../agent/index.js';
 import { DEFAULT_PIN_ROOT, stateDir } from '../net/index.js';
 import { log } from '../log.js';
 import { parse, usageError, type Command } from './command.js';
+import { parseAccessLogMode } from '../telemetry/index.js';
 
 const help = `Usage: nodemesh agent --control-plane <addr> --token-file <f> --root-cert <f> [options]
        nodemesh agent --config <dir> [options]        (local mode)
@@ -56,6 +57,10 @@ Options:
   --capture on|off      node-level capture (default on). off: no observers, no records kept
                         for \`nodemesh capture\`, /debug/capture refuses; the redirect programs
                         still check one BPF array per connection
+  --access-log <mode>   per-request access log of HTTP ports, one JSON line on stdout:
+                        off (default), errors (failed requests: 5xx, 4xx with flags), all
+                        (rate-capped at 1000 lines/s; failed requests are never dropped for
+                        the sampling, only for the cap)
   --node <name>         node name (default: the host name)
   --admin <addr>        admin endpoint (default 127.0.0.1:15000)
   --metrics <addr>      Prometheus endpoint (default 0.0.0.0:15020)
@@ -98,6 +103,7 @@ export const agentCommand: Command = {
       'pin-root': { type: 'string' },
       'observe-cgroup': { type: 'string' },
       capture: { type: 'string' },
+      'access-log': { type: 'string' },
       node: { type: 'string' },
       admin: { type: 'string' },
       metrics: { type: 'string' },
@@ -151,6 +157,7 @@ export const agentCommand: Command = {
       ...(values['pin-root'] ? { pinRoot: values['pin-root'] } : {}),
       ...(values['observe-cgroup'] ? { observeCgroup: values['observe-cgroup'] } : {}),
       capture: capture === 'on',
+      accessLog: parseAccessLogMode(values['access-log'] ?? 'off'),
       ...(values.node ? { nodeName: values.node } : {}),
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
       ...(values.admin ? { admin: parseEndpoint(values.admin, '--admin') } : {}),

@@ -182,6 +182,36 @@ export class ConnectionTracker {
     }
   }
 
+  /**
+   * Tracks a connection the L7 engine serves (HTTP ports): one record and TCP metrics per view,
+   * as for a relayed one, with the bytes the client socket counted. Requests have their own
+   * records and metrics; policy is decided per request, so the connection carries no `authz`
+   * for revocation (a request that policy no longer allows is refused at its start).
+   */
+  async session(client: RelayEnd, views: ConnectionView[], direction: ConnectionPlan['direction'], serve: () => Promise<void>, onEnd?: () => void): Promise<void> {
+    const t0 = performance.now();
+    const plan = { direction, ...(onEnd ? { onEnd } : {}) };
+    const conn = this.#track(client, views, plan);
+    const counted = client as RelayEnd & { bytesRead?: number; bytesWritten?: number };
+    for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
+    try {
+      await serve();
+    } finally {
+      // Sent and received as the proxy's relays count them: toward the upstream, from it.
+      const received = counted.bytesWritten ?? 0;
+      const sent = counted.bytesRead ?? 0;
+      for (const l of conn.labels) {
+        this.#t.metrics.bytes(l, sent, received);
+        this.#t.metrics.connectionClosed(l);
+      }
+      for (const r of conn.records) {
+        r.bytesSent = sent;
+        r.bytesReceived = received;
+      }
+      this.#end(conn, plan, t0);
+    }
+  }
+
   /** Starts tracking a connection: its records (one per view), labels, and the active gauge. */
   #track(client: RelayEnd, views: ConnectionView[], plan: Pick<ConnectionPlan, 'direction' | 'authz'>): ActiveConnection {
     const conn: ActiveConnection = {

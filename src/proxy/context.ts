@@ -1,6 +1,7 @@
 // What the outbound and inbound handlers share: options, the node's pods, and helpers.
 import type { Logger } from '../log.js';
 import type { Boundary } from './boundary.js';
+import type { HttpLayer } from './http-layer.js';
 import type { ConnectionTracker, ConnectionView } from './connection.js';
 import type { RelayEnd, RelayOptions } from './relay.js';
 import type { Authorizer, LocalPod, MeshRouter, OriginalDstResolver, RouteTarget, UpstreamConnector, WorkloadIndex } from './types.js';
@@ -23,6 +24,8 @@ export interface ProxyContext {
   router?: MeshRouter;
   authorize?: Authorizer;
   hbone?: HboneDialer;
+  /** The L7 path for HTTP ports; absent, every port is L4. */
+  http?: HttpLayer;
   fastPath: boolean;
   timeoutMs: number;
   /** The enrolled pod on this node with this IP. */

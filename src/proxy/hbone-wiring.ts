@@ -77,12 +77,19 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       relay: ctx.relay,
       authorize: (r): InboundDecision => {
         if (!ctx.authorize) return { allow: true };
+        // HTTP ports are decided per request, with the request's attributes (http-layer.ts).
+        if (ctx.http?.inboundIsHttp(ctx, pod, r.target.port)) return { allow: true };
         const d = ctx.authorize(input(r));
         decided.set(r, { allowed: d.allowed, ...(d.policy ? { name: d.policy } : {}) });
         return d.allowed ? { allow: true } : { allow: false, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };
       },
       // To the pod's IP from the tunnel's TCP peer: the source pod's IP, as HBONE leaves from its netns.
       connectUpstream: (r) => ctx.upstream.deliver(pod.netnsPath, { ip: pod.ip, port: r.target.port }, r.clientAddr.ip, ctx.timeoutMs),
+      serveTunnel: (r) => {
+        const http = ctx.http;
+        if (!http?.inboundIsHttp(ctx, pod, r.target.port)) return undefined;
+        return (tunnel) => http.inbound(ctx, pod, tunnel, view(r), input(r));
+      },
       // The server awaits this inside the tunnel's failure boundary: telemetry that fails resets the tunnel.
       onStream: (r, stream, upstream, relay) => {
         const policy = decided.get(r);

@@ -32,6 +32,8 @@ export function deliver(ctx: ProxyContext, pod: LocalPod, client: RelayEnd, view
     onEnd?.();
     return Promise.resolve();
   }
+  // HTTP ports are authorized per request, with the request's attributes (http-layer.ts).
+  if (ctx.http?.inboundIsHttp(ctx, pod, input.dstPort)) return ctx.http.inbound(ctx, pod, client, dst, input, onEnd);
   if (ctx.authorize) {
     const authorize = ctx.authorize;
     let d;

@@ -9,7 +9,8 @@ import type { ConnectionView } from './connection.js';
 import { podName, type ProxyContext } from './context.js';
 import { newTraceparent } from './hbone/index.js';
 import { deliver } from './inbound.js';
-import { HBONE_PORT, peerOf, type LocalPod, type RouteTarget } from './types.js';
+import { serveOutbound } from './http-outbound.js';
+import { HBONE_PORT, isHttpProtocol, peerOf, type LocalPod, type RouteTarget } from './types.js';
 
 /** Node's private handle fd; present on Linux for TCP sockets. */
 function fdOf(sock: Socket): number {
@@ -39,6 +40,8 @@ export function handleOutbound(ctx: ProxyContext, pod: LocalPod, client: Socket)
     upstreamLabel: target,
     ...(route.service ? { service: route.service } : {}),
   };
+  // HTTP ports: routed per request by the L7 path (http-outbound.ts).
+  if (ctx.http && isHttpProtocol(route.appProtocol)) return serveOutbound(ctx.http, ctx, pod, client, base, route, orig);
   const local = ctx.fastPath ? ctx.localPod(route.addr.ip) : undefined;
   if (local) {
     // Same node: hand the connection to the destination's inbound side in this process. No

@@ -9,6 +9,7 @@ import { ConnectionTracker, type Telemetry } from './connection.js';
 import { podName, type ProxyContext } from './context.js';
 import type { HboneSessionInfo, HboneTuning } from './hbone/index.js';
 import { HboneOutbound, serveHbone } from './hbone-wiring.js';
+import { HttpLayer, type HttpLayerOptions } from './http-layer.js';
 import { handleInbound } from './inbound.js';
 import { handleOutbound } from './outbound.js';
 import type { RelayEnd, RelayOptions } from './relay.js';
@@ -54,6 +55,8 @@ export interface ProxyOptions {
   keepAliveMs?: number;
   /** Plaintext capture of relayed connections (docs/capture.md); absent, relays carry no tap. */
   tap?: PlaintextTap;
+  /** The L7 path for HTTP ports (needs `router` to know them); absent, every port is L4. */
+  http?: HttpLayerOptions;
 }
 
 interface PodListeners {
@@ -97,6 +100,7 @@ export class NodeProxy {
   readonly #log: Logger;
   readonly #ctx: ProxyContext;
   readonly #hbone: HboneOutbound | undefined;
+  readonly #http: HttpLayer | undefined;
   /**
    * Upstream sockets this proxy opened for its own pods, by local `ip:port`. A connection
    * arriving inbound from one of them comes from that pod for certain (the socket is ours),
@@ -117,6 +121,7 @@ export class NodeProxy {
     this.#hbone = o.hbone
       ? new HboneOutbound({ ...o.hbone, upstream: o.upstream, localPod: (ip) => this.#byIp.get(ip), hbonePort: HBONE_PORT, connectTimeoutMs: timeoutMs, log: o.telemetry.log })
       : undefined;
+    this.#http = o.http ? new HttpLayer({ ...o.http, engine: { log: this.#log, connectTimeoutMs: timeoutMs, ...o.http.engine } }) : undefined;
     this.#ctx = {
       log: this.#log,
       tracker: this.tracker,
@@ -128,6 +133,7 @@ export class NodeProxy {
       ...(o.router ? { router: o.router } : {}),
       ...(o.authorize ? { authorize: o.authorize } : {}),
       ...(this.#hbone ? { hbone: this.#hbone } : {}),
+      ...(this.#http ? { http: this.#http } : {}),
       fastPath: o.fastPath ?? true,
       timeoutMs,
       localPod: (ip) => this.#byIp.get(ip),
@@ -328,6 +334,7 @@ export class NodeProxy {
   async close(why?: string): Promise<void> {
     this.tracker.stop();
     await Promise.all([...this.#pods.keys()].map((uid) => this.removePod(uid, why)));
+    this.#http?.close();
     await this.#hbone?.close();
   }
 }

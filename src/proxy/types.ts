@@ -2,6 +2,7 @@
 import type { PeerInfo } from '../telemetry/index.js';
 import { formatSpiffeId } from '../identity/index.js';
 import type { HboneCredentials } from './hbone/index.js';
+import type { AppProtocol, HttpRequestFacts } from '../state/index.js';
 
 /** A pod on this node whose traffic the proxy captures. */
 export interface LocalPod {
@@ -66,6 +67,8 @@ export interface AuthorizeInput {
   srcPort?: number;
   dstIp: string;
   dstPort: number;
+  /** The request, on HTTP ports (decided per request): HTTP attributes of policies are matched. */
+  http?: HttpRequestFacts;
 }
 
 export interface AuthorizeResult {
@@ -91,11 +94,20 @@ export interface RouteTarget {
   service?: { hostname: string; name: string; namespace: string };
   /** Call when the connection ends (least-connections accounting). */
   release?: () => void;
+  /** What the addressed port speaks: the Service port's appProtocol, or the workload's for a pod IP. */
+  appProtocol?: AppProtocol;
 }
 
 export interface MeshRouter {
   /** Resolves an original destination; `undefined` means outside the mesh (pass through). */
   route(dst: SocketAddress): RouteTarget | undefined;
+  /** What a port of a workload speaks, from the Services it backs ('UNKNOWN': none says). */
+  portProtocol?(ip: string, port: number): AppProtocol;
+}
+
+/** Ports whose protocol is HTTP (appProtocol http, http2, grpc, or an http-/http2-/grpc- port name). */
+export function isHttpProtocol(p: AppProtocol | undefined): boolean {
+  return p === 'HTTP11' || p === 'HTTP2' || p === 'GRPC';
 }
 
 /** A pod's SPIFFE identity: `spiffe://<td>/ns/<ns>/sa/<sa>`. */

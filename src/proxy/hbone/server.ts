@@ -39,6 +39,12 @@ export interface HboneServerOptions {
    * promise it returns is part of the tunnel: if it rejects, the tunnel is reset.
    */
   onStream?: (r: InboundRequest, stream: HboneStream, upstream: Socket, relay: InboundRelay) => unknown;
+  /**
+   * Takes a tunnel instead of relaying it to `connectUpstream`'s socket: the L7 path on HTTP
+   * ports serves the HTTP inside the tunnel itself. Asked after `authorize` allowed the CONNECT;
+   * returning undefined relays as usual. The promise is the tunnel's life, inside its boundary.
+   */
+  serveTunnel?: (r: InboundRequest) => ((tunnel: HboneStream) => Promise<void>) | undefined;
   /** Called for every CONNECT answered with an error status. */
   onReject?: (r: InboundRejection) => void;
   /** Send the denying policy's name to the client on 401 (default true; mesh peers only). */
@@ -299,6 +305,22 @@ export class HboneServer {
     }
     if (!decision.allow) return reject(401, decision.reason, { request: req, ...(decision.policy ? { policy: decision.policy } : {}) });
     if (stream.destroyed || stream.closed) return;
+
+    const serve = this.#o.serveTunnel?.(req);
+    if (serve) {
+      this.#answered[200] = (this.#answered[200] ?? 0) + 1;
+      stream.respond({ ':status': 200 });
+      const tunnel = new HboneStream(stream, `${formatAuthority(target)} from ${peerIdentity}`);
+      held.tunnel = tunnel;
+      stream.off('error', early);
+      this.#activeStreams++;
+      try {
+        await serve(tunnel);
+      } finally {
+        this.#activeStreams--;
+      }
+      return;
+    }
 
     let upstream: Socket;
     try {
