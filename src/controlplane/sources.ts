@@ -7,6 +7,7 @@ import { relative } from 'node:path';
 import { listConfigFiles, type K8sObject, type Namespace, type Pod, type Service, type ServiceAccount } from '../k8s/index.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { AuthorizationPolicy, HttpRoute, PeerAuthentication } from './resources.js';
+import type { DestinationRule, VirtualService } from './resources-istio-net.js';
 import { describe, identityOf, parseConfigFile, type ConfigObject, type ConfigProblem } from './validate.js';
 
 export interface ConfigSnapshot {
@@ -21,9 +22,9 @@ export interface ConfigSnapshot {
   endpointSlices: K8sObject[];
   /** Held as read, not yet enforced (JWT is L7): security.istio.io RequestAuthentication. */
   requestAuthentications: K8sObject[];
-  /** Held as read for the L7 route model to come: networking.istio.io VirtualService, DestinationRule. */
-  virtualServices: K8sObject[];
-  destinationRules: K8sObject[];
+  /** networking.istio.io VirtualService and DestinationRule, validated; routes.ts compiles them. */
+  virtualServices: VirtualService[];
+  destinationRules: DestinationRule[];
   /** Every problem of every file, in file order; warnings included. */
   problems: ConfigProblem[];
 }
@@ -78,8 +79,8 @@ export function buildSnapshot(objects: ConfigObject[], problems: ConfigProblem[]
     httpRoutes: byKind<HttpRoute>('HTTPRoute'),
     endpointSlices: byKind<K8sObject>('EndpointSlice'),
     requestAuthentications: byKind<K8sObject>('RequestAuthentication'),
-    virtualServices: byKind<K8sObject>('VirtualService'),
-    destinationRules: byKind<K8sObject>('DestinationRule'),
+    virtualServices: byKind<VirtualService>('VirtualService'),
+    destinationRules: byKind<DestinationRule>('DestinationRule'),
     problems: out,
   };
 }
@@ -244,7 +245,7 @@ export class ConfigSource extends EventEmitter<{ change: [ConfigSnapshot] }> {
         continue;
       }
       const now = new Set(f.parsed.map(identityOf));
-      const kept = f.good.filter((o) => !now.has(identityOf(o)));
+      const kept = f.good.filter((o) => !now.has(identityOf(o))).map((o) => (o.source.kept ? o : { ...o, source: { ...o.source, kept: true } }));
       const names = kept.map(describe);
       if (kept.length > 0 && names.join('\n') !== f.keptLogged) {
         this.#log.warn({ file: f.file, kept: names }, 'config file has errors; keeping the last good version of its other resources');

@@ -1,11 +1,15 @@
 // Parses one config file into typed resources and problems, each with file and line: the
-// k8s loader's checks plus the shape of AuthorizationPolicy, PeerAuthentication and HTTPRoute
-// (validate-policy.ts, validate-route.ts), pointing at the line of the offending field.
+// k8s loader's checks plus the shape of AuthorizationPolicy, PeerAuthentication, HTTPRoute,
+// VirtualService and DestinationRule (validate-policy.ts, validate-route.ts,
+// validate-virtualservice.ts, validate-destinationrule.ts), pointing at the offending field's line.
 import { LineCounter, parseAllDocuments, type Document } from 'yaml';
 import { fieldPathOf, isCyclic, isRecord, parseConfigText, type FieldPath, type K8sObject } from '../k8s/index.js';
 import type { AuthorizationPolicy, HttpRoute, PeerAuthentication } from './resources.js';
+import type { DestinationRule, VirtualService } from './resources-istio-net.js';
+import { toDestinationRule } from './validate-destinationrule.js';
 import { toAuthorizationPolicy, toPeerAuthentication } from './validate-policy.js';
 import { toHttpRoute } from './validate-route.js';
+import { toVirtualService } from './validate-virtualservice.js';
 
 export type ProblemCode = 'NM_ERR_CONFIG_YAML' | 'NM_ERR_CONFIG_INVALID' | 'NM_ERR_CONFIG_CONFLICT' | 'NM_ERR_POLICY';
 
@@ -19,7 +23,7 @@ export interface ConfigProblem {
   resource?: string;
 }
 
-export type ConfigObject = K8sObject | AuthorizationPolicy | PeerAuthentication | HttpRoute;
+export type ConfigObject = K8sObject | AuthorizationPolicy | PeerAuthentication | HttpRoute | VirtualService | DestinationRule;
 
 export interface ParsedFile {
   objects: ConfigObject[];
@@ -37,14 +41,16 @@ export function describe(o: { kind: string; metadata: { namespace: string; name:
 }
 
 /**
- * The typed view of one resource the k8s loader accepted: the policy and route kinds are
+ * The typed view of one resource the k8s loader accepted: the policy and routing kinds are
  * checked here (throwing a field error, fieldPathOf), the rest pass as they are. Shared by the
  * config directory and the Kubernetes API source, so a resource means the same from either.
  */
 export function typedConfigObject(o: K8sObject, lineOf: (p: FieldPath) => number): ConfigObject {
   if (o.kind === 'AuthorizationPolicy') return toAuthorizationPolicy(o, lineOf);
   if (o.kind === 'PeerAuthentication') return toPeerAuthentication(o);
-  if (o.kind === 'HTTPRoute') return toHttpRoute(o);
+  if (o.kind === 'HTTPRoute') return toHttpRoute(o, lineOf);
+  if (o.kind === 'VirtualService') return toVirtualService(o, lineOf);
+  if (o.kind === 'DestinationRule') return toDestinationRule(o, lineOf);
   return o;
 }
 
