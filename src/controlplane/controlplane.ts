@@ -18,6 +18,11 @@ import {
   serviceFromProto,
   TYPE_ADDRESS,
   TYPE_AUTHORIZATION,
+  TYPE_REQUEST_AUTHN,
+  TYPE_SERVICE_ROUTES,
+  l7RulesToProto,
+  requestAuthnToProto,
+  serviceRoutesToProto,
   workloadFromProto,
   XdsServer,
   type PbAuthorization,
@@ -42,7 +47,10 @@ import { KubeSource, openSource, readiness, type KubeSourceOptions } from './kub
 import { endpointSliceWorkloads } from './kube-translate.js';
 import { ConfigSource, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
-import type { ConfigProblem } from './validate.js';
+import { describe, type ConfigProblem } from './validate.js';
+import { compileRoutes } from './routes.js';
+import { translateRequestAuthentications } from './request-authn.js';
+import type { RequestAuthentication, ServiceRoutes } from '../state/index.js';
 
 export const DEFAULT_LISTEN = hostPort('127.0.0.1', PORTS.controlPlane);
 export const DEFAULT_ADMIN = hostPort('127.0.0.1', PORTS.controlPlaneAdmin);
@@ -94,6 +102,19 @@ export interface ControlPlanePaths {
   servingKey: string;
 }
 
+/**
+ * Problems of objects kept from an earlier text of their file (it has errors now) point at the
+ * file's first line and say so: the line they were found on is not in the current text.
+ */
+function keptAt(snap: ConfigSnapshot, problems: ConfigProblem[]): ConfigProblem[] {
+  const kept = new Set<string>();
+  for (const list of Object.values(snap)) for (const o of list as { source?: { kept?: boolean; file: string }; kind?: string; metadata?: { namespace: string; name: string } }[]) {
+    if (o?.source?.kept && o.kind && o.metadata) kept.add(`${o.source.file}|${describe(o as { kind: string; metadata: { namespace: string; name: string } })}`);
+  }
+  if (kept.size === 0) return problems;
+  return problems.map((p) => (p.resource && kept.has(`${p.file}|${p.resource}`) ? { ...p, line: 1, message: `${p.message} (in the last good version of this file, served while the file has errors)` } : p));
+}
+
 export class ControlPlane {
   readonly mesh: MeshSettings;
   readonly paths: ControlPlanePaths;
@@ -121,6 +142,8 @@ export class ControlPlane {
   #workloads: PbWorkload[] = [];
   #services: PbService[] = [];
   #authorizations: PbAuthorization[] = [];
+  #routes: ServiceRoutes[] = [];
+  #requestAuthns: RequestAuthentication[] = [];
   #stopped = false;
 
   private constructor(init: {
@@ -202,7 +225,7 @@ export class ControlPlane {
     writeFileSync(paths.servingCert, serving.certPem + ca.rootCertPem, { mode: 0o644 });
     writeFileSync(paths.servingKey, serving.keyPem, { mode: 0o600 });
 
-    const xds = new XdsServer({ typeUrls: [TYPE_ADDRESS, TYPE_AUTHORIZATION], logger: opts.logger ?? rootLog });
+    const xds = new XdsServer({ typeUrls: [TYPE_ADDRESS, TYPE_AUTHORIZATION, TYPE_SERVICE_ROUTES, TYPE_REQUEST_AUTHN], logger: opts.logger ?? rootLog });
     const server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 10_000 });
     const creds = grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(serving.certPem), private_key: Buffer.from(serving.keyPem) }], false);
     const bindHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
@@ -300,6 +323,8 @@ export class ControlPlane {
       services: this.#services.map((s) => serviceFromProto(s, `${s.namespace}/${s.hostname}`)),
       authorizations: this.#authorizations.map((a) => authorizationFromProto(a, `${a.namespace}/${a.name}`)),
       httpRoutes: snap.httpRoutes.map((r) => ({ namespace: r.metadata.namespace, name: r.metadata.name, source: r.source, ...r.route })),
+      routes: this.#routes,
+      requestAuthentications: this.#requestAuthns,
       pods: {
         configured: snap.pods.length,
         running: this.#running.map((r) => ({ namespace: r.pod.metadata.namespace, name: r.pod.metadata.name, ip: r.ip, node: r.node, phase: r.phase })),
@@ -314,8 +339,13 @@ export class ControlPlane {
   #recompute(): void {
     const snap: ConfigSnapshot = this.source.snapshot();
     const policySet = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, this.mesh);
-    this.#logPolicyProblems(policySet.problems);
-    this.#problems = [...snap.problems, ...policySet.problems];
+    const routes = compileRoutes(snap, this.mesh);
+    const authns = translateRequestAuthentications(snap.requestAuthentications, this.mesh);
+    const problems = keptAt(snap, [...policySet.problems, ...routes.problems, ...authns.problems]);
+    this.#logPolicyProblems(problems);
+    this.#problems = [...snap.problems, ...problems];
+    this.#routes = routes.routes;
+    this.#requestAuthns = authns.authns;
     // Each pod only from the node the config places it on (a stored report included).
     this.#running = runningPods(snap.pods, this.pods.pods(placementAllows(podIndex(snap.pods), this.#auth.placement)));
     const byIp = new Map<string, RunningPod>();
@@ -330,19 +360,26 @@ export class ControlPlane {
     this.#workloads.push(...endpointSliceWorkloads(this.mesh, snap.endpointSlices, snap.services, new Set(byIp.keys())));
     this.#mtls = new Map(this.#running.map((r, i) => [this.#workloads[i]!.uid, policySet.mtlsFor(r.pod)]));
     this.#services = snap.services.map((s) => translateService(this.mesh, s));
-    this.#authorizations = policySet.authorizations;
+    // HTTP attributes travel beside the conservative L4 rules (docs/xds.md, l7_rules).
+    this.#authorizations = policySet.authorizations.map((a) => {
+      const l7 = policySet.l7Rules.get(`${a.namespace}/${a.name}`);
+      return l7 ? { ...a, l7Rules: l7RulesToProto(l7) } : a;
+    });
     const addresses = [
       ...this.#workloads.map((w) => ({ name: w.uid, value: codecs.address.encode({ workload: w }) })),
       ...snap.services.map((s, i) => ({ name: serviceKey(this.mesh, s), value: codecs.address.encode({ service: this.#services[i]! }) })),
     ];
     const auths = this.#authorizations.map((a) => ({ name: `${a.namespace}/${a.name}`, value: codecs.authorization.encode(a) }));
-    const a = this.xds.setResources(TYPE_ADDRESS, addresses);
-    const b = this.xds.setResources(TYPE_AUTHORIZATION, auths);
-    if (a.changed.length + a.removed.length + b.changed.length + b.removed.length > 0) {
-      this.#log.info(
-        { workloads: this.#workloads.length, services: this.#services.length, authorizations: auths.length, changed: a.changed.length + b.changed.length, removed: a.removed.length + b.removed.length },
-        'resources updated',
-      );
+    const sets = [
+      this.xds.setResources(TYPE_ADDRESS, addresses),
+      this.xds.setResources(TYPE_AUTHORIZATION, auths),
+      this.xds.setResources(TYPE_SERVICE_ROUTES, this.#routes.map((r) => ({ name: r.service, value: codecs.serviceRoutes.encode(serviceRoutesToProto(r)) }))),
+      this.xds.setResources(TYPE_REQUEST_AUTHN, this.#requestAuthns.map((r) => ({ name: `${r.namespace}/${r.name}`, value: codecs.requestAuthn.encode(requestAuthnToProto(r)) }))),
+    ];
+    const changed = sets.reduce((n, x) => n + x.changed.length, 0);
+    const removed = sets.reduce((n, x) => n + x.removed.length, 0);
+    if (changed + removed > 0) {
+      this.#log.info({ workloads: this.#workloads.length, services: this.#services.length, authorizations: auths.length, routes: this.#routes.length, requestAuthentications: this.#requestAuthns.length, changed, removed }, 'resources updated');
     }
   }
 

@@ -4,6 +4,11 @@ export interface SourcePos {
   file: string;
   /** 1-based line of the document's first line. */
   line: number;
+  /**
+   * The object is the last good version from an earlier text of the file, kept while the file
+   * has errors: its lines are that text's, not the file's current one.
+   */
+  kept?: boolean;
 }
 
 export interface ObjectMeta {
