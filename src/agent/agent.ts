@@ -91,7 +91,7 @@ export class Agent {
     this.#log = o.log.child({ component: 'agent', node: this.node });
     this.#node = new NodeHandoff({ cniSocket: this.paths.cniSocket, pidFile: this.paths.pidFile, log: o.log, node: this.node, onCni: (req) => handleCni(this.#cniContext(), req) });
     this.flows = new FlowLog(o.log);
-    this.#requests = requestTelemetry(this.metrics, o.accessLog);
+    this.#requests = requestTelemetry(this.metrics, o.accessLog, () => this.#capture?.recorder);
     this.workloads = new LocalWorkloads(o.trustDomain);
   }
 

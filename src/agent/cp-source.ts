@@ -259,9 +259,10 @@ export class ControlPlaneSource implements WorkloadIndex, MeshRouter {
     const authn: RequestAuthenticator = {
       verify: (pod, req) => {
         const w = state.workloadByIp(pod.ip);
-        const rules = jwtRulesOf(requestAuthnFor(state.requestAuthentications(), { namespace: pod.namespace, labels: w?.labels ?? pod.labels }));
+        const authns = requestAuthnFor(state.requestAuthentications(), { namespace: pod.namespace, labels: w?.labels ?? pod.labels });
+        const rules = jwtRulesOf(authns);
         if (rules.length === 0) return undefined;
-        return jwt.verify(rules, { header: (n) => req.header(n), path: req.path });
+        return jwt.verify(rules, { header: (n) => req.header(n), path: req.path }).then((o) => ('error' in o ? { ...o, policy: authns.map((a) => `${a.namespace}/${a.name}`).join(',') } : o));
       },
     };
     return { mesh, endpoints, authn };

@@ -44,8 +44,11 @@ export interface CaptureRecord {
   bytes?: { sent: number; received: number; from: 'proxy' | 'kernel' };
   /** Envoy-style response flags of a proxied connection (`-` when clean). */
   responseFlags?: string;
-  /** Per HTTP request on L7 ports (reserved: L7 is not built yet). */
-  l7?: { method: string; path: string; status: number };
+  /**
+   * One HTTP request on an L7 port (protocol `http`): there is a record per request besides the
+   * connection's own. `status` 0: no response began (the client left first).
+   */
+  l7?: { method: string; path: string; authority: string; status: number; protocol: string; grpcStatus?: string };
   /** Kernel facts joined in: cookies as decimal strings, and the events seen. */
   kernel?: { socketCookie?: string; netnsCookie?: string; events: string[] };
 }
@@ -96,7 +99,7 @@ export function fromFlow(id: string, node: string, f: FlowRecord, inbound?: Flow
     ...(f.durationMs !== undefined ? { durationMs: f.durationMs } : {}),
     direction: inbound ? 'local' : f.direction,
     source: 'proxy',
-    protocol: 'tcp',
+    protocol: f.protocol ?? 'tcp',
     src: endOf(f.src),
     dst,
     ...(original ? { originalDst: original } : {}),
@@ -106,5 +109,57 @@ export function fromFlow(id: string, node: string, f: FlowRecord, inbound?: Flow
     ...(f.hbone ? { hbone: { peer: f.hbone.peer, traceparent: f.hbone.traceparent } } : {}),
     bytes: { sent: f.bytesSent, received: f.bytesReceived, from: 'proxy' },
     responseFlags: f.responseFlags,
+  };
+}
+
+/** One reporter's view of a request's connection, as the proxy has it (its ConnectionView). */
+export interface RequestSide {
+  direction: 'outbound' | 'inbound';
+  pod: string;
+  source: FlowRecord['src'];
+  destination: FlowRecord['dst'];
+  originalDst: string;
+  hbone?: { peer: string; traceparent?: string };
+}
+
+/** What the L7 engine books for a finished request (its RequestRecord). */
+export interface RequestFacts {
+  protocol: string;
+  method: string;
+  path: string;
+  authority: string;
+  status: number;
+  requestBytes: number;
+  responseBytes: number;
+  durationMs: number;
+  responseFlags: string;
+  grpcStatus?: string;
+  policy?: string;
+}
+
+/**
+ * The record of one HTTP request. `local`: both halves ran in this proxy (the destination's
+ * view is the one given). Denied: a policy refused it (RBAC), or its JWT did not verify (the
+ * proxy's 401, naming the RequestAuthentications).
+ */
+export function fromRequest(v: RequestSide, r: RequestFacts, local: boolean): Omit<CaptureRecord, 'v' | 'id' | 'node'> {
+  const dst = endOf(v.destination);
+  const original = v.originalDst !== `${dst.ip}:${dst.port}` ? v.originalDst : undefined;
+  const denied = r.responseFlags.split(',').includes('RBAC') || (r.status === 401 && r.policy !== undefined);
+  return {
+    time: new Date(Date.now() - r.durationMs).toISOString(),
+    durationMs: Math.round(r.durationMs),
+    direction: local ? 'local' : v.direction,
+    source: 'proxy',
+    protocol: 'http',
+    src: endOf(v.source),
+    dst,
+    ...(original ? { originalDst: original } : {}),
+    verdict: denied ? 'denied' : 'allowed',
+    ...(r.policy ? { policy: r.policy } : {}),
+    ...(v.hbone ? { hbone: { peer: v.hbone.peer, ...(v.hbone.traceparent ? { traceparent: v.hbone.traceparent } : {}) } } : {}),
+    bytes: { sent: r.requestBytes, received: r.responseBytes, from: 'proxy' },
+    responseFlags: r.responseFlags,
+    l7: { method: r.method, path: r.path, authority: r.authority, status: r.status, protocol: r.protocol, ...(r.grpcStatus !== undefined ? { grpcStatus: r.grpcStatus } : {}) },
   };
 }

@@ -4,7 +4,7 @@
 import type { FlowRecord } from '../telemetry/index.js';
 import type { CaptureHub } from './hub.js';
 import { FlowJoin, type JoinOptions, type KernelEventSource, type KernelFlow, type PodResolver } from './join.js';
-import { fromFlow, type CaptureRecord } from './record.js';
+import { fromFlow, fromRequest, type CaptureRecord, type RequestFacts, type RequestSide } from './record.js';
 
 /** The in-process hand-off's outbound half names its upstream this way (proxy/outbound.ts). */
 const SAME_NODE = '(same node, in process)';
@@ -75,6 +75,14 @@ export class CaptureRecorder {
       return;
     }
     this.#emit(f);
+  }
+
+  /**
+   * One finished HTTP request, from the reporter that saw it (`local`: both halves in this
+   * proxy). Built only when someone captures or a later `since` replay asks for it.
+   */
+  request(v: RequestSide, r: RequestFacts, local: boolean): void {
+    this.#hub.publishLazy(() => fromRequest(v, r, local));
   }
 
   #emit(f: FlowRecord, inbound?: FlowRecord): void {

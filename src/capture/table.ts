@@ -50,5 +50,7 @@ export function tableRow(r: CaptureRecord, withNode: boolean): string {
     .join(' ')
     .trimEnd();
   const ids = r.src.identity || r.dst.identity ? `\n${' '.repeat(13)}${r.src.identity ?? '-'} → ${r.dst.identity ?? '-'}${r.hbone ? ` via HBONE ${r.hbone.peer}` : ''}` : '';
-  return line + ids;
+  // An HTTP request's own line: what was asked and answered.
+  const l7 = r.l7 ? `\n${' '.repeat(13)}${r.l7.method} ${r.l7.authority}${r.l7.path} → ${r.l7.status || 'no response'}${r.l7.grpcStatus !== undefined ? ` grpc-status ${r.l7.grpcStatus}` : ''}${r.responseFlags && r.responseFlags !== '-' ? ` (${r.responseFlags})` : ''}` : '';
+  return line + ids + l7;
 }

@@ -9,6 +9,7 @@ import { PORTS } from '../net/index.js';
 import { listPods } from '../sim/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 import { captureClusterTcp, curlJsonIn, multiNodeNodes, nodeDump } from '../cluster/index.js';
+import { l7Act } from './demo-l7.js';
 import { simExec } from './pod-exec.js';
 import { down, printTable, up } from '../cluster/index.js';
 
@@ -66,11 +67,12 @@ export async function demoMultiNode(dirArg: string, sd: string): Promise<number>
       process.stdout.write('\nnode-a\'s pooled HBONE sessions (/config_dump "hbonePool"): one per (source, destination identity, address), reused:\n');
       printTable(['SOURCE', 'DESTINATION IDENTITY', 'ADDRESS', 'STATE'], pool.map((s) => [s.source, s.destIdentity, s.destAddr, s.state]));
     }
+    failures += await l7Act(dir, sd, nodes);
   } finally {
     process.stdout.write('\n');
     await down(sd);
     rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write(failures === 0 ? '\nTwo-node demo complete: cross-node traffic was encrypted and authenticated, and everything was torn down.\n' : `\nTwo-node demo finished with ${failures} unexpected result(s).\n`);
+  process.stdout.write(failures === 0 ? '\nTwo-node demo complete: cross-node traffic was encrypted and authenticated, HTTP was routed and authorized per request by the node proxies, and everything was torn down.\n' : `\nTwo-node demo finished with ${failures} unexpected result(s).\n`);
   return failures === 0 ? 0 : 1;
 }

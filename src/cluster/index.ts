@@ -3,7 +3,7 @@
 // API (`up --kubeconfig`), and the package's own paths.
 export { ADMIN, CP_ADDRESS, down, printTable, progress, up } from './up.js';
 export { getJson, httpGet } from './daemon.js';
-export { captureClusterTcp, CLUSTER_CP_ADDRESS, curlJsonIn, multiNodeNodes, nodeAgentPid, nodeDump, startNodeAgent, stopNodeAgent } from './nodes.js';
+export { captureClusterTcp, CLUSTER_CP_ADDRESS, curlIn, curlJsonIn, multiNodeNodes, nodeAgentPid, nodeDump, startNodeAgent, stopNodeAgent } from './nodes.js';
 export { cliPath, packageRoot } from './paths.js';
 export { Kubelet } from './kubelet.js';
 export { CLUSTER_KUBE_API } from './kube-relay.js';

@@ -45,6 +45,7 @@ export class Exchange implements ResponseSink {
   #resBytes = 0;
   #flags = '-';
   #upstream = '-';
+  #policy: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   /** This exchange resets the client itself (a cut response): not the client's doing. */
   #resetting = false;
@@ -145,6 +146,8 @@ export class Exchange implements ResponseSink {
   #direct(d: DirectResponse): void {
     const p = directParts(d);
     this.#flags = p.flags;
+    if (d.respond.upstream) this.#upstream = d.respond.upstream;
+    if (d.respond.policy) this.#policy = d.respond.policy;
     try {
       this.#local(p.status, p.headers, p.body);
     } catch (err) {
@@ -473,6 +476,6 @@ export class Exchange implements ResponseSink {
   #record(): void {
     endTry(this.#target, tryEndOf(this.#status, this.#flags), this.#s.ctx.log);
     const upgraded = this.#status === 101;
-    report(this.#s.hooks, this.#s.ctx.log, this.req, this.#t0, { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded, attempts: this.#attempts });
+    report(this.#s.hooks, this.#s.ctx.log, this.req, this.#t0, { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded, attempts: this.#attempts, ...(this.#policy ? { policy: this.#policy } : {}) });
   }
 }

@@ -32,6 +32,7 @@ export class H2Exchange {
   #status = 0;
   #flags = '-';
   #upstream = '-';
+  #policy: string | undefined;
   #reqBytes = 0;
   #resBytes = 0;
   #grpc: string | undefined;
@@ -99,6 +100,8 @@ export class H2Exchange {
   #direct(d: DirectResponse): void {
     const p = directParts(d);
     this.#flags = p.flags;
+    if (d.respond.upstream) this.#upstream = d.respond.upstream;
+    if (d.respond.policy) this.#policy = d.respond.policy;
     this.#local(p.status, p.headers, p.body);
   }
 
@@ -341,7 +344,7 @@ export class H2Exchange {
 
   #record(): void {
     endTry(this.#target, tryEndOf(this.#status, this.#flags), this.#ctx.log);
-    const o = { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded: false, attempts: this.#attempts };
+    const o = { status: this.#status, requestBytes: this.#reqBytes, responseBytes: this.#resBytes, responseFlags: this.#flags, upstream: this.#upstream, upgraded: false, attempts: this.#attempts, ...(this.#policy ? { policy: this.#policy } : {}) };
     report(this.#hooks, this.#ctx.log, this.req, this.#t0, this.#grpc === undefined ? o : { ...o, grpcStatus: this.#grpc });
   }
 }

@@ -108,7 +108,7 @@ export function responseHook(t: UpstreamTarget | undefined, status: number, head
 }
 
 /** What a finished request adds to its head for the record. */
-export type Outcome = Pick<RequestRecord, 'status' | 'requestBytes' | 'responseBytes' | 'responseFlags' | 'upstream' | 'upgraded' | 'grpcStatus' | 'attempts'>;
+export type Outcome = Pick<RequestRecord, 'status' | 'requestBytes' | 'responseBytes' | 'responseFlags' | 'upstream' | 'upgraded' | 'grpcStatus' | 'attempts' | 'policy'>;
 
 /** Books a finished request (started at `t0`, performance.now()) through the telemetry hook. */
 export function report(hooks: SessionHooks, log: Logger, req: HttpRequestHead, t0: number, o: Outcome): void {

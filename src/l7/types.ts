@@ -166,6 +166,10 @@ export interface DirectResponse {
     body?: string | Buffer;
     /** Envoy-style flags for telemetry: NR, FI, DENY, ... */
     responseFlags?: string;
+    /** The record's `upstream` for this answer (default '-'): who answered, when the caller wants to know (a destination's proxy in process). */
+    upstream?: string;
+    /** The policy (`ns/name`) that refused the request, for the record. */
+    policy?: string;
   };
 }
 
@@ -193,6 +197,8 @@ export interface RequestRecord {
   upgraded: boolean;
   /** HTTP/2 gRPC responses: the `grpc-status` trailer (or header), when present. */
   grpcStatus?: string;
+  /** The policy a direct answer named (a refusal's `ns/name`). */
+  policy?: string;
   /** Tries made upstream (1 plus the retries; 0 when the request never went to an upstream). */
   attempts: number;
 }

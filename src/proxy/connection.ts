@@ -192,6 +192,7 @@ export class ConnectionTracker {
     const t0 = performance.now();
     const plan = { direction, ...(onEnd ? { onEnd } : {}) };
     const conn = this.#track(client, views, plan);
+    for (const r of conn.records) r.protocol = 'http';
     const counted = client as RelayEnd & { bytesRead?: number; bytesWritten?: number };
     for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
     try {

@@ -14,7 +14,7 @@ export const RBAC_DENIED = { status: 403, body: 'RBAC: access denied', headers: 
 export const JWT_FAILED = { status: 401, body: 'Jwt verification fails', headers: { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="nodemesh"' } } as const;
 
 /** What a validated JWT adds to a request, or why it is refused. */
-export type JwtOutcome = { principal?: string; claims?: Record<string, unknown>; strip?: string[] } | { error: string };
+export type JwtOutcome = { principal?: string; claims?: Record<string, unknown>; strip?: string[] } | { error: string; policy?: string };
 
 /** RequestAuthentication for the pods of this node (implemented over jose in rbac/jwt.ts). */
 export interface RequestAuthenticator {
@@ -51,7 +51,7 @@ export function authorizeRequest(ctx: ProxyContext, authn: RequestAuthenticator 
   return pending.then((jwt) => {
     if ('error' in jwt) {
       ctx.log.info({ pod: podName(pod), src: input.srcIp, method: req.method, path: req.path, reason: jwt.error }, 'request refused: JWT verification failed');
-      return { respond: JWT_FAILED };
+      return { respond: jwt.policy ? { ...JWT_FAILED, policy: jwt.policy } : JWT_FAILED };
     }
     if (jwt.strip?.length) {
       const drop = new Set(jwt.strip.map((n) => n.toLowerCase()));
@@ -70,7 +70,7 @@ function decide(ctx: ProxyContext, pod: LocalPod, req: HttpRequestHead, input: A
   const d = ctx.authorize({ ...input, http: requestFacts(req, input.srcIp, jwt) });
   if (d.allowed) return deliver;
   ctx.log.info({ pod: podName(pod), src: input.srcIp, principal: input.srcPrincipal, method: req.method, path: req.path, policy: d.policy, reason: d.reason }, 'request denied');
-  return { respond: RBAC_DENIED };
+  return { respond: d.policy ? { ...RBAC_DENIED, policy: d.policy } : RBAC_DENIED };
 }
 
 /** The app inside `pod` at its own IP, from the client's address, pooled per (app port, client IP). */

@@ -14,8 +14,11 @@ import { isHttpProtocol, type AuthorizeInput, type LocalPod } from './types.js';
 
 /** Where finished requests are booked: metrics per reporter, and the access log. */
 export interface RequestTelemetry {
-  /** One reporter's view of a finished request. */
-  record(view: ConnectionView, r: RequestRecord): void;
+  /**
+   * A finished request, with the view of each reporter of this proxy that saw it: one, or the
+   * source's and the destination's when both halves ran here (the same node).
+   */
+  record(views: readonly ConnectionView[], r: RequestRecord): void;
 }
 
 export interface HttpLayerOptions {
@@ -61,7 +64,7 @@ export class HttpLayer {
         if (t.add.length || t.remove.length) req.headers = applyTraceHeaders(req.headers, t);
         return authorizeRequest(ctx, this.authn, pod, req, input, deliver);
       },
-      onRequest: (r) => this.telemetry?.record(this.#serviceView(views, view, pod, r.authority), r),
+      onRequest: (r) => this.telemetry?.record([this.#serviceView(views, view, pod, r.authority)], r),
     };
     const views = new Map<string, ConnectionView>();
     // Plaintext inbound holds reads until a decision; here the decisions are per request.

@@ -76,18 +76,20 @@ class SourceHalf {
   readonly #view: ConnectionView;
   /** Telemetry views by pool key: the record names its upstream, and the views follow from it. */
   readonly #views = new Map<string, ConnectionView[]>();
+  readonly #only: ConnectionView[];
 
   constructor(layer: HttpLayer, ctx: ProxyContext, pod: LocalPod, view: ConnectionView) {
     this.#layer = layer;
     this.#ctx = ctx;
     this.#pod = pod;
     this.#view = view;
+    this.#only = [view];
   }
 
   readonly record = (r: import('../l7/index.js').RequestRecord): void => {
     const t = this.#layer.telemetry;
     if (!t) return;
-    for (const v of this.#views.get(r.upstream) ?? [this.#view]) t.record(v, r);
+    t.record(this.#views.get(r.upstream) ?? this.#only, r);
   };
 
   /** A pod IP dialed directly: no routes, straight to that workload. */
@@ -222,9 +224,11 @@ class SourceHalf {
       const input = { srcPrincipal: `spiffe://${peerOf(this.#pod).principal}`, srcIp: this.#pod.ip, dstIp: local.ip, dstPort: port };
       const d = authorizeRequest(ctx, this.#layer.authn, local, req, input, withOutcome(target, report));
       // A refused request never reaches the endpoint: its lease ends now, unjudged.
+      // The record names the endpoint, so the destination reporter books the refusal too.
       const settle = (x: RouteDecision): RouteDecision => {
-        if ('respond' in x) report?.();
-        return x;
+        if (!('respond' in x)) return x;
+        report?.();
+        return { respond: { ...x.respond, upstream: target.upstream } };
       };
       return d instanceof Promise ? d.then(settle) : settle(d);
     }

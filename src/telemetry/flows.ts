@@ -37,6 +37,8 @@ export interface FlowRecord {
   /** Authorization decision and policy, when one was taken. */
   policy?: { allowed: boolean; name?: string };
   hbone?: HboneInfo;
+  /** `http`: the L7 engine served the connection (its requests have records of their own). */
+  protocol?: 'http';
   open: boolean;
 }
 

@@ -3,12 +3,13 @@
 // JWTs on the destination side — same node, across nodes over HBONE, and from outside the mesh —
 // request metrics from both reporters, and bad input refused by the proxy. Real curl in pods, the
 // echo backend (test/helpers/echo-server.ts) behind Services with `appProtocol: http`.
+import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterUp, type Cluster } from '../helpers/cluster.js';
-import { leftovers, repoRoot, writeConfig } from '../helpers/mesh.js';
+import { cli, leftovers, repoRoot, writeConfig } from '../helpers/mesh.js';
 import { describePrivileged } from '../helpers/privileged.js';
 
 const echoMain = join(repoRoot, 'dist-test', 'test', 'helpers', 'echo-server-main.js');
@@ -268,9 +269,26 @@ describePrivileged('L7 in the node proxies, on two nodes', () => {
     expect(has(b, 'reporter="destination"', 'destination_workload="echo-v2"', 'response_code="403"', 'response_flags="RBAC"', 'destination_service_name="echo-v2"', 'source_workload="client"')).toBe(true);
     expect(has(b, 'reporter="destination"', 'destination_workload="echo-v2"', 'response_code="200"')).toBe(true);
     expect(has(a, 'reporter="source"', 'destination_workload="echo-v2"', 'response_code="403"', 'destination_service_name="echo-v2"')).toBe(true);
-    // The same-node path reports both sides from one proxy.
-    expect(has(a, 'reporter="destination"', 'destination_workload="echo-v1"')).toBe(true);
+    // The same-node path reports both sides from one proxy, a refusal included.
+    curl('mesh/client', `http://${VIP.v1}/admin/x`, ['-X', 'POST']);
+    const a2 = series(await c.metrics('node-a'));
+    expect(has(a2, 'reporter="destination"', 'destination_workload="echo-v1"', 'response_code="200"')).toBe(true);
+    expect(has(a2, 'reporter="destination"', 'destination_workload="echo-v1"', 'response_code="403"', 'response_flags="RBAC"')).toBe(true);
+    expect(has(a2, 'reporter="source"', 'destination_workload="echo-v1"', 'response_code="403"', 'response_flags="RBAC"')).toBe(true);
     expect((await c.metrics('node-a')).split('\n').some((l) => l.startsWith('istio_request_duration_milliseconds_bucket{') && l.includes('reporter="source"'))).toBe(true);
+  });
+
+  it('nodemesh capture shows each HTTP request with its verdict, policy, method, path and status', () => {
+    curl('mesh/client', `http://${VIP.v2}/admin/cap`, ['-X', 'POST']);
+    curl('mesh/client', `http://${VIP.v2}/cap-ok`);
+    const r = spawnSync(cli, ['capture', '--state-dir', c.sd, '--all-nodes', '--protocol', 'http', '--since', '5m', '--json', '--count', '400'], { encoding: 'utf8', timeout: 20_000 });
+    const recs = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { node: string; protocol: string; verdict: string; policy?: string; direction: string; l7?: { method: string; path: string; status: number } });
+    const denied = recs.find((x) => x.node === 'node-b' && x.l7?.path === '/admin/cap');
+    expect(denied).toMatchObject({ protocol: 'http', verdict: 'denied', policy: 'mesh/no-admin-writes', direction: 'inbound', l7: { method: 'POST', status: 403 } });
+    const ok = recs.find((x) => x.node === 'node-b' && x.l7?.path === '/cap-ok');
+    expect(ok).toMatchObject({ verdict: 'allowed', l7: { method: 'GET', status: 200 } });
+    // The source node sees the same requests from its side.
+    expect(recs.some((x) => x.node === 'node-a' && x.direction === 'outbound' && x.l7?.path === '/admin/cap' && x.l7.status === 403)).toBe(true);
   });
 
   describe('bad input is refused by the proxy, never passed on', () => {
