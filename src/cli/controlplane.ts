@@ -21,7 +21,7 @@ was already served.
 With --kubeconfig (or --in-cluster, the default inside a pod: no --config and
 KUBERNETES_SERVICE_HOST set) it reads these kinds (not ServiceAccounts) from the API instead, plus
 EndpointSlices (for Services without selectors), RequestAuthentication, VirtualService and
-DestinationRule (held for L7, not enforced yet): list+watch informers that relist on 410 Gone
+DestinationRule (compiled for L7 with HTTPRoute): list+watch informers that relist on 410 Gone
 and reconnect with backoff. It serves once every kind has been listed; a kind the server does
 not serve (a CRD not installed) is skipped and looked for again every 30s. While the API is
 unreachable the last good state stays served and /healthz/ready answers 503 "degraded: ...".

@@ -1,6 +1,8 @@
 // `--check`: validates a config directory the way the control plane would serve it, without
 // starting anything, and lists every problem as file:line: message.
 import { buildPolicySet } from './authz.js';
+import { translateRequestAuthentications } from './request-authn.js';
+import { compileRoutes } from './routes.js';
 import { loadSnapshot } from './sources.js';
 import { DEFAULT_MESH, type MeshSettings } from './translate.js';
 import type { ConfigProblem } from './validate.js';
@@ -9,14 +11,16 @@ export interface CheckResult {
   problems: ConfigProblem[];
   errors: number;
   warnings: number;
-  resources: { pods: number; services: number; authorizationPolicies: number; peerAuthentications: number; httpRoutes: number };
+  resources: { pods: number; services: number; authorizationPolicies: number; peerAuthentications: number; httpRoutes: number; virtualServices: number; destinationRules: number; requestAuthentications: number };
 }
 
 export function checkConfigDir(dir: string, mesh: Partial<MeshSettings> = {}): CheckResult {
   const settings = { ...DEFAULT_MESH, ...mesh };
   const snap = loadSnapshot(dir);
   const policies = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, settings);
-  const problems = [...snap.problems, ...policies.problems];
+  const routes = compileRoutes(snap, settings);
+  const authns = translateRequestAuthentications(snap.requestAuthentications, settings);
+  const problems = [...snap.problems, ...policies.problems, ...routes.problems, ...authns.problems];
   return {
     problems,
     errors: problems.filter((p) => p.severity === 'error').length,
@@ -27,6 +31,9 @@ export function checkConfigDir(dir: string, mesh: Partial<MeshSettings> = {}): C
       authorizationPolicies: snap.authorizationPolicies.length,
       peerAuthentications: snap.peerAuthentications.length,
       httpRoutes: snap.httpRoutes.length,
+      virtualServices: snap.virtualServices.length,
+      destinationRules: snap.destinationRules.length,
+      requestAuthentications: snap.requestAuthentications.length,
     },
   };
 }
