@@ -14,7 +14,7 @@ import { describePrivileged } from '../helpers/privileged.js';
 
 const echoMain = join(repoRoot, 'dist-test', 'test', 'helpers', 'echo-server-main.js');
 const ISSUER = 'https://issuer.nodemesh.test';
-const VIP = { echo: '10.96.60.10', v1: '10.96.60.11', v2: '10.96.60.12', secure: '10.96.60.13', tcp: '10.96.60.14' };
+const VIP = { echo: '10.96.60.10', v1: '10.96.60.11', v2: '10.96.60.12', secure: '10.96.60.13', tcp: '10.96.60.14', dr: '10.96.60.15' };
 
 const pod = (name: string, ns: string, node: string, labels: Record<string, string>) => `---
 apiVersion: v1
@@ -52,7 +52,7 @@ metadata: { name: mesh, labels: { nodemesh.io/dataplane-mode: ambient } }
 apiVersion: v1
 kind: Namespace
 metadata: { name: plain }
-${service('echo', VIP.echo, { app: 'echo' })}${service('echo-v1', VIP.v1, { app: 'echo', version: 'v1' })}${service('echo-v2', VIP.v2, { app: 'echo', version: 'v2' })}${service('secure', VIP.secure, { app: 'secure' })}${service('echo-tcp', VIP.tcp, { app: 'echo', version: 'l4' }, 'tcp')}${pod('echo-v1', 'mesh', 'node-a', { app: 'echo', version: 'v1' })}${pod('echo-v2', 'mesh', 'node-b', { app: 'echo', version: 'v2' })}${pod('secure', 'mesh', 'node-b', { app: 'secure' })}${pod('echo-l4', 'mesh', 'node-a', { app: 'echo', version: 'l4' })}${sleeper('client', 'mesh', 'node-a')}${sleeper('outsider', 'plain', 'node-a')}---
+${service('echo', VIP.echo, { app: 'echo' })}${service('echo-v1', VIP.v1, { app: 'echo', version: 'v1' })}${service('echo-v2', VIP.v2, { app: 'echo', version: 'v2' })}${service('secure', VIP.secure, { app: 'secure' })}${service('echo-tcp', VIP.tcp, { app: 'echo', version: 'l4' }, 'tcp')}${service('echo-dr', VIP.dr, { app: 'echo' })}${pod('echo-v1', 'mesh', 'node-a', { app: 'echo', version: 'v1' })}${pod('echo-v2', 'mesh', 'node-b', { app: 'echo', version: 'v2' })}${pod('secure', 'mesh', 'node-b', { app: 'secure' })}${pod('echo-l4', 'mesh', 'node-a', { app: 'echo', version: 'l4' })}${sleeper('client', 'mesh', 'node-a')}${sleeper('outsider', 'plain', 'node-a')}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: echo-split, namespace: mesh }
@@ -91,6 +91,28 @@ spec:
     fault: { abort: { httpStatus: 418, percentage: { value: 100 } } }
     route: [{ destination: { host: echo-v2 } }]
   - route: [{ destination: { host: echo-v2 } }]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: echo-dr, namespace: mesh }
+spec:
+  host: echo-dr
+  trafficPolicy: { loadBalancer: { simple: ROUND_ROBIN } }
+  subsets:
+  - { name: v1, labels: { version: v1 } }
+  - { name: v2, labels: { version: v2 } }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: echo-dr, namespace: mesh }
+spec:
+  hosts: [echo-dr.mesh.svc.cluster.local]
+  http:
+  - match: [{ headers: { x-version: { exact: v2 } } }]
+    route: [{ destination: { host: echo-dr, subset: v2 } }]
+  - route:
+    - { destination: { host: echo-dr, subset: v1 }, weight: 100 }
+    - { destination: { host: echo-dr, subset: v2 }, weight: 0 }
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -205,6 +227,12 @@ describePrivileged('L7 in the node proxies, on two nodes', () => {
       expect(curl('mesh/client', `http://${VIP.v2}/`).json?.pod).toBe('echo-v2');
     });
 
+    it('VirtualService routes to DestinationRule subsets: by header to v2, else all to v1', () => {
+      // echo-dr selects v1, v2 and echo-l4: without the subsets its requests would spread over all three.
+      expect(pods('mesh/client', `http://${VIP.dr}/`, 20)).toEqual({ 'echo-v1': 20 });
+      expect(pods('mesh/client', `http://${VIP.dr}/`, 10, ['-H', 'x-version: v2'])).toEqual({ 'echo-v2': 10 });
+    });
+
     it('a request timeout answers 504 for a slow backend and lets a quick one through', () => {
       expect(curl('mesh/client', `http://${VIP.v1}/slow/delay/3000`).status).toBe(504);
       expect(curl('mesh/client', `http://${VIP.v1}/slow/delay/10`).status).toBe(200);
@@ -294,7 +322,7 @@ describePrivileged('L7 in the node proxies, on two nodes', () => {
   describe('bad input is refused by the proxy, never passed on', () => {
     /** Sends `payload` raw (`@BIG@` in it becomes that many bytes of `a`: argv is too small for a big head). */
     const raw = (payload: string, big = 0) => {
-      const py = `import socket,sys\ns=socket.create_connection(("${VIP.v1}",80),5)\ns.sendall(bytes.fromhex(sys.argv[1]).replace(b"@BIG@", b"a"*int(sys.argv[2])))\ns.settimeout(5)\nd=b""\ntry:\n  while True:\n    x=s.recv(65536)\n    if not x: break\n    d+=x\nexcept Exception: pass\nprint(d.decode("latin1"))`;
+      const py = `import socket,sys\ns=socket.create_connection(("${VIP.v1}",80),5)\ns.sendall(bytes.fromhex(sys.argv[1]).replace(b"@BIG@", b"a"*int(sys.argv[2])))\ns.settimeout(15)\nd=b""\ntry:\n  while True:\n    x=s.recv(65536)\n    if not x: break\n    d+=x\nexcept Exception: pass\nprint(d.decode("latin1"))`;
       return c.exec('mesh/client', ['python3', '-c', py, Buffer.from(payload, 'latin1').toString('hex'), String(big)]).stdout;
     };
 
@@ -306,6 +334,12 @@ describePrivileged('L7 in the node proxies, on two nodes', () => {
       // The same connection shape without the conflict is served.
       expect(raw('POST / HTTP/1.1\r\nHost: echo-v1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi')).toMatch(/^HTTP\/1\.1 200 /);
     });
+
+    it('a head that never completes (slowloris) is answered 408 and closed; a complete one on the same port is served', () => {
+      // The engine's header timeout is 10 s; the client waits up to 15 s, so only the proxy's 408 can end it.
+      expect(raw('GET / HTTP/1.1\r\nHost: echo-v1\r\nX-Slow: a')).toMatch(/^HTTP\/1\.1 408 /);
+      expect(raw('GET / HTTP/1.1\r\nHost: echo-v1\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    }, 30_000);
 
     it('an oversized head is 431', () => {
       expect(raw('GET / HTTP/1.1\r\nHost: echo-v1\r\nX-Big: @BIG@\r\n\r\n', 70 * 1024)).toMatch(/^HTTP\/1\.1 431 /);
