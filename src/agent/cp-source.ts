@@ -42,13 +42,14 @@ export function peerOfWorkload(w: Workload): PeerInfo {
 /**
  * What a workload's port speaks, from the Services it backs: a pod IP addressed directly gets
  * the protocol of the service port that targets it. Services that disagree make it L4 (TCP
- * wins over HTTP: parsing bytes that are not HTTP would break the app).
+ * wins over HTTP: parsing bytes that are not HTTP would break the app); one that names no
+ * protocol has no say.
  */
 export function workloadPortProtocol(w: Workload, port: number): AppProtocol {
   let found: AppProtocol = 'UNKNOWN';
   for (const ports of Object.values(w.services)) {
     for (const p of ports) {
-      if ((p.targetPort || p.servicePort) !== port) continue;
+      if ((p.targetPort || p.servicePort) !== port || p.appProtocol === 'UNKNOWN') continue;
       if (found === 'UNKNOWN') found = p.appProtocol;
       else if (found !== p.appProtocol) return 'TCP';
     }
