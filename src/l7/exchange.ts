@@ -178,7 +178,7 @@ export class Exchange implements ResponseSink {
     this.#attempts++;
     let c: UpstreamConn | Promise<UpstreamConn>;
     try {
-      c = this.#s.ctx.pool.acquire(t.upstream, t.open as () => Promise<Stream>, fresh);
+      c = this.#s.ctx.pool.acquire(t.upstream, t.open as () => Promise<Stream>, fresh, t);
     } catch (err) {
       this.#connectFailed(n, err as FlaggedError);
       return;

@@ -200,7 +200,7 @@ export class UpstreamPool {
    * new one, or a place in the queue. `fresh` skips idle connections (the retry of a request
    * a stale keep-alive connection dropped).
    */
-  acquire(key: string, open: () => Promise<Stream>, fresh = false): UpstreamConn | Promise<UpstreamConn> {
+  acquire(key: string, open: () => Promise<Stream>, fresh = false, own?: { maxConnections?: number; maxPending?: number }): UpstreamConn | Promise<UpstreamConn> {
     if (this.#closed) return Promise.reject(flagged('the L7 engine is closed', 'LR', 'ECANCELED'));
     const p = this.#pool(key);
     if (!fresh) {
@@ -212,8 +212,11 @@ export class UpstreamPool {
         }
       }
     }
-    if (p.total < this.#limits.maxConnections) return this.#open(key, p, open);
-    if (p.waiters.length >= this.#limits.maxPending) {
+    // A route's own limits (DestinationRule connectionPool) only ever lower the engine's.
+    const maxConnections = Math.min(own?.maxConnections || Infinity, this.#limits.maxConnections);
+    const maxPending = own?.maxPending !== undefined && own.maxPending >= 0 ? Math.min(own.maxPending, this.#limits.maxPending) : this.#limits.maxPending;
+    if (p.total < maxConnections) return this.#open(key, p, open);
+    if (p.waiters.length >= maxPending) {
       return Promise.reject(flagged(`upstream ${key}: ${p.total} connections and ${p.waiters.length} waiting requests, the pool's limits`, 'UO', 'EOVERFLOW'));
     }
     return new Promise((resolve, reject) => p.waiters.push({ resolve, reject, open }));

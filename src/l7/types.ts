@@ -104,6 +104,10 @@ export interface UpstreamTarget {
   mirror?: UpstreamTarget[];
   /** An upstream connection (or HTTP/2 session) of this key is closed after this many requests; 0 or undefined: the pool's default. */
   maxRequestsPerConnection?: number;
+  /** HTTP/1.1 connections of this key at most (lower than the engine's `pool.maxConnections` to count). */
+  maxConnections?: number;
+  /** Requests of this key waiting for a connection at most; more get 503 UO (lower than the engine's to count). */
+  maxPending?: number;
   /**
    * Called when a try to this target is over (outlier detection, in-flight counts): with the
    * status it answered (a retried one included), `connect-failure` when it could not be had or

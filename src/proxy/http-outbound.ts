@@ -140,7 +140,7 @@ class SourceHalf {
       return this.#toEndpoint(req, ep.workload, ep.port, ep, svc);
     };
     const first = pick();
-    if (!rule && !fr) return first;
+    if (!rule && !fr && !sr?.trafficPolicy && !b.subset) return first;
     // Timeouts and response filters go on every try's target; the retry policy on the first.
     const base = (d: RouteDecision): RouteDecision => {
       if ('respond' in d) return d;
@@ -157,8 +157,10 @@ class SourceHalf {
             }
           : filter;
       }
-      const perConn = this.#layer.endpoints && sr ? trafficPolicyFor(sr, b.subset?.name)?.connectionPool?.maxRequestsPerConnection : undefined;
-      if (perConn) t.maxRequestsPerConnection = perConn;
+      const pool = sr ? trafficPolicyFor(sr, b.subset?.name)?.connectionPool : undefined;
+      if (pool?.maxRequestsPerConnection) t.maxRequestsPerConnection = pool.maxRequestsPerConnection;
+      if (pool?.maxConnections) t.maxConnections = pool.maxConnections;
+      if (pool?.maxPendingRequests !== undefined) t.maxPending = pool.maxPendingRequests;
       return t;
     };
     const decorate = (d: RouteDecision): RouteDecision => {

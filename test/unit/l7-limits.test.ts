@@ -99,3 +99,28 @@ describe('L7 engine, requests per upstream connection', () => {
     expect(sessions).toEqual({ '/limited': 2, '/open': 1 });
   });
 });
+
+describe('L7 engine, a route\'s own connection limits (DestinationRule connectionPool)', () => {
+  it('maxConnections 1 with maxPending 0: a second request while the first is out gets 503 UO; without the limits both are served', async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const slow = await app((req, res) => {
+      req.resume();
+      void held.then(() => res.end('fine'));
+    });
+    cleanup.push(() => slow.close());
+    const f = await withFront((req) => ({ upstream: req.path, open: dial(slow.port), ...(req.path === '/limited' ? { maxConnections: 1, maxPending: 0 } : {}) }));
+    const first = raw(f.port, GET('/limited'), { until: (g) => g.endsWith('fine') });
+    // The second goes while the first holds the only connection.
+    await new Promise((r) => setTimeout(r, 100));
+    const second = await raw(f.port, GET('/limited'), { until: (g) => /\r\n\r\n/.test(g) && /503/.test(g) });
+    expect(statuses(second)).toEqual([503]);
+    const a = raw(f.port, GET('/open'), { until: (g) => g.endsWith('fine') });
+    const b = raw(f.port, GET('/open'), { until: (g) => g.endsWith('fine') });
+    release();
+    expect(statuses(await first)).toEqual([200]);
+    expect([...statuses(await a), ...statuses(await b)]).toEqual([200, 200]);
+    const flags = f.records.filter((r) => r.upstream === '/limited').map((r) => r.responseFlags);
+    expect(flags).toContain('UO');
+  });
+});
