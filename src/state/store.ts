@@ -85,6 +85,7 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
   #routes = new Map<string, ServiceRoutes>();
   #requestAuthns = new Map<string, RequestAuthentication>();
   #rejected = new Map<string, RejectedResource>();
+  #views = new WeakMap<object, PolicyView>();
 
   workloadByUid(uid: string): Workload | undefined {
     return this.#workloads.get(uid);
@@ -156,9 +157,14 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
 
   /** The policies for a destination workload, and anything that forbids deciding on them. */
   policyView(w: Pick<Workload, 'uid' | 'namespace' | 'authorizationPolicies'>): PolicyView {
+    // Asked per connection and per HTTP request: kept per workload object until the next update.
+    const cached = this.#views.get(w);
+    if (cached) return cached;
     const rejected: RejectedResource[] = [];
     for (const r of this.#rejected.values()) if (rejectionApplies(r, w)) rejected.push(r);
-    return { policies: selectPolicies(this.#policies.values(), w), missing: missingPolicies((k) => this.#policies.has(k), w), rejected };
+    const view = { policies: selectPolicies(this.#policies.values(), w), missing: missingPolicies((k) => this.#policies.has(k), w), rejected };
+    this.#views.set(w, view);
+    return view;
   }
 
   snapshot(): ProxyStateSnapshot {
@@ -173,6 +179,8 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
 
   /** Runs `fn` with the updater and emits one `change` event when anything changed. */
   update(fn: (u: ProxyStateUpdater) => void): StateChange {
+    // Any change may change any view; a batch that throws half-way has changed things too.
+    this.#views = new WeakMap();
     const change = emptyChange();
     const lift = (kind: RejectedResource['kind'], name: string): void => {
       const key = rejectionKey(kind, name);
@@ -236,7 +244,12 @@ export class ProxyState extends EventEmitter<{ change: [StateChange] }> {
         change.rejected.upserted.push(key);
       },
     };
-    fn(u);
+    try {
+      fn(u);
+    } finally {
+      // A view read by fn itself saw the batch half-done.
+      this.#views = new WeakMap();
+    }
     const any = Object.values(change).some((c: KeyChanges) => c.upserted.length + c.removed.length > 0);
     if (any) this.emit('change', change);
     return change;
