@@ -201,9 +201,9 @@ export class H2Exchange {
       this.#trailers = t;
       if (t['grpc-status'] !== undefined) this.#grpc = String(t['grpc-status']);
     });
-    up.on('data', (c: Buffer) => {
-      if (mine()) this.#resBytes += c.length;
-    });
+    // No 'data' listener here: it would start the stream flowing before 'response', and over a
+    // JS Duplex (an HBONE stream) node:http2 can emit the first DATA chunk before 'response',
+    // which would then reach only the counter. #response counts once it pipes.
     up.on('end', () => {
       if (!mine()) return;
       this.#complete = true;
@@ -244,7 +244,12 @@ export class H2Exchange {
     }
     this.#status = status;
     if (ended) up.resume();
-    else up.pipe(this.#down);
+    else {
+      up.pipe(this.#down);
+      up.on('data', (c: Buffer) => {
+        if (this.#up === up && this.#forwarded) this.#resBytes += c.length;
+      });
+    }
   }
 
   #mayRetry(): boolean {

@@ -83,7 +83,17 @@ export class H2Pool {
             stream.destroy();
             return;
           }
-          const s = connect(`http://${key.replace(/[^A-Za-z0-9.:-]/g, '_') || 'upstream'}`, { createConnection: () => stream });
+          // The authority is never used (every request sets its own :authority), and a pool key
+          // is no host name: 'upstream' stands in for it.
+          let s: ClientHttp2Session;
+          try {
+            s = connect('http://upstream', { createConnection: () => stream });
+          } catch (err) {
+            stream.on('error', () => {});
+            stream.destroy();
+            reject(Object.assign(err as Error, { responseFlags: 'UF' }));
+            return;
+          }
           s.on('error', (err: Error) => this.#ctx.log.debug({ err, upstream: key }, 'upstream HTTP/2 session failed'));
           s.on('close', forget);
           s.on('goaway', forget);

@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -87,6 +88,46 @@ describe('L7 engine, HTTP/2 prior knowledge', () => {
     expect(up.sessions()).toBe(1);
     const recs = await f.recorded(10);
     expect(recs.find((r) => r.path === '/s9')).toMatchObject({ requestBytes: 9000, status: 200 });
+  });
+
+  it('works with the proxy\'s pool keys (spaces, colons, IPs) and over a JS Duplex as HBONE streams are: no byte of a body lost', async () => {
+    const up = await h2app((stream, h) => {
+      stream.respond({ ':status': 200 });
+      stream.end(`first-chunk ${h[':path']}`);
+    });
+    // An HBONE stream is a Duplex of our own, not a socket: node:http2 reads it differently.
+    const wrapped = async (): Promise<Duplex> => {
+      const sock = await dial(up.port)();
+      const w: Duplex = new Duplex({
+        read: () => void sock.resume(),
+        write: (c: Buffer, _e, cb) => void sock.write(c, cb),
+        final: (cb) => {
+          sock.end();
+          cb();
+        },
+        destroy: (err, cb) => {
+          sock.destroy();
+          cb(err);
+        },
+      });
+      sock.on('data', (d: Buffer) => {
+        if (!w.push(d)) sock.pause();
+      });
+      sock.on('end', () => w.push(null));
+      sock.on('error', (e) => w.destroy(e));
+      return w;
+    };
+    const f = await withFront(() => ({ upstream: 'hbone spiffe://cluster.local/ns/a/sa/b 10.244.1.2:9090 for mesh/grpc.mesh.svc.cluster.local', open: wrapped }));
+    const s = h2connect(`http://127.0.0.1:${f.port}`);
+    cleanup.push(async () => void s.close());
+    const results = await Promise.all(['/a', '/b', '/c'].map((p) => h2get(s, p)));
+    expect(results.map((r) => [r.status, r.body])).toEqual([
+      [200, 'first-chunk /a'],
+      [200, 'first-chunk /b'],
+      [200, 'first-chunk /c'],
+    ]);
+    const recs = await f.recorded(3);
+    expect(recs.map((r) => r.responseBytes)).toEqual([14, 14, 14]);
   });
 
   it('answers 503 UF over HTTP/2 when the upstream refuses, and a local 404 NR; a good stream on the same session passes', async () => {
