@@ -18,10 +18,12 @@
 //                                echo-basic's retry simulation: the first n requests of a uuid get a
 //                                TCP RST (or status c, after delayRetry), the later ones the echo.
 //   X-Echo-Set-Header: N:v,N2:v2 request header (echo-basic): the echo's response carries these fields.
+//   /ws (WebSocket upgrade)      greets with the echo JSON as a text message, then echoes messages (ws-echo.ts).
 //   anything else                200 with the echo JSON.
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { constants as h2constants, createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { isWebSocketUpgrade, serveWebSocket } from './ws-echo.js';
 
 /** Who answers: echo-basic's Context (its NAMESPACE, SERVICE_NAME, POD_NAME, INGRESS_NAME). */
 export interface EchoContext {
@@ -238,7 +240,12 @@ export async function startEchoServer(o: EchoOptions): Promise<EchoServer> {
   const sessions = new Set<Http2Session>();
   const listeners: Server[] = [];
   const portOf = (s: Socket): number => s.localPort ?? 0;
-  const h1 = createHttpServer({ keepAliveTimeout: 30_000 }, (req, res) => echo.handle(req, res, portOf(req.socket)));
+  // Only WebSocket upgrades leave node:http's request handling; others (`Upgrade: h2c`) are echoed as before.
+  const h1 = createHttpServer({ keepAliveTimeout: 30_000, shouldUpgradeCallback: isWebSocketUpgrade }, (req, res) => echo.handle(req, res, portOf(req.socket)));
+  h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const hello: EchoReply = { path: req.url ?? '/', host: req.headers.host ?? '', method: req.method ?? '', proto: `HTTP/${req.httpVersion}`, headers: headersOf(req), httpPort: String(portOf(socket)), ...o.context };
+    serveWebSocket(req, socket, head, { ...hello });
+  });
   const h2 = createH2Server((req, res) => echo.handle(req, res, portOf(req.socket as Socket)));
   h2.on('session', (s: Http2Session) => {
     sessions.add(s);
