@@ -62,7 +62,11 @@ http {
 }
 
 function nginxConf(dir: string, name: string): string {
+  // 8081 (HTTP/1.1) and 8082 (h2c, prior knowledge) are for l7.ts, whose Services target only
+  // them: 8080 has no Service, so it stays L4 in every benchmark.
   return nginxConfig(dir, name, `listen 8080 reuseport;
+    listen 8081;
+    listen 8082 http2;
     location / { default_type text/plain; return 200 "${BODY}"; }`);
 }
 

@@ -19,7 +19,7 @@ const R = {
   beToOutside: rec({ src: { ...be, port: 50000 }, dst: outside, verdict: 'passed', reason: 'excluded_cidr', direction: 'kernel', source: 'kernel' }),
   viaVip: rec({ src: fe, dst: be, originalDst: '10.96.0.10:80' }),
   dropped: rec({ src: { ip: '10.9.9.9', port: 1234 }, dst: be, verdict: 'dropped', reason: 'no_listener', direction: 'kernel', source: 'kernel' }),
-  http: rec({ src: fe, dst: be, protocol: 'http', l7: { method: 'GET', path: '/', status: 200 } }),
+  http: rec({ src: fe, dst: be, protocol: 'http', l7: { method: 'GET', path: '/', authority: 'be', status: 200, protocol: 'HTTP/1.1' } }),
 };
 type Name = keyof typeof R;
 
