@@ -137,7 +137,9 @@ export class H2Exchange {
     if (this.#mirrors) for (const m of this.#mirrors) m.requestComplete();
     if (this.#settled) return;
     this.#retries?.end(undefined);
-    this.#up?.end();
+    // A request without a body went up already ended: ending it again builds an error per request.
+    const up = this.#up;
+    if (up && !up.writableEnded) up.end();
   }
 
   #backpressure(up: ClientHttp2Stream): void {

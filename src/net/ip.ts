@@ -109,10 +109,18 @@ export function formatCidr(c: Cidr): string {
 }
 
 /** The bytes of an IP, with an IPv4-mapped IPv6 address (::ffff:a.b.c.d) turned into IPv4. */
+/** Parsed addresses, bounded: authorization asks for the same few per connection and per HTTP request. */
+const normalized = new Map<string, Buffer>();
+
+/** The address's bytes, an IPv4-mapped IPv6 address as IPv4. Read-only: the buffer is shared. */
 export function normalizedIpBytes(ip: string): Buffer {
+  const hit = normalized.get(ip);
+  if (hit) return hit;
   const b = ipToBytes(ip);
-  if (b.length === 16 && b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return b.subarray(12);
-  return b;
+  const out = b.length === 16 && b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff ? b.subarray(12) : b;
+  if (normalized.size >= 4096) normalized.clear();
+  normalized.set(ip, out);
+  return out;
 }
 
 export function cidrContains(c: Cidr, ipBytes: Uint8Array): boolean {
