@@ -240,6 +240,7 @@ describePrivileged('L7 in the node proxies, on two nodes', () => {
 
     it('propagates a traceparent with the proxy as parent and adds x-request-id', () => {
       const r = curl('mesh/client', `http://${VIP.v1}/`, ['-H', 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01']);
+      expect(r.status, r.body).toBe(200);
       const h = r.json?.headers ?? {};
       expect(h.Traceparent?.[0]).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
       expect(h.Traceparent?.[0]).not.toContain('b7ad6b7169203331');
@@ -309,7 +310,8 @@ describePrivileged('L7 in the node proxies, on two nodes', () => {
   it('nodemesh capture shows each HTTP request with its verdict, policy, method, path and status', () => {
     curl('mesh/client', `http://${VIP.v2}/admin/cap`, ['-X', 'POST']);
     curl('mesh/client', `http://${VIP.v2}/cap-ok`);
-    const r = spawnSync(cli, ['capture', '--state-dir', c.sd, '--all-nodes', '--protocol', 'http', '--since', '5m', '--json', '--count', '400'], { encoding: 'utf8', timeout: 20_000 });
+    // Replayed from what the agents kept (--since), then followed until the timeout ends it.
+    const r = spawnSync(cli, ['capture', '--state-dir', c.sd, '--all-nodes', '--protocol', 'http', '--pod', 'mesh/echo-v2', '--since', '30s', '--json'], { encoding: 'utf8', timeout: 8_000 });
     const recs = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { node: string; protocol: string; verdict: string; policy?: string; direction: string; l7?: { method: string; path: string; status: number } });
     const denied = recs.find((x) => x.node === 'node-b' && x.l7?.path === '/admin/cap');
     expect(denied).toMatchObject({ protocol: 'http', verdict: 'denied', policy: 'mesh/no-admin-writes', direction: 'inbound', l7: { method: 'POST', status: 403 } });
