@@ -261,6 +261,17 @@ export class HboneServer {
     });
   }
 
+  /** Answers the CONNECT 200 and makes the tunnel: from here the tunnel owns the stream's errors. */
+  #accept(stream: ServerHttp2Stream, label: string, held: Held, early: (err: Error) => void): HboneStream {
+    this.#answered[200] = (this.#answered[200] ?? 0) + 1;
+    stream.respond({ ':status': 200 });
+    const tunnel = new HboneStream(stream, label);
+    held.tunnel = tunnel;
+    stream.off('error', early);
+    this.#activeStreams++;
+    return tunnel;
+  }
+
   async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string, clientAddr: SocketAddress, held: Held): Promise<void> {
     // Until the tunnel owns it: a client reset must not become an unhandled 'error'.
     const early = (err: Error) => this.#log.debug({ err, peerIdentity }, 'HBONE stream error before the tunnel was up');
@@ -308,12 +319,7 @@ export class HboneServer {
 
     const serve = this.#o.serveTunnel?.(req);
     if (serve) {
-      this.#answered[200] = (this.#answered[200] ?? 0) + 1;
-      stream.respond({ ':status': 200 });
-      const tunnel = new HboneStream(stream, `${formatAuthority(target)} from ${peerIdentity}`);
-      held.tunnel = tunnel;
-      stream.off('error', early);
-      this.#activeStreams++;
+      const tunnel = this.#accept(stream, `${formatAuthority(target)} from ${peerIdentity}`, held, early);
       try {
         await serve(tunnel);
       } finally {
@@ -337,12 +343,7 @@ export class HboneServer {
       return;
     }
     held.upstream = upstream;
-    this.#answered[200] = (this.#answered[200] ?? 0) + 1;
-    stream.respond({ ':status': 200 });
-    const tunnel = new HboneStream(stream, `${formatAuthority(target)} from ${peerIdentity}`);
-    held.tunnel = tunnel;
-    stream.off('error', early);
-    this.#activeStreams++;
+    const tunnel = this.#accept(stream, `${formatAuthority(target)} from ${peerIdentity}`, held, early);
     // relay() takes sockets; HboneStream has the socket surface it uses (setNoDelay,
     // resetAndDestroy, bytesRead), so an upstream reset becomes RST_STREAM(CONNECT_ERROR).
     const r = relay(tunnel as unknown as Socket, upstream, this.#o.relay);
