@@ -1,9 +1,10 @@
-// The agent's HTTP endpoints: admin on 127.0.0.1:15000 (/config_dump, /debug/flows, /debug/capture),
+// The agent's HTTP endpoints: admin on 127.0.0.1:15000 (/config_dump, /debug/flows, /debug/capture, /debug/runtime),
 // Prometheus metrics on :15020/metrics, readiness on :15021/healthz/ready. Each joins its
 // port's SO_REUSEPORT group, so a second agent of the node (an upgrade) binds beside the
 // first; one that cannot bind is retried with backoff and keeps the agent unready.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
+import { runtimeMonitor } from '../telemetry/index.js';
 
 type RouteResult = { status?: number; type?: string; body: string | object } | 'streamed';
 /** A route answers with a body, or `'streamed'` when it writes the response itself (a stream). */
@@ -153,6 +154,14 @@ export class HttpEndpoints {
   }
 }
 
+/** GET /debug/runtime: event-loop delay and GC pauses since the last reset; `?reset=1` answers, then starts a new window. */
+function runtimeRoute(url: URL): { body: object } {
+  const m = runtimeMonitor();
+  const body = m.snapshot();
+  if (url.searchParams.get('reset') === '1') m.reset();
+  return { body };
+}
+
 /** The agent's three endpoints and what they serve. */
 export interface AgentEndpoints {
   log: Logger;
@@ -169,7 +178,7 @@ export interface AgentEndpoints {
 }
 
 /**
- * Admin (/config_dump, /debug/flows, /healthz/ready, /metrics), metrics and readiness. Each
+ * Admin (/config_dump, /debug/flows, /debug/runtime, /healthz/ready, /metrics), metrics and readiness. Each
  * answer names the agent that gave it (x-nodemesh-agent-pid): two agents share these ports
  * during an upgrade. The readiness body lists every reason the agent is not ready.
  */
@@ -182,11 +191,13 @@ export async function serveAgentEndpoints(o: AgentEndpoints): Promise<HttpEndpoi
     const r = await o.metrics();
     return { type: r.contentType, body: r.body };
   };
+  runtimeMonitor(); // from start-up, so the first window is the agent's whole life
   const http = new HttpEndpoints(o.log, { 'x-nodemesh-agent-pid': String(process.pid) });
   await http.serve('admin', o.admin, {
     '/config_dump': () => ({ body: o.configDump() }),
     '/debug/flows': (_req, url) => ({ body: o.flows(Number(url.searchParams.get('limit') ?? 1000)) }),
     ...(o.capture ? { '/debug/capture': o.capture } : {}),
+    '/debug/runtime': (_req, url) => runtimeRoute(url),
     '/healthz/ready': readiness,
     '/metrics': metrics,
   });
