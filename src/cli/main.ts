@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // nodemesh CLI entry point: finds the command named by argv and runs it.
 import { reportError, type Command } from './command.js';
-import { commands } from './commands.js';
+
+// `nodemesh agent` is the long-running DaemonSet process: it loads its own command only, not
+// every other command's modules (control plane, simulator, demo), which cost it ~5 MB of RSS.
+const commands: Command[] = process.argv[2] === 'agent' ? [(await import('./agent.js')).agentCommand] : (await import('./commands.js')).commands;
 
 function topHelp(): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length));
