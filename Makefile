@@ -114,7 +114,9 @@ demo: build
 	@node dist/cli/main.js demo examples/multinode
 
 bench: build
+	@node dist/bench/hbone.js
 	@node dist/bench/mesh.js
+	@node dist/bench/memory.js
 	@node dist/bench/l7.js
 	@node dist/bench/capture.js
 	@node dist/bench/controlplane.js

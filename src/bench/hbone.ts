@@ -1,10 +1,11 @@
 // `node dist/bench/hbone.js`: bulk throughput of one HBONE tunnel on loopback, with Node's
 // default HTTP/2 windows and with the tuned ones, against an mTLS tunnel without HTTP/2
-// measured in the same run. Prints a Markdown table of medians.
+// measured in the same run. Prints a Markdown table of medians and writes the hbone section of
+// docs/benchmarks.md (not with --quick).
 //
 // The receiving side (HBONE server or TLS terminator, relaying to a TCP sink app) runs in a
 // worker thread, so each side has its own event loop and core, as two nodes would.
-// Environment: NODEMESH_BENCH_RUNS (default 3), NODEMESH_BENCH_HBONE_MIB (default 1024).
+// Environment: NODEMESH_BENCH_RUNS (default 3, or --runs), NODEMESH_BENCH_HBONE_MIB (default 1024).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createTcpServer, Socket, type AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -15,9 +16,27 @@ import { pino } from 'pino';
 import { CertificateAuthority } from '../controlplane/index.js';
 import { createCsr, exportPrivateKeyPem, generateKeyPair } from '../identity/index.js';
 import { connectFd, DEFAULT_TUNING, HbonePool, HboneServer, NODE_DEFAULT_TUNING, relay, type HboneCredentials, type HboneTuning } from '../proxy/index.js';
+import { runMain, writeBenchSection } from './run.js';
+import { median, parseBenchArgs } from './tools.js';
 
-const RUNS = Number(process.env.NODEMESH_BENCH_RUNS ?? 3);
-const MIB = Number(process.env.NODEMESH_BENCH_HBONE_MIB ?? 1024);
+const HELP = `Usage: node dist/bench/hbone.js [--quick] [--runs N]
+
+The HBONE tunnel alone, on loopback, unprivileged: one upload per run through an mTLS tunnel
+without HTTP/2 (the baseline) and through HBONE with Node's default HTTP/2 windows and with
+the tuned ones, the receiving side in a worker thread (its own event loop and core). Medians
+over the runs; writes the hbone section of docs/benchmarks.md.
+
+  --quick        1 run of 256 MiB per path; prints the figures, does not write the docs
+  --runs N       runs (default 3, or NODEMESH_BENCH_RUNS); NODEMESH_BENCH_HBONE_MIB sets the
+                 upload size (default 1024). --seconds is accepted and ignored: each run moves
+                 a fixed size
+  -h, --help     this text
+`;
+// The worker (the receiving side) takes no options.
+const ARGS = isMainThread ? parseBenchArgs(HELP) : undefined;
+const RUNS = ARGS?.runs ?? 0;
+const MIB = ARGS?.quick ? 256 : Number(process.env.NODEMESH_BENCH_HBONE_MIB ?? 1024);
+const SECTION = 'hbone';
 const TD = 'cluster.local';
 const SERVER_ID = `spiffe://${TD}/ns/bench/sa/server`;
 const CLIENT_ID = `spiffe://${TD}/ns/bench/sa/client`;
@@ -137,9 +156,13 @@ async function issue(ca: CertificateAuthority, id: string): Promise<HboneCredent
   return { certChainPem: leaf!, keyPem: await exportPrivateKeyPem(keys.privateKey), rootsPem: root! };
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-async function main(): Promise<void> {
+async function main(): Promise<number> {
+  if (!ARGS) return 0;
+  if (!Number.isInteger(MIB) || MIB < 1) {
+    process.stderr.write(`bench: NODEMESH_BENCH_HBONE_MIB must be a positive integer, got ${JSON.stringify(process.env.NODEMESH_BENCH_HBONE_MIB)}\n`);
+    return 2;
+  }
+  const t0 = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'nodemesh-bench-hbone-'));
   let certs: Setup;
   try {
@@ -149,25 +172,33 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   const worker = new Worker(new URL(import.meta.url), { workerData: certs });
-  const ports = await new Promise<number[]>((resolve, reject) => worker.once('message', resolve).once('error', reject));
-  const sinkPort = ports.at(-1)!;
-  const bytes = MIB * 1024 * 1024;
   const results = VARIANTS.map(() => [] as number[]);
   let cipher = '';
-  process.stderr.write(`HBONE bench: ${RUNS} runs of ${MIB} MiB per path, node ${process.version}, ${availableParallelism()} CPUs\n`);
-  // Runs are interleaved so that a noisy moment hurts every path alike.
-  for (let run = 0; run < RUNS; run++) {
-    for (const [i, v] of VARIANTS.entries()) {
-      const r = await measure(v, ports[i]!, sinkPort, certs, bytes);
-      if (!v.tuning) cipher = r.cipher;
-      results[i]!.push(r.gbps);
-      process.stderr.write(`  run ${run + 1} ${v.name}: ${r.gbps.toFixed(2)} Gbit/s\n`);
+  try {
+    const ports = await new Promise<number[]>((resolve, reject) => worker.once('message', resolve).once('error', reject));
+    const sinkPort = ports.at(-1)!;
+    const bytes = MIB * 1024 * 1024;
+    process.stderr.write(`HBONE bench: ${RUNS} runs of ${MIB} MiB per path, node ${process.version}, ${availableParallelism()} CPUs\n`);
+    // Runs are interleaved so that a noisy moment hurts every path alike.
+    for (let run = 0; run < RUNS; run++) {
+      for (const [i, v] of VARIANTS.entries()) {
+        const r = await measure(v, ports[i]!, sinkPort, certs, bytes);
+        if (!v.tuning) cipher = r.cipher;
+        results[i]!.push(r.gbps);
+        process.stderr.write(`  run ${run + 1}/${RUNS} ${v.name}: ${r.gbps.toFixed(2)} Gbit/s\n`);
+      }
     }
+  } finally {
+    await worker.terminate();
   }
-  await worker.terminate();
   const base = median(results[0]!);
   const lines = [
-    `One ${MIB} MiB upload per run through a loopback tunnel to a TCP sink; medians of ${RUNS} (${cipher}, node ${process.version}).`,
+    '## The HBONE tunnel alone (loopback, no network namespaces)',
+    '',
+    `Command: \`make bench\` (\`node dist/bench/hbone.js\`; ${RUNS} runs, medians; the run took ${((Date.now() - t0) / 60_000).toFixed(1)} min).`,
+    `Machine: ${availableParallelism()} vCPU, shared and noisy, Node ${process.versions.node}. Measured ${new Date().toISOString().slice(0, 10)}.`,
+    '',
+    `One ${MIB} MiB upload per run through a loopback tunnel to a TCP sink, the receiving side in a worker thread; medians of ${RUNS} (${cipher}).`,
     '',
     '| path | Gbit/s | runs | vs mTLS baseline |',
     '|---|---|---|---|',
@@ -176,14 +207,18 @@ async function main(): Promise<void> {
       return `| ${v.name} | ${m.toFixed(2)} | ${results[i]!.map((x) => x.toFixed(2)).join(', ')} | ${(m / base).toFixed(2)}× |`;
     }),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  const section = lines.join('\n') + '\n';
+  if (ARGS.quick) {
+    process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
+    return 0;
+  }
+  const file = writeBenchSection(SECTION, section);
+  process.stdout.write(`\n${section}\nwritten to ${file}\n`);
+  return 0;
 }
 
 if (isMainThread) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`hbone bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  });
+  runMain('hbone bench', main);
 } else {
   receiver(workerData as Setup).catch((err: unknown) => {
     process.stderr.write(`hbone bench receiver failed: ${(err as Error).stack ?? String(err)}\n`);

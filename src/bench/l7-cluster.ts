@@ -7,6 +7,7 @@ import { curlIn, multiNodeNodes } from '../cluster/index.js';
 import type { SimNodeInfo } from '../sim/index.js';
 import { h2loadRateArgs, h2loadThroughputArgs, parseH2load, parseH2loadLog, type H2loadResult, type LatencyResult } from './h2load.js';
 import { BenchCluster, nginxConfig, writeBenchConfig } from './pods.js';
+import type { PathRuntime } from './runtime-probe.js';
 import { cpuSeconds, parseWrk, type WrkResult } from './tools.js';
 
 export const VIP = { local: '10.96.70.10', remote: '10.96.70.11', sidecar: '10.96.70.12' } as const;
@@ -98,6 +99,8 @@ export interface L7Sample {
   /** Undefined when the path's HTTP/2 failed at warm-up (then it is not measured). */
   h2?: H2loadResult;
   lat: LatencyResult;
+  /** The path's agents' event-loop delay and GC during the latency run (none for nginx or no mesh). */
+  rt?: PathRuntime;
   /** Proxy CPU ms per 1,000 requests during the wrk and the h2load throughput runs. */
   cpuH1: number;
   cpuH2: number;

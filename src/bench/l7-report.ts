@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { L7_PATHS, type L7Path, type L7PathName, type L7Sample } from './l7-cluster.js';
+import { NO_RUNTIME, type PathRuntime } from './runtime-probe.js';
 import { median } from './tools.js';
 
 /** Issue 9's goals for the L7 path. */
@@ -19,6 +20,8 @@ export interface L7Row {
   errors: number;
   /** Failed HTTP/2 requests over the runs (shown beside the HTTP/2 figure). */
   h2Errors: number;
+  /** The agents' stalls during the latency run, each figure's median. */
+  rt: PathRuntime;
 }
 
 const errorsOf = (x: L7Sample): number => x.h1.errors + (x.h2?.errors ?? 0) + x.lat.failed;
@@ -36,6 +39,7 @@ export function l7Rows(samples: Map<L7PathName, L7Sample[]>): Record<L7PathName,
       cpuH2: m((x) => x.cpuH2),
       errors: s.reduce((a, x) => a + errorsOf(x), 0),
       h2Errors: s.reduce((a, x) => a + (x.h2?.errors ?? 0), 0),
+      rt: Object.fromEntries(Object.keys(NO_RUNTIME).map((k) => [k, m((x) => (x.rt ?? NO_RUNTIME)[k as keyof PathRuntime])])) as unknown as PathRuntime,
     };
   };
   return Object.fromEntries(L7_PATHS.map((p) => [p.name, row(samples.get(p.name) ?? [])])) as Record<L7PathName, L7Row>;
@@ -79,6 +83,11 @@ export function l7Section({ rows: R, samples, h2Broken, runs, seconds, rate, min
     const add = isDirect ? '–' : `${added(r.p50, d.p50)} / ${added(r.p90, d.p90)} / ${added(r.p99, d.p99)}`;
     const cpu = p.proxies.length ? `${f(r.cpuH1, 1)} / ${f(r.cpuH2, 1)}` : '–';
     return `| ${p.label} | ${f(r.p50)} / ${f(r.p90)} / ${f(r.p99)} | ${add} | ${cpu} |`;
+  });
+  const tails = L7_PATHS.filter((p) => p.proxies !== 'nginx' && p.proxies.length).map((p) => {
+    const r = R[p.name];
+    const t = r.rt;
+    return `| ${p.label} | ${f(r.p99)} | ${f(t.loopP50Us)} / ${f(t.loopP99Us)} / ${f(t.loopMaxUs)} | ${f(t.gcCount)} (${f(t.majorGcs)} major) | ${f(t.gcTotalMs, 1)} / ${f(t.gcMaxMs, 2)} |`;
   });
   const vsSidecar = (label: string, a: L7PathName) => {
     const r = R[a];
@@ -140,6 +149,14 @@ summary has no percentiles). wrk cannot hold a rate, wrk2 is not in Debian, and 
 CPU: the proxies' utime + stime (/proc) during the wrk and the h2load throughput runs, per
 1,000 requests: both agents for ambient cross node and sidecar mode, nginx's master and worker
 for the reverse proxy.
+
+**Tails: the agents' stalls during the latency run.** Each agent's \`GET /debug/runtime\`
+window, reset before the h2load rate run and read after it: event-loop delay (how late a timer
+due every 10 ms ran; the worst of the path's agents) and V8's GC pauses (summed over them).
+
+| path | request time p99 µs | event-loop delay µs p50 / p99 / max | GCs | GC pause ms total / max |
+|---|---|---|---|---|
+${tails.join('\n')}
 
 **Against sidecar mode:**
 

@@ -2,14 +2,17 @@
 // the pods. Seven paths from a client pod to nginx answering 1 KiB: no mesh, ambient L7 and
 // nginx as a reverse proxy, each same node and cross node, and sidecar-mode L7. For each:
 // HTTP/1.1 req/s (wrk -c16), HTTP/2 req/s (h2load, h2c), request times at 1,000 req/s, proxy
-// CPU per 1,000 requests; ratios from the same run. Writes the L7 section of docs/benchmarks.md.
+// CPU per 1,000 requests, the agents' event-loop delay and GC during the latency run; ratios
+// from the same run. Writes the L7 section of docs/benchmarks.md.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { progress, up } from '../cluster/index.js';
 import { L7Cluster, L7_PATHS, writeL7BenchConfig, type L7Path, type L7PathName, type L7Sample } from './l7-cluster.js';
 import { l7Rows, l7Section } from './l7-report.js';
+import { currentRun, l7Results } from './results-build.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
+import { RuntimeProbe } from './runtime-probe.js';
 import { BENCH_OPTIONS_HELP, parseBenchArgs } from './tools.js';
 
 const HELP = `Usage: node dist/bench/l7.js [--quick] [--runs N] [--seconds S]
@@ -54,7 +57,7 @@ async function warmUp(b: L7Cluster, p: L7Path): Promise<string | undefined> {
   return why;
 }
 
-function sample(b: L7Cluster, p: L7Path, run: number, h2Broken: boolean): L7Sample {
+function sample(b: L7Cluster, probe: RuntimeProbe, p: L7Path, run: number, h2Broken: boolean): L7Sample {
   const at = `run ${run}/${RUNS}: ${p.label}:`;
   progress(`${at} wrk -c16 HTTP/1.1`);
   const h1 = b.sampleH1(p);
@@ -65,9 +68,12 @@ function sample(b: L7Cluster, p: L7Path, run: number, h2Broken: boolean): L7Samp
     h2 = b.sampleH2(p);
   }
   progress(`${at} h2load ${RATE} req/s latency`);
+  const agents = p.proxies === 'nginx' ? [] : p.proxies;
+  probe.reset(agents);
   const lat = b.latency(p, RATE);
+  const rt = probe.read(agents);
   b.assertAlive(p);
-  return { h1: h1.r, ...(h2 ? { h2: h2.r } : {}), lat, cpuH1: h1.cpu, cpuH2: h2?.cpu ?? NaN };
+  return { h1: h1.r, ...(h2 ? { h2: h2.r } : {}), lat, rt, cpuH1: h1.cpu, cpuH2: h2?.cpu ?? NaN };
 }
 
 async function main(): Promise<number> {
@@ -87,6 +93,7 @@ async function main(): Promise<number> {
     const b = new L7Cluster(sd, dir, SECONDS);
     await b.refresh();
     await b.startReverseProxy();
+    const probe = new RuntimeProbe(sd);
     const h2Broken = new Map<L7PathName, string>();
     for (const p of L7_PATHS) {
       progress(`warm-up: ${p.label}: wrk 1 s${p.proxies === 'nginx' || p.proxies.length === 0 ? '' : ', L7 check'}, curl HTTP/2`);
@@ -100,14 +107,14 @@ async function main(): Promise<number> {
     for (let run = 1; run <= RUNS; run++) {
       // Rotate the order so no path always runs first (on a cooler or warmer machine).
       const order = L7_PATHS.map((_, i) => L7_PATHS[(i + run - 1) % L7_PATHS.length]!);
-      for (const p of order) samples.get(p.name)!.push(sample(b, p, run, h2Broken.has(p.name)));
+      for (const p of order) samples.get(p.name)!.push(sample(b, probe, p, run, h2Broken.has(p.name)));
     }
     const section = l7Section({ rows: l7Rows(samples), samples, h2Broken, runs: RUNS, seconds: SECONDS, rate: RATE, minutes: (Date.now() - t0) / 60_000 });
     if (ARGS.quick) {
       process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
       return 0;
     }
-    const file = writeBenchSection(SECTION, section);
+    const file = writeBenchSection(SECTION, section, l7Results(l7Rows(samples), currentRun('dist/bench/l7.js', RUNS, SECONDS), new Set(h2Broken.keys())));
     process.stdout.write(`\n${section}\nwritten to ${file}\n`);
     return 0;
   } finally {

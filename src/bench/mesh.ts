@@ -8,15 +8,17 @@
 //                            so every connection crosses two proxies and mTLS, as with sidecars
 // For each: iperf3 throughput (1 stream), sockperf latency at 1,000 msg/s of 1 KB over 4 and 16
 // connections, wrk connections per second (Connection: close) and requests per second
-// (keep-alive), proxy CPU per 1,000 requests, and proxy memory. Writes its section of
-// docs/benchmarks.md.
+// (keep-alive), proxy CPU per 1,000 requests, proxy memory, and the proxies' event-loop delay
+// and GC pauses during the latency runs. Writes its section of docs/benchmarks.md.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { progress, up } from '../cluster/index.js';
 import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathDef, type PathName } from './pods.js';
+import { currentRun, meshResults } from './results-build.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
+import { RuntimeProbe, type PathRuntime } from './runtime-probe.js';
 import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseSockperf, rssMb, type SockperfResult } from './tools.js';
 
 const HELP = `Usage: node dist/bench/mesh.js [--quick] [--runs N] [--seconds S]
@@ -38,6 +40,8 @@ const SECTION = 'mesh';
 interface Sample {
   gbps: number;
   lat: Record<number, SockperfResult>;
+  /** The path's proxies' event-loop delay and GC during each latency run. */
+  rt: Record<number, PathRuntime>;
   connsPerSec: number;
   reqsPerSec: number;
   errors: number;
@@ -46,23 +50,28 @@ interface Sample {
 }
 
 class Bench extends BenchCluster {
+  probe!: RuntimeProbe;
+
   sample(p: PathDef): Sample {
     const ip = this.ip(p.server);
     const gbps = this.iperf(p);
     const lat: Record<number, SockperfResult> = {};
+    const rt: Record<number, PathRuntime> = {};
     let cpuPer1k = NaN;
     for (const n of CONNS) {
       const feed = join(this.dir, `feed-${p.name}-${n}`);
       writeFileSync(feed, Array.from({ length: n }, (_, i) => `T:${ip}:${SOCKPERF_BASE + i}`).join('\n') + '\n');
       const pids = this.pids(p);
+      this.probe.reset(p.proxies);
       const c0 = pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
       lat[n] = parseSockperf(this.exec(p.client, ['sockperf', 'ul', '-f', feed, '-F', 'e', '-m', '1024', '--mps', String(RATE), '--reply-every', '1', '-t', String(SECONDS), '--full-rtt']));
       if (pids.length) cpuPer1k = (pids.reduce((a, pid) => a + cpuSeconds(pid), 0) - c0) / (lat[n]!.sent / 1000);
       else cpuPer1k = 0;
+      rt[n] = this.probe.read(p.proxies);
     }
     const close = this.wrk(p, 4, false);
     const keep = this.wrk(p, 16, true);
-    return { gbps, lat, connsPerSec: close.requestsPerSec, reqsPerSec: keep.requestsPerSec, errors: close.errors + keep.errors, cpuPer1k };
+    return { gbps, lat, rt, connsPerSec: close.requestsPerSec, reqsPerSec: keep.requestsPerSec, errors: close.errors + keep.errors, cpuPer1k };
   }
 }
 
@@ -85,6 +94,7 @@ async function main(): Promise<number> {
     await up(dir, sd);
     const b = new Bench(sd, dir, SECONDS);
     await b.refresh();
+    b.probe = new RuntimeProbe(sd);
     const idle = Object.fromEntries(NODES.map((n) => [n, rssMb(b.agentPid(n))]));
     const peak = { ...idle };
     const samples = new Map<PathName, Sample[]>(PATHS.map((p) => [p.name, []]));
@@ -104,6 +114,7 @@ async function main(): Promise<number> {
         gbps: m((s) => s.gbps),
         l4: { p50: m((s) => s.lat[4]!.p50), p90: m((s) => s.lat[4]!.p90), p99: m((s) => s.lat[4]!.p99) },
         l16: { p50: m((s) => s.lat[16]!.p50), p90: m((s) => s.lat[16]!.p90), p99: m((s) => s.lat[16]!.p99) },
+        rt: Object.fromEntries(CONNS.map((n) => [n, medRuntime(samples.get(p.name)!.map((s) => s.rt[n]!))])) as Record<number, PathRuntime>,
         cps: m((s) => s.connsPerSec),
         rps: m((s) => s.reqsPerSec),
         cpu: m((s) => s.cpuPer1k),
@@ -116,7 +127,7 @@ async function main(): Promise<number> {
       process.stdout.write(`\n${section}\n(--quick: docs/benchmarks.md not written)\n`);
       return 0;
     }
-    const file = writeBenchSection(SECTION, section);
+    const file = writeBenchSection(SECTION, section, meshResults(R, currentRun('dist/bench/mesh.js', RUNS, SECONDS)));
     process.stdout.write(`\n${section}\nwritten to ${file}\n`);
     return 0;
   } finally {
@@ -124,7 +135,13 @@ async function main(): Promise<number> {
   }
 }
 
-function report(R: Record<PathName, { gbps: number; l4: { p50: number; p90: number; p99: number }; l16: { p50: number; p90: number; p99: number }; cps: number; rps: number; cpu: number; errors: number }>, idle: Record<string, number>, peak: Record<string, number>, seconds: number, samples: Map<PathName, Sample[]>): string {
+/** Each figure's median over the runs. */
+function medRuntime(xs: PathRuntime[]): PathRuntime {
+  const keys = Object.keys(xs[0]!) as Array<keyof PathRuntime>;
+  return Object.fromEntries(keys.map((k) => [k, median(xs.map((x) => x[k]))])) as unknown as PathRuntime;
+}
+
+function report(R: Record<PathName, { gbps: number; l4: { p50: number; p90: number; p99: number }; l16: { p50: number; p90: number; p99: number }; rt: Record<number, PathRuntime>; cps: number; rps: number; cpu: number; errors: number }>, idle: Record<string, number>, peak: Record<string, number>, seconds: number, samples: Map<PathName, Sample[]>): string {
   const kernel = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
   const lines = PATHS.map((p) => {
     const r = R[p.name];
@@ -140,6 +157,14 @@ function report(R: Record<PathName, { gbps: number; l4: { p50: number; p90: numb
     const s = samples.get(p.name)!;
     return `- ${p.label}: Gbit/s ${s.map((x) => f(x.gbps, 2)).join(', ')}; p99 µs @16 ${s.map((x) => f(x.lat[16]!.p99)).join(', ')}; conn/s ${s.map((x) => f(x.connsPerSec, 0)).join(', ')}; req/s ${s.map((x) => f(x.reqsPerSec, 0)).join(', ')}; errors ${s.reduce((a, x) => a + x.errors, 0)}`;
   });
+  const tails = PATHS.filter((p) => p.proxies.length).flatMap((p) =>
+    CONNS.map((n) => {
+      const r = R[p.name];
+      const t = r.rt[n]!;
+      const p99 = n === 4 ? r.l4.p99 : r.l16.p99;
+      return `| ${p.label} | ${n} | ${f(p99, 0)} | ${f(t.loopP50Us, 0)} / ${f(t.loopP99Us, 0)} / ${f(t.loopMaxUs, 0)} | ${f(t.gcCount, 0)} (${f(t.majorGcs, 0)} major) | ${f(t.gcTotalMs, 1)} / ${f(t.gcMaxMs, 2)} |`;
+    }),
+  );
   const errs = PATHS.filter((p) => R[p.name].errors > 0).map((p) => `${p.label}: ${R[p.name].errors}`);
   return `## The mesh data path: no mesh, ambient (same node, cross node) and sidecar mode
 
@@ -179,6 +204,15 @@ ${vs('ambient cross node / sidecar', 'ambient-cross', 'sidecar')}
 For reference, Istio reports that two ztunnels add about 170 µs at p90 and 200 µs at p99 at
 1,000 rps; here two nodemesh proxies (ambient cross node) add ${f(R['ambient-cross'].l16.p90 - R['direct-cross'].l16.p90, 0)} µs at p90 and
 ${f(R['ambient-cross'].l16.p99 - R['direct-cross'].l16.p99, 0)} µs at p99 over the same path without a mesh.
+
+**Tails: the proxies' stalls during the latency runs.** Each agent's \`GET /debug/runtime\`
+window, reset before the sockperf run and read after it: event-loop delay (how late a timer
+due every 10 ms ran; the worst of the path's proxies) and V8's GC pauses (summed over the
+path's proxies). Medians over the runs.
+
+| path | conns | RTT p99 µs | event-loop delay µs p50 / p99 / max | GCs | GC pause ms total / max |
+|---|---|---|---|---|---|
+${tails.join('\n')}
 
 **Proxy memory** (RSS, MB; idle after start-up and sync / peak during the runs):
 
