@@ -57,6 +57,9 @@ export const ErrorFamilies = {
   TimeoutError: {
     NM_ERR_TIMEOUT: 'An operation did not finish in time.',
   },
+  BenchError: {
+    NM_ERR_BENCH_RESULTS: 'The benchmarks\' results file (docs/benchmarks.json) is not one they wrote: not JSON, another schema version, or a field of the wrong shape.',
+  },
 } as const;
 
 type Families = typeof ErrorFamilies;
@@ -214,6 +217,17 @@ export class TimeoutError extends NodemeshError {
   }
 }
 
+/** The benchmarks' results file is broken: which file, and which field (empty: the whole file). */
+export class BenchError extends NodemeshError {
+  readonly file: string;
+  readonly field: string;
+  constructor(file: string, field: string, why: string) {
+    super('BenchError', 'NM_ERR_BENCH_RESULTS', `${field ? `${field} ` : ''}${why}`, { where: file });
+    this.file = file;
+    this.field = field;
+  }
+}
+
 /**
  * An error of the family `code` belongs to, for callers that pick the code at run time (a
  * gRPC status mapped to a code, the first of several problems).
@@ -240,5 +254,7 @@ export function errorFor(code: ErrorCode, message: string, details?: ErrorDetail
       return new HboneError(code as FamilyCode<'HboneError'>, message, details);
     case 'TimeoutError':
       return new TimeoutError(message, details);
+    case 'BenchError':
+      return new BenchError(details?.where ?? '', '', message);
   }
 }

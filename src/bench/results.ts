@@ -71,13 +71,9 @@ export interface ResultsFile {
   sections: Record<string, SectionResults>;
 }
 
-/** The results file is not one this code wrote: which file and which field. */
-export class ResultsFileError extends Error {
-  constructor(readonly file: string, readonly field: string, why: string) {
-    super(`${file}: ${field ? `${field} ` : ''}${why}`);
-    this.name = 'ResultsFileError';
-  }
-}
+/** The results file is not one this code wrote: which file and which field (errors.ts, NM_ERR_BENCH_RESULTS). */
+export { BenchError as ResultsFileError } from '../errors.js';
+import { BenchError as ResultsFileError } from '../errors.js';
 
 const BETTER = ['higher', 'lower'] as const;
 
