@@ -3,7 +3,7 @@
 import { buildPolicySet } from './authz.js';
 import { translateRequestAuthentications } from './request-authn.js';
 import { compileRoutes } from './routes.js';
-import { loadSnapshot } from './sources.js';
+import { loadSnapshot, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, type MeshSettings } from './translate.js';
 import type { ConfigProblem } from './validate.js';
 
@@ -14,13 +14,21 @@ export interface CheckResult {
   resources: { pods: number; services: number; authorizationPolicies: number; peerAuthentications: number; httpRoutes: number; virtualServices: number; destinationRules: number; requestAuthentications: number };
 }
 
+/**
+ * What the control plane serves besides workloads and services, translated from a snapshot:
+ * policies, routes and RequestAuthentications, with their problems. One translation for the
+ * control plane and `--check`, so the check finds exactly what serving would.
+ */
+export function translateConfig(snap: ConfigSnapshot, mesh: MeshSettings) {
+  const policySet = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, mesh);
+  const routes = compileRoutes(snap, mesh);
+  const authns = translateRequestAuthentications(snap.requestAuthentications, mesh);
+  return { policySet, routes: routes.routes, authns: authns.authns, problems: [...policySet.problems, ...routes.problems, ...authns.problems] };
+}
+
 export function checkConfigDir(dir: string, mesh: Partial<MeshSettings> = {}): CheckResult {
-  const settings = { ...DEFAULT_MESH, ...mesh };
   const snap = loadSnapshot(dir);
-  const policies = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, settings);
-  const routes = compileRoutes(snap, settings);
-  const authns = translateRequestAuthentications(snap.requestAuthentications, settings);
-  const problems = [...snap.problems, ...policies.problems, ...routes.problems, ...authns.problems];
+  const problems = [...snap.problems, ...translateConfig(snap, { ...DEFAULT_MESH, ...mesh }).problems];
   return {
     problems,
     errors: problems.filter((p) => p.severity === 'error').length,

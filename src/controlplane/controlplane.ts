@@ -35,7 +35,7 @@ import { debugJson, startAdmin, type AdminServer } from './admin.js';
 import { parseHostPort, servingNames } from './serving.js';
 import { agentAuth, checkAgentAuthOptions, type AgentAuth, type AgentAuthOptions } from './agent-auth.js';
 import { loadOrCreateToken } from './auth.js';
-import { buildPolicySet, type EffectiveMtls } from './authz.js';
+import type { EffectiveMtls } from './authz.js';
 import { CertificateAuthority } from './ca.js';
 import { caServiceImpl } from './ca-service.js';
 import { nodeGate } from './node-auth.js';
@@ -48,8 +48,7 @@ import { endpointSliceWorkloads } from './kube-translate.js';
 import { ConfigSource, type ConfigSnapshot } from './sources.js';
 import { DEFAULT_MESH, runningPods, serviceKey, translateService, translateWorkload, type MeshSettings, type RunningPod } from './translate.js';
 import { describe, type ConfigProblem } from './validate.js';
-import { compileRoutes } from './routes.js';
-import { translateRequestAuthentications } from './request-authn.js';
+import { translateConfig } from './check.js';
 import type { RequestAuthentication, ServiceRoutes } from '../state/index.js';
 
 export const DEFAULT_LISTEN = hostPort('127.0.0.1', PORTS.controlPlane);
@@ -338,14 +337,12 @@ export class ControlPlane {
   /** Recomputes every resource from the config and pod status, and pushes what changed. */
   #recompute(): void {
     const snap: ConfigSnapshot = this.source.snapshot();
-    const policySet = buildPolicySet(snap.authorizationPolicies, snap.peerAuthentications, this.mesh);
-    const routes = compileRoutes(snap, this.mesh);
-    const authns = translateRequestAuthentications(snap.requestAuthentications, this.mesh);
-    const problems = keptAt(snap, [...policySet.problems, ...routes.problems, ...authns.problems]);
+    const { policySet, routes, authns, problems: found } = translateConfig(snap, this.mesh);
+    const problems = keptAt(snap, found);
     this.#logPolicyProblems(problems);
     this.#problems = [...snap.problems, ...problems];
-    this.#routes = routes.routes;
-    this.#requestAuthns = authns.authns;
+    this.#routes = routes;
+    this.#requestAuthns = authns;
     // Each pod only from the node the config places it on (a stored report included).
     this.#running = runningPods(snap.pods, this.pods.pods(placementAllows(podIndex(snap.pods), this.#auth.placement)));
     const byIp = new Map<string, RunningPod>();
