@@ -4,6 +4,7 @@
 // for a same-node request, so no client can route around it.
 import type { HttpRequestHead, RouteDecision, UpstreamTarget } from '../l7/index.js';
 import type { HttpRequestFacts } from '../state/index.js';
+import { applyTraceHeaders, traceHeaders } from '../telemetry/index.js';
 import type { ProxyContext } from './context.js';
 import { podName } from './context.js';
 import type { AuthorizeInput, LocalPod } from './types.js';
@@ -20,6 +21,16 @@ export type JwtOutcome = { principal?: string; claims?: Record<string, unknown>;
 export interface RequestAuthenticator {
   /** Undefined when no RequestAuthentication selects the pod: nothing to verify, nothing async. */
   verify(pod: LocalPod, req: HttpRequestHead): Promise<JwtOutcome> | undefined;
+}
+
+/**
+ * Gives a request its trace context: `participate` (the source proxy) makes this proxy the
+ * parent; otherwise a valid traceparent passes as it came and one is started only when absent.
+ * The head is replaced only when something changes (a replaced head is validated again).
+ */
+export function stampTrace(req: HttpRequestHead, participate: boolean): void {
+  const t = traceHeaders(req.headers, { participate });
+  if (t.add.length || t.remove.length) req.headers = applyTraceHeaders(req.headers, t);
 }
 
 function pathOnly(p: string): string {

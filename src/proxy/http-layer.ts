@@ -3,10 +3,9 @@
 // authorizes each request for the destination pod and delivers it; outbound (15001) it routes
 // each request (http-outbound.ts). Request metrics and the access log are booked here.
 import { HttpEngine, type EngineOptions, type RequestRecord, type SessionHooks } from '../l7/index.js';
-import { applyTraceHeaders, traceHeaders } from '../telemetry/index.js';
 import type { ConnectionView } from './connection.js';
 import type { ProxyContext } from './context.js';
-import { appTarget, authorizeRequest, type RequestAuthenticator } from './http-inbound.js';
+import { appTarget, authorizeRequest, stampTrace, type RequestAuthenticator } from './http-inbound.js';
 import type { EndpointSource, HttpMesh } from './http-outbound.js';
 import type { Workload } from '../state/index.js';
 import type { RelayEnd } from './relay.js';
@@ -60,8 +59,7 @@ export class HttpLayer {
     const hooks: SessionHooks = {
       route: (req) => {
         // Forwarded as it came from a mesh source; started here for a client outside the mesh.
-        const t = traceHeaders(req.headers, { participate: false });
-        if (t.add.length || t.remove.length) req.headers = applyTraceHeaders(req.headers, t);
+        stampTrace(req, false);
         return authorizeRequest(ctx, this.authn, pod, req, input, deliver);
       },
       onRequest: (r) => this.telemetry?.record([this.#serviceView(views, view, pod, r.authority)], r),

@@ -5,11 +5,10 @@
 // TCP out of the mesh.
 import type { DirectResponse, HttpRequestHead, RouteDecision, UpstreamTarget } from '../l7/index.js';
 import type { BackendRef, RouteRule, Service, ServiceRoutes, Workload } from '../state/index.js';
-import { applyTraceHeaders, traceHeaders } from '../telemetry/index.js';
 import type { ConnectionView } from './connection.js';
 import type { ProxyContext } from './context.js';
 import { abortResponse, applyFilters, faultOf, matchRoute, noBackendResponse, noRouteResponse, percentHit, pickBackend, selectTable, trafficPolicyFor, type FilterResult, type MirrorTarget } from './http/index.js';
-import { appTarget, authorizeRequest } from './http-inbound.js';
+import { appTarget, authorizeRequest, stampTrace } from './http-inbound.js';
 import type { HttpLayer } from './http-layer.js';
 import { newTraceparent } from './hbone/index.js';
 import { peerOf, podIdentity, type LocalPod, type RouteTarget, type SocketAddress } from './types.js';
@@ -60,8 +59,7 @@ export function serveOutbound(layer: HttpLayer, ctx: ProxyContext, pod: LocalPod
   const hooks = {
     route: (req: HttpRequestHead): RouteDecision | Promise<RouteDecision> => {
       // The source proxy takes part in the trace (a span of its own, retries under it) and names the request.
-      const t = traceHeaders(req.headers);
-      if (t.add.length || t.remove.length) req.headers = applyTraceHeaders(req.headers, t);
+      stampTrace(req, true);
       return svcKey ? source.toService(req, svcKey, orig.port) : source.toWorkload(req, route);
     },
     onRequest: source.record,
