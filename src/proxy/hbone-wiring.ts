@@ -61,6 +61,13 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
   const input = (r: InboundRequest) => ({ srcPrincipal: r.peerIdentity, srcIp: r.clientAddr.ip, dstIp: r.target.ip, dstPort: r.target.port });
   // The decision taken for a request, for its telemetry once the tunnel is up.
   const decided = new WeakMap<InboundRequest, { allowed: boolean; name?: string }>();
+  // Whether a CONNECT's port is HTTP, asked by authorize and again by serveTunnel: looked up once.
+  const httpPort = new WeakMap<InboundRequest, boolean>();
+  const isHttp = (r: InboundRequest): boolean => {
+    let v = httpPort.get(r);
+    if (v === undefined) httpPort.set(r, (v = ctx.http?.inboundIsHttp(ctx, pod, r.target.port) ?? false));
+    return v;
+  };
 
   const start = (cert: HboneCredentials): void => {
     current = cert;
@@ -78,7 +85,7 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       authorize: (r): InboundDecision => {
         if (!ctx.authorize) return { allow: true };
         // HTTP ports are decided per request, with the request's attributes (http-layer.ts).
-        if (ctx.http?.inboundIsHttp(ctx, pod, r.target.port)) return { allow: true };
+        if (isHttp(r)) return { allow: true };
         const d = ctx.authorize(input(r));
         decided.set(r, { allowed: d.allowed, ...(d.policy ? { name: d.policy } : {}) });
         return d.allowed ? { allow: true } : { allow: false, reason: d.reason, ...(d.policy ? { policy: d.policy } : {}) };
@@ -87,7 +94,7 @@ export function serveHbone(ctx: ProxyContext, pod: LocalPod, fd: number, o: Hbon
       connectUpstream: (r) => ctx.upstream.deliver(pod.netnsPath, { ip: pod.ip, port: r.target.port }, r.clientAddr.ip, ctx.timeoutMs),
       serveTunnel: (r) => {
         const http = ctx.http;
-        if (!http?.inboundIsHttp(ctx, pod, r.target.port)) return undefined;
+        if (!http || !isHttp(r)) return undefined;
         return (tunnel) => http.inbound(ctx, pod, tunnel, view(r), input(r));
       },
       // The server awaits this inside the tunnel's failure boundary: telemetry that fails resets the tunnel.
