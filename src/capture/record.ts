@@ -1,5 +1,6 @@
 // The capture record (format v1, docs/capture.md): one per connection the node saw, from the
 // proxy's flow records, from kernel events alone, or both joined; and the stream's other lines.
+import type { RequestRecord } from '../l7/index.js';
 import type { FlowRecord } from '../telemetry/index.js';
 
 export const RECORD_VERSION = 1;
@@ -122,20 +123,8 @@ export interface RequestSide {
   hbone?: { peer: string; traceparent?: string };
 }
 
-/** What the L7 engine books for a finished request (its RequestRecord). */
-export interface RequestFacts {
-  protocol: string;
-  method: string;
-  path: string;
-  authority: string;
-  status: number;
-  requestBytes: number;
-  responseBytes: number;
-  durationMs: number;
-  responseFlags: string;
-  grpcStatus?: string;
-  policy?: string;
-}
+/** What a request record must carry for capture: the L7 engine's RequestRecord, or any with its fields. */
+export type RequestFacts = Pick<RequestRecord, 'protocol' | 'method' | 'path' | 'authority' | 'status' | 'requestBytes' | 'responseBytes' | 'durationMs' | 'responseFlags' | 'grpcStatus' | 'policy'>;
 
 /**
  * The record of one HTTP request. `local`: both halves ran in this proxy (the destination's
