@@ -3,6 +3,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { afterEach } from 'vitest';
 import { HttpEngine } from '../../src/l7/index.js';
 import type { EngineOptions, HttpRequestHead, RequestRecord, RouteDecision } from '../../src/l7/types.js';
 
@@ -119,4 +120,24 @@ export function raw(port: number, bytes: string | Buffer | (string | Buffer)[], 
 /** Status codes of the responses in a raw byte stream, in order. */
 export function statuses(got: string): number[] {
   return [...got.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+}
+
+/**
+ * Per-test clean-up for a file of engine tests (call once at the top): `defer` what a test
+ * opened, undone after it in reverse order; `withFront` is front() closed the same way.
+ */
+export function perTest(): { defer(...c: (() => Promise<void>)[]): void; withFront: typeof front } {
+  let list: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of list.reverse()) await c();
+    list = [];
+  });
+  return {
+    defer: (...c) => void list.push(...c),
+    withFront: async (route, o) => {
+      const f = await front(route, o);
+      list.push(() => f.close());
+      return f;
+    },
+  };
 }

@@ -8,15 +8,12 @@ import type { AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { afterEach, describe, expect, it } from 'vitest';
-import { app, dial, front, raw, statuses, type Front } from '../helpers/l7.js';
+import { describe, expect, it } from 'vitest';
+import { app, dial, perTest, raw, statuses } from '../helpers/l7.js';
+
+const { defer, withFront } = perTest();
 
 const run = promisify(execFile);
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
 
 async function h2app(onStream: Parameters<Http2Server['on']>[1]): Promise<{ port: number; sessions: () => number }> {
   const server = createH2Server();
@@ -24,14 +21,8 @@ async function h2app(onStream: Parameters<Http2Server['on']>[1]): Promise<{ port
   server.on('session', () => sessions++);
   server.on('stream', onStream as never);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+  defer(() => new Promise<void>((r) => server.close(() => r())));
   return { port: (server.address() as AddressInfo).port, sessions: () => sessions };
-}
-
-async function withFront(route: Parameters<typeof front>[0]): Promise<Front> {
-  const f = await front(route);
-  cleanup.push(() => f.close());
-  return f;
 }
 
 function h2get(s: ClientHttp2Session, path: string, body?: string): Promise<{ status: number; body: string; headers: IncomingHttpHeaders }> {
@@ -55,7 +46,7 @@ describe('L7 engine, HTTP/2 prior knowledge', () => {
       stream.end('over h2');
     });
     const plain = await app((_req, res) => res.end('over h1'));
-    cleanup.push(() => plain.close());
+    defer(() => plain.close());
     // The upstream speaks what the client speaks: h2 to the h2c app, HTTP/1.1 to the other.
     const f = await withFront((req) => ({ upstream: req.protocol, open: dial(req.protocol === 'HTTP/2' ? up.port : plain.port) }));
     const { stdout } = await run('curl', ['-s', '-i', '--http2-prior-knowledge', `http://127.0.0.1:${f.port}/hello?x=1`], { encoding: 'utf8' });
@@ -82,7 +73,7 @@ describe('L7 engine, HTTP/2 prior knowledge', () => {
     });
     const f = await withFront(() => ({ upstream: 'h2', open: dial(up.port) }));
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => h2get(s, `/s${i}`, 'y'.repeat(1000 * i))));
     expect(results.map((r) => r.body)).toEqual(Array.from({ length: 10 }, (_, i) => `/s${i}:${1000 * i}`));
     expect(up.sessions()).toBe(1);
@@ -119,7 +110,7 @@ describe('L7 engine, HTTP/2 prior knowledge', () => {
     };
     const f = await withFront(() => ({ upstream: 'hbone spiffe://cluster.local/ns/a/sa/b 10.244.1.2:9090 for mesh/grpc.mesh.svc.cluster.local', open: wrapped }));
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     const results = await Promise.all(['/a', '/b', '/c'].map((p) => h2get(s, p)));
     expect(results.map((r) => [r.status, r.body])).toEqual([
       [200, 'first-chunk /a'],
@@ -140,7 +131,7 @@ describe('L7 engine, HTTP/2 prior knowledge', () => {
       return { upstream: req.path, open: dial(req.path === '/dead' ? 1 : up.port) };
     });
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     const dead = await h2get(s, '/dead');
     expect(dead.status).toBe(503);
     expect(dead.body).toContain('connection failure');
@@ -163,7 +154,7 @@ describe('L7 engine, HTTP/2 prior knowledge', () => {
     });
     const f = await withFront((req) => ({ upstream: 'h2', open: dial(up.port), ...(req.path === '/slow' ? { timeoutMs: 150 } : {}) }));
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     const slow = await h2get(s, '/slow');
     expect(slow.status).toBe(504);
     expect(slow.body).toBe('upstream request timeout');
@@ -201,7 +192,7 @@ describe('L7 engine, gRPC', () => {
       },
     });
     const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
-    cleanup.push(() => new Promise<void>((r) => server.tryShutdown(() => r())));
+    defer(() => new Promise<void>((r) => server.tryShutdown(() => r())));
     const f = await withFront(() => ({ upstream: 'grpc', open: dial(port) }));
     const Client = grpc.makeGenericClientConstructor(service as unknown as grpc.ServiceDefinition, 'Echo');
     const client = new Client(`127.0.0.1:${f.port}`, grpc.credentials.createInsecure()) as unknown as {
@@ -209,7 +200,7 @@ describe('L7 engine, gRPC', () => {
       count(req: Buffer): NodeJS.ReadableStream;
       close(): void;
     };
-    cleanup.push(async () => client.close());
+    defer(async () => client.close());
     const echo = (s: string) => new Promise<{ err: grpc.ServiceError | null; res?: Buffer }>((resolve) => client.echo(Buffer.from(s), (err, res) => resolve({ err, ...(res ? { res } : {}) })));
     const ok = await echo('hi');
     expect(ok.err).toBeNull();

@@ -5,20 +5,16 @@ import { execFile } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { Pool } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startApp, type TestApp } from '../helpers/app.js';
-import { app, dial, front, raw, statuses, type App, type Front } from '../helpers/l7.js';
+import { app, dial, front, perTest, raw, statuses, type App, type Front } from '../helpers/l7.js';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
+const { defer } = perTest();
 
 async function setup(handler: Parameters<typeof app>[0], o: Parameters<typeof front>[1] = {}): Promise<{ a: App; f: Front }> {
   const a = await app(handler);
   const f = await front(() => ({ upstream: 'app', open: dial(a.port) }), o);
-  cleanup.push(() => a.close(), () => f.close());
+  defer(() => a.close(), () => f.close());
   return { a, f };
 }
 
@@ -39,10 +35,10 @@ describe('L7 engine, HTTP/1.1', () => {
   it('reuses one upstream connection for keep-alive requests from node:http and undici clients', async () => {
     const { a, f } = await setup((req, res) => res.end(`you asked ${req.url}`));
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    cleanup.push(async () => agent.destroy());
+    defer(async () => agent.destroy());
     for (let i = 0; i < 5; i++) expect((await get(f.port, `/n${i}`, agent)).body).toBe(`you asked /n${i}`);
     const pool = new Pool(`http://127.0.0.1:${f.port}`, { connections: 1 });
-    cleanup.push(() => pool.close());
+    defer(() => pool.close());
     for (let i = 0; i < 5; i++) {
       const r = await pool.request({ path: `/u${i}`, method: 'GET' });
       expect(r.statusCode).toBe(200);
@@ -64,7 +60,7 @@ describe('L7 engine, HTTP/1.1', () => {
       else res.end('fast');
     });
     const agent = new Agent({ keepAlive: true });
-    cleanup.push(async () => agent.destroy());
+    defer(async () => agent.destroy());
     const slow = get(f.port, '/slow', agent);
     await new Promise((r) => setTimeout(r, 50));
     expect((await get(f.port, '/fast', agent)).body).toBe('fast');
@@ -85,7 +81,7 @@ describe('L7 engine, HTTP/1.1', () => {
       });
     });
     const f = await front(() => ({ upstream: 'raw', open: dial(up.port) }));
-    cleanup.push(() => up.close(), () => f.close());
+    defer(() => up.close(), () => f.close());
     const req = 'POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: x-client\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-client: yes\r\n\r\n';
     const got = await raw(f.port, req, { until: (g) => g.includes('x-sum: 11\r\n\r\n') });
     // The upstream got the client's chunks re-chunked (extensions dropped) and its trailer.
@@ -105,7 +101,7 @@ describe('L7 engine, HTTP/1.1', () => {
     });
     const body = 'b'.repeat(5000);
     const s = connect({ host: '127.0.0.1', port: f.port });
-    cleanup.push(async () => void s.destroy());
+    defer(async () => void s.destroy());
     let got = '';
     const seen = (what: string) =>
       new Promise<void>((resolve) => {
@@ -176,7 +172,7 @@ describe('L7 engine, HTTP/1.1', () => {
       if (!req.authority) req.authority = 'svc.ns:80';
       return { upstream: 'app', open: dial(a.port) };
     });
-    cleanup.push(() => a.close(), () => f.close());
+    defer(() => a.close(), () => f.close());
     const closed = await raw(f.port, 'GET / HTTP/1.0\r\n\r\n');
     expect(closed).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(closed.toLowerCase()).toContain('connection: close');
@@ -192,9 +188,9 @@ describe('L7 engine, HTTP/1.1', () => {
     up = await startApp((s) => {
       s.once('data', () => s.end('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end'));
     });
-    cleanup.push(() => up!.close());
+    defer(() => up!.close());
     const f = await front(() => ({ upstream: 'raw', open: dial(up!.port) }));
-    cleanup.push(() => f.close());
+    defer(() => f.close());
     const got = await raw(f.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /again HTTP/1.1\r\nHost: a\r\n\r\n', { until: (g) => statuses(g).length === 2 && g.endsWith('0\r\n\r\n') });
     expect(got.toLowerCase()).toContain('transfer-encoding: chunked');
     expect(got).toContain('d\r\nuntil the end\r\n0\r\n\r\n');
@@ -233,7 +229,7 @@ describe('L7 engine, HTTP/1.1', () => {
       req.headers = [...req.headers, 'x-added', 'by-route'];
       return { upstream: 'app', open: dial(a.port), onResponse: (r) => void (r.headers = [...r.headers, 'x-filtered', 'yes']) };
     });
-    cleanup.push(() => a.close(), () => f.close());
+    defer(() => a.close(), () => f.close());
     const got = await raw(f.port, 'GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\nGET /orig HTTP/1.1\r\nHost: a\r\n\r\n', { until: (g) => g.endsWith('upstream') });
     expect(statuses(got)).toEqual([404, 200]);
     expect(got).toContain('no route');
@@ -254,7 +250,7 @@ describe('L7 engine, HTTP/1.1', () => {
       else req.headers = [...req.headers, 'x-fine', 'a b'];
       return { upstream: 'app', open: dial(a.port) };
     });
-    cleanup.push(() => a.close(), () => f.close());
+    defer(() => a.close(), () => f.close());
     expect(statuses(await raw(f.port, 'GET /evil HTTP/1.1\r\nHost: a\r\n\r\n', { until: (g) => g.includes('\r\n\r\n') }))).toEqual([500]);
     expect(statuses(await raw(f.port, 'GET /fine HTTP/1.1\r\nHost: a\r\n\r\n', { until: (g) => g.endsWith('ok') }))).toEqual([200]);
   });

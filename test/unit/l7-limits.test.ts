@@ -3,21 +3,10 @@
 // after that many requests; the same upstream without a limit keeps one connection.
 import { connect as h2connect, createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import { app, dial, front, raw, statuses, type App, type Front } from '../helpers/l7.js';
-import type { EngineOptions, HttpRequestHead, RouteDecision } from '../../src/l7/types.js';
+import { describe, expect, it } from 'vitest';
+import { app, dial, perTest, raw, statuses, type App } from '../helpers/l7.js';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
-
-async function withFront(route: (req: HttpRequestHead) => RouteDecision, o: EngineOptions = {}): Promise<Front> {
-  const f = await front(route, o);
-  cleanup.push(() => f.close());
-  return f;
-}
+const { defer, withFront } = perTest();
 
 /** An app that counts the requests each of its connections carried. */
 async function counting(): Promise<App & { perConnection: number[] }> {
@@ -32,7 +21,7 @@ async function counting(): Promise<App & { perConnection: number[] }> {
     req.resume();
     req.on('end', () => res.end('fine'));
   });
-  cleanup.push(() => a.close());
+  defer(() => a.close());
   return Object.assign(a, { perConnection });
 }
 
@@ -79,11 +68,11 @@ describe('L7 engine, requests per upstream connection', () => {
       stream.end('fine');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+    defer(() => new Promise<void>((r) => server.close(() => r())));
     const port = (server.address() as AddressInfo).port;
     const f = await withFront((req) => ({ upstream: req.path, open: dial(port), ...(req.path === '/limited' ? { maxRequestsPerConnection: 2 } : {}) }));
     const c = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void c.close());
+    defer(async () => void c.close());
     const get = (path: string) =>
       new Promise<number>((resolve, reject) => {
         const req = c.request({ ':path': path });
@@ -108,7 +97,7 @@ describe('L7 engine, a route\'s own connection limits (DestinationRule connectio
       req.resume();
       void held.then(() => res.end('fine'));
     });
-    cleanup.push(() => slow.close());
+    defer(() => slow.close());
     const f = await withFront((req) => ({ upstream: req.path, open: dial(slow.port), ...(req.path === '/limited' ? { maxConnections: 1, maxPending: 0 } : {}) }));
     const first = raw(f.port, GET('/limited'), { until: (g) => g.endsWith('fine') });
     // The second goes while the first holds the only connection.

@@ -4,22 +4,11 @@
 import { connect as h2connect, createServer as createH2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
-import { app, dial, front, listen, raw, statuses, type Front } from '../helpers/l7.js';
-import type { EngineOptions, HttpRequestHead, RouteDecision } from '../../src/l7/types.js';
+import { describe, expect, it } from 'vitest';
+import { app, dial, listen, perTest, raw, statuses } from '../helpers/l7.js';
 import { shadowHost } from '../../src/l7/mirror.js';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
-
-async function withFront(route: (req: HttpRequestHead) => RouteDecision | Promise<RouteDecision>, o: EngineOptions = {}): Promise<Front> {
-  const f = await front(route, o);
-  cleanup.push(() => f.close());
-  return f;
-}
+const { defer, withFront } = perTest();
 
 interface Seen {
   method: string;
@@ -43,7 +32,7 @@ async function recorder(name: string, answer = true): Promise<{ port: number; se
       if (answer) res.end(`${name}:${body.length}`);
     });
   });
-  cleanup.push(() => a.close());
+  defer(() => a.close());
   return { port: a.port, seen, next: () => (seen.length > waiting.length ? Promise.resolve(seen[waiting.length]!) : new Promise((r) => waiting.push(r))) };
 }
 
@@ -117,7 +106,7 @@ describe('L7 engine, request mirroring over HTTP/1.1', () => {
         res.end('main');
       });
     });
-    cleanup.push(() => main.close());
+    defer(() => main.close());
     const shadow = await recorder('shadow');
     const f = await withFront(() => ({ upstream: 'main', open: dial(main.port), retry: { attempts: 2, backoffMs: 1, codes: [503], onConnectFailure: false }, mirror: [{ upstream: 'shadow', open: dial(shadow.port) }] }));
     expect(statuses(await raw(f.port, 'GET /once HTTP/1.1\r\nHost: a\r\n\r\n', { until: (g) => g.endsWith('main') }))).toEqual([200]);
@@ -151,7 +140,7 @@ describe('L7 engine, request mirroring over h2c', () => {
         });
       });
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+      defer(() => new Promise<void>((r) => server.close(() => r())));
       return (server.address() as AddressInfo).port;
     };
     const mainPort = await h2app('main');
@@ -159,7 +148,7 @@ describe('L7 engine, request mirroring over h2c', () => {
     const dead = await deadPort();
     const f = await withFront(() => ({ upstream: 'main', open: dial(mainPort), mirror: [{ upstream: 'shadow', open: dial(shadowPort) }, { upstream: 'dead', open: dial(dead) }] }));
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     const body = 'h'.repeat(50_000);
     const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const req = s.request({ ':method': 'PUT', ':path': '/items/7', ':authority': 'svc.ns:8080' });

@@ -4,22 +4,12 @@
 // retry once a response is streaming. Each "not retried" case has its retried twin.
 import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startApp } from '../helpers/app.js';
-import { app, dial, front, listen, raw, statuses, type Front } from '../helpers/l7.js';
-import type { EngineOptions, HttpRequestHead, RouteDecision, UpstreamRetry } from '../../src/l7/types.js';
+import { app, dial, listen, perTest, raw, statuses } from '../helpers/l7.js';
+import type { UpstreamRetry } from '../../src/l7/types.js';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
-
-async function withFront(route: (req: HttpRequestHead) => RouteDecision | Promise<RouteDecision>, o: EngineOptions = {}): Promise<Front> {
-  const f = await front(route, o);
-  cleanup.push(() => f.close());
-  return f;
-}
+const { defer, withFront } = perTest();
 
 const retry = (r: Partial<UpstreamRetry> = {}): UpstreamRetry => ({ attempts: 3, backoffMs: 1, codes: [503], onConnectFailure: false, ...r });
 
@@ -42,7 +32,7 @@ async function flaky(failures: number, status = 503): Promise<{ port: number; se
       } else res.end(`ok ${n}`);
     });
   });
-  cleanup.push(() => a.close());
+  defer(() => a.close());
   return { port: a.port, seen };
 }
 
@@ -182,7 +172,7 @@ describe('L7 engine, retries over HTTP/1.1', () => {
       if (req.url === '/always' || n === 1) return;
       res.end(`ok ${n}`);
     });
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(() => ({ upstream: 'app', open: dial(a.port), retry: retry({ attempts: 1, codes: [], perTryTimeoutMs: 150 }) }));
     expect(statuses(await raw(f.port, GET('/once'), { until: ends('ok 2') }))).toEqual([200]);
     const always = await raw(f.port, GET('/always'), { until: (g) => g.includes('upstream request timeout') });
@@ -211,7 +201,7 @@ describe('L7 engine, retries over HTTP/1.1', () => {
         s.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nwhole');
       }),
     );
-    cleanup.push(() => up.close());
+    defer(() => up.close());
     const f = await withFront(() => ({ upstream: 'raw', open: dial(up.port), retry: retry({ onConnectFailure: true }) }));
     expect(statuses(await raw(f.port, GET('/early'), { until: ends('whole') }))).toEqual([200]);
     const cut = await new Promise<{ got: string; error?: string }>((resolve) => {
@@ -260,7 +250,7 @@ async function flakyH2(failures: number): Promise<{ port: number; seen: { path: 
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+  defer(() => new Promise<void>((r) => server.close(() => r())));
   return { port: (server.address() as AddressInfo).port, seen };
 }
 
@@ -289,7 +279,7 @@ describe('L7 engine, retries over h2c', () => {
       return { upstream: 'h2', open: dial(up.port), retry: retry({ attempts: req.path === '/short' ? 1 : 3 }) };
     });
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     const body = 'p'.repeat(30_000);
     expect(await h2req(s, '/post', body)).toEqual({ status: 200, body: 'ok 3' });
     const posts = up.seen.filter((x) => x.path === '/post');
@@ -325,12 +315,12 @@ describe('L7 engine, retries over h2c', () => {
       } else stream.end('whole');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanup.push(() => new Promise<void>((r) => server.close(() => r())));
+    defer(() => new Promise<void>((r) => server.close(() => r())));
     const port = (server.address() as AddressInfo).port;
     const f = await withFront(() => ({ upstream: 'h2', open: dial(port), retry: retry({ onConnectFailure: true }) }));
     const s = h2connect(`http://127.0.0.1:${f.port}`);
     s.on('error', () => {});
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     expect(await h2req(s, '/early')).toEqual({ status: 200, body: 'whole' });
     const mid = await new Promise<{ body: string; rst: number }>((resolve) => {
       const req = s.request({ ':path': '/mid' });
@@ -355,7 +345,7 @@ describe('L7 engine, retries over h2c', () => {
     const up = await flakyH2(1);
     const f = await withFront(() => ({ upstream: 'h2', open: dial(up.port), retry: retry() }), { retryBufferBytes: 2048 });
     const s = h2connect(`http://127.0.0.1:${f.port}`);
-    cleanup.push(async () => void s.close());
+    defer(async () => void s.close());
     expect(await h2req(s, '/big', 'B'.repeat(10_000))).toEqual({ status: 503, body: 'fail 1' });
     expect(await h2req(s, '/small', 'S'.repeat(2000))).toEqual({ status: 200, body: 'ok 2' });
     expect(up.seen.map((x) => [x.path, x.body.length])).toEqual([

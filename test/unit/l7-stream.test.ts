@@ -4,14 +4,10 @@
 import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
-import { app, dial, front, raw, statuses, type Front } from '../helpers/l7.js';
+import { describe, expect, it } from 'vitest';
+import { app, dial, front, perTest, raw, statuses, type Front } from '../helpers/l7.js';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
+const { defer } = perTest();
 
 const MIB = 1024 * 1024;
 /** Far above what backpressure lets queue (a socket's 16 KiB mark plus one 64 KiB read), far below the body. */
@@ -59,13 +55,13 @@ async function hashingApp(): Promise<{ port: number }> {
     });
     req.on('end', () => res.end(`${n} ${h.digest('hex')}`));
   });
-  cleanup.push(() => a.close());
+  defer(() => a.close());
   return a;
 }
 
 async function withFront(port: number): Promise<Front> {
   const f = await front(() => ({ upstream: 'app', open: dial(port) }));
-  cleanup.push(() => f.close());
+  defer(() => f.close());
   return f;
 }
 
@@ -81,7 +77,7 @@ describe('L7 engine, streaming with bounded memory', () => {
       const a = await hashingApp();
       const f = await withFront(a.port);
       const s = await connectTo(f.port);
-      cleanup.push(async () => void s.destroy());
+      defer(async () => void s.destroy());
       let got = '';
       s.on('data', (d: Buffer) => (got += d.toString('latin1')));
       const done = new Promise<void>((r) => s.on('data', () => got.includes(' ') && /\d+ [0-9a-f]{64}$/.test(got) && r()));
@@ -101,10 +97,10 @@ describe('L7 engine, streaming with bounded memory', () => {
       res.writeHead(200, { 'content-length': String(SIZE) });
       void pump(res).then(() => res.end());
     });
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(a.port);
     const s = await connectTo(f.port);
-    cleanup.push(async () => void s.destroy());
+    defer(async () => void s.destroy());
     const h = createHash('sha256');
     let headerDone = false;
     let n = 0;
@@ -164,7 +160,7 @@ describe('L7 engine, upgrades', () => {
   it('passes a WebSocket through after the 101: a real client talks to the upstream, then closes', async () => {
     const a = await app((_req, res) => res.end('plain'));
     a.server.on('upgrade', (req, sock: Socket, head: Buffer) => wsEcho(sock, String(req.headers['sec-websocket-key']), head));
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(a.port);
     const ws = new WebSocket(`ws://127.0.0.1:${f.port}/chat`);
     const messages: string[] = [];
@@ -190,7 +186,7 @@ describe('L7 engine, upgrades', () => {
   it('carries bytes the client sent right behind its upgrade request into the tunnel', async () => {
     const a = await app((_req, res) => res.end('plain'));
     a.server.on('upgrade', (req, sock: Socket, head: Buffer) => wsEcho(sock, String(req.headers['sec-websocket-key']), head));
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(a.port);
     const mask = Buffer.from([1, 2, 3, 4]);
     const text = Buffer.from('early');
@@ -205,7 +201,7 @@ describe('L7 engine, upgrades', () => {
 
   it('forwards an upstream that declines the upgrade, then closes the connection', async () => {
     const a = await app((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('no upgrades here'));
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(a.port);
     const got = await raw(f.port, 'GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
     expect(statuses(got)).toEqual([426]);

@@ -2,30 +2,19 @@
 // response flag (docs/l7.md), is booked once, and leaves the engine serving the next request;
 // plus the pool's limits, idle timeouts and the one safe retry of a stale keep-alive connection.
 import { connect, type Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startApp } from '../helpers/app.js';
-import { app, dial, front, listen, raw, statuses, type Front } from '../helpers/l7.js';
-import type { HttpRequestHead, RouteDecision } from '../../src/l7/types.js';
+import { app, dial, listen, perTest, raw, statuses } from '../helpers/l7.js';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
-  cleanup = [];
-});
+const { defer, withFront } = perTest();
 
 async function good(): Promise<number> {
   const a = await app((req, res) => {
     req.resume();
     req.on('end', () => res.end('fine'));
   });
-  cleanup.push(() => a.close());
+  defer(() => a.close());
   return a.port;
-}
-
-async function withFront(route: (req: HttpRequestHead) => RouteDecision | Promise<RouteDecision>, o: Parameters<typeof front>[1] = {}): Promise<Front> {
-  const f = await front(route, o);
-  cleanup.push(() => f.close());
-  return f;
 }
 
 const GET = (path: string) => `GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`;
@@ -79,7 +68,7 @@ describe('L7 engine, upstream failures', () => {
     const live = await good();
     const reset = await startApp((s) => s.once('data', () => s.resetAndDestroy()));
     const garbage = await startApp((s) => s.once('data', () => s.write('HTTP/1.1 2OO NOT OK\r\n\r\n')));
-    cleanup.push(() => reset.close(), () => garbage.close());
+    defer(() => reset.close(), () => garbage.close());
     const ports: Record<string, number> = { '/reset': reset.port, '/garbage': garbage.port, '/live': live };
     const f = await withFront((req) => ({ upstream: req.path, open: dial(ports[req.path]!) }));
     expect(statuses(await raw(f.port, GET('/reset'), { until: (g) => g.includes('connection termination') }))).toEqual([503]);
@@ -95,7 +84,7 @@ describe('L7 engine, upstream failures', () => {
 
   it('answers 504 UT when the response head does not come within the route timeout; a faster upstream passes', async () => {
     const slow = await app((req, res) => setTimeout(() => res.end('late'), req.url === '/slow' ? 2000 : 0));
-    cleanup.push(() => slow.close());
+    defer(() => slow.close());
     const f = await withFront(() => ({ upstream: 'slow', open: dial(slow.port), timeoutMs: 150 }));
     const got = await raw(f.port, GET('/slow'), { until: (g) => g.includes('upstream request timeout') });
     expect(statuses(got)).toEqual([504]);
@@ -114,7 +103,7 @@ describe('L7 engine, upstream failures', () => {
         setTimeout(() => s.resetAndDestroy(), 30);
       }),
     );
-    cleanup.push(() => cut.close());
+    defer(() => cut.close());
     const f = await withFront(() => ({ upstream: 'cut', open: dial(cut.port) }));
     const outcome = await new Promise<{ got: string; error?: string; ended: boolean }>((resolve) => {
       const s = connect({ host: '127.0.0.1', port: f.port });
@@ -141,7 +130,7 @@ describe('L7 engine, upstream failures', () => {
       req.on('end', () => res.end('fine'));
     });
     a.server.on('connection', (s: Socket) => s.on('close', () => upstreamClosed++));
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(() => ({ upstream: 'app', open: dial(a.port) }));
     const s = connect({ host: '127.0.0.1', port: f.port });
     s.write('POST /half HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\npart of it');
@@ -157,7 +146,7 @@ describe('L7 engine, upstream failures', () => {
 
   it('books DC when the client leaves while its response is still awaited', async () => {
     const slow = await app((_req, res) => setTimeout(() => res.end('late'), 300));
-    cleanup.push(() => slow.close());
+    defer(() => slow.close());
     const f = await withFront(() => ({ upstream: 'slow', open: dial(slow.port) }));
     const s = connect({ host: '127.0.0.1', port: f.port });
     s.write(GET('/wait'));
@@ -184,7 +173,7 @@ describe('L7 engine, upstream failures', () => {
       if (req.url === '/hold') release = () => res.end('held');
       else res.end('fine');
     });
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(() => ({ upstream: 'app', open: dial(a.port) }), { pool: { maxConnections: 1, maxPending: 0 } });
     const held = raw(f.port, GET('/hold'), { until: (g) => g.endsWith('held') });
     await new Promise((r) => setTimeout(r, 80));
@@ -207,7 +196,7 @@ describe('L7 engine, upstream failures', () => {
       if (req.url === '/hold') release = () => res.end('held');
       else res.end('queued');
     });
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront(() => ({ upstream: 'app', open: dial(a.port) }), { pool: { maxConnections: 1, maxPending: 4 } });
     const held = raw(f.port, GET('/hold'), { until: (g) => g.endsWith('held') });
     await new Promise((r) => setTimeout(r, 80));
@@ -232,7 +221,7 @@ async function flakyApp(): Promise<{ port: number; connections(): number }> {
       s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
     });
   });
-  cleanup.push(() => flaky.close());
+  defer(() => flaky.close());
   return { port: flaky.port, connections: () => conns };
 }
 
@@ -266,7 +255,7 @@ describe('L7 engine, upstream pool lifetimes', () => {
     });
     a.server.keepAliveTimeout = 60_000;
     a.server.on('connection', (s: Socket) => s.on('close', () => closed.push('closed')));
-    cleanup.push(() => a.close());
+    defer(() => a.close());
     const f = await withFront((req) => ({ upstream: req.path, open: dial(a.port) }), { pool: { idleTimeoutMs: 300 } });
     expect(statuses(await raw(f.port, GET('/hint'), { until: (g) => g.endsWith('fine') }))).toEqual([200]);
     // The hint (1 s, less a second of margin) retires that connection at the next sweep.
