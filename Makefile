@@ -11,7 +11,7 @@ export PATH := $(NODE24_BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 APT_PKGS := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 \
             containernetworking-plugins cmake g++ make pkg-config curl \
-            nginx-light redis-server redis-tools iperf3 sockperf wrk nghttp2-client tcpdump tshark python3 openssl
+            nginx-light redis-server redis-tools iperf3 sockperf wrk nghttp2-client tcpdump tshark python3 openssl haproxy
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,bpf/build/%.bpf.o,$(BPF_SRCS))

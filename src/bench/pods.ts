@@ -1,6 +1,6 @@
 // The data-path benchmarks' cluster (mesh.ts, capture.ts): four simulated nodes, client and
-// server pods in and out of the mesh, the five paths between them, and running the real load
-// generators inside the client pods.
+// server pods in and out of the mesh, the five nodemesh paths between them (mesh.ts adds
+// haproxy.ts's sidecars), and running the real load generators inside the client pods.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,16 +11,26 @@ import { parseIperf, parseWrk, type WrkResult } from './tools.js';
 export const SOCKPERF_BASE = 11111;
 /** Ports `sockperf sr` serves on each server pod (one per latency connection). */
 export const SOCKPERF_PORTS = 16;
+/** The server pods' `iperf3 -s`. */
+export const IPERF_PORT = 5201;
+/** The server pods' nginx port that stays L4 in every benchmark (no Service targets it). */
+export const HTTP_PORT = 8080;
 
+/** The paths through nodemesh's own agents (and the no-mesh baselines). */
 export type PathName = 'direct-same' | 'direct-cross' | 'ambient-same' | 'ambient-cross' | 'sidecar';
 
-export interface PathDef {
-  name: PathName;
+export interface PathDef<N extends string = PathName> {
+  name: N;
   label: string;
   client: string;
   server: string;
   /** Nodes whose agents carry this path's traffic (CPU is summed over them). */
   proxies: string[];
+  /**
+   * The address the client dials instead of the server pod's IP (on the same ports): a sidecar
+   * listening inside the client pod, as haproxy.ts's is on loopback.
+   */
+  dial?: string;
 }
 
 export const PATHS: PathDef[] = [
@@ -64,7 +74,7 @@ http {
 function nginxConf(dir: string, name: string): string {
   // 8081 (HTTP/1.1) and 8082 (h2c, prior knowledge) are for l7.ts, whose Services target only
   // them: 8080 has no Service, so it stays L4 in every benchmark.
-  return nginxConfig(dir, name, `listen 8080 reuseport;
+  return nginxConfig(dir, name, `listen ${HTTP_PORT} reuseport;
     listen 8081;
     listen 8082 http2;
     location / { default_type text/plain; return 200 "${BODY}"; }`);
@@ -79,9 +89,9 @@ metadata: { name: ${name}, namespace: ${ns}, labels: { app: ${name} } }
 spec:
   nodeName: ${node}
   containers:
-  - { name: iperf3, command: [iperf3, -s, -p, "5201"], ports: [{ containerPort: 5201 }] }
+  - { name: iperf3, command: [iperf3, -s, -p, "${IPERF_PORT}"], ports: [{ containerPort: ${IPERF_PORT} }] }
   - { name: sockperf, command: [sockperf, sr, -f, sockperf-server.feed, -F, e], ports: [{ containerPort: ${SOCKPERF_BASE} }] }
-  - { name: nginx, command: [nginx, -p, ., -c, nginx-${ns}-${name}.conf, -e, stderr, -g, "daemon off;"], ports: [{ containerPort: 8080 }] }
+  - { name: nginx, command: [nginx, -p, ., -c, nginx-${ns}-${name}.conf, -e, stderr, -g, "daemon off;"], ports: [{ containerPort: ${HTTP_PORT} }] }
 `;
 }
 
@@ -157,17 +167,23 @@ export class BenchCluster {
     return pid;
   }
 
+  /** The address the path's client dials: its `dial`, else the server pod's IP. */
+  target(p: PathDef<string>): string {
+    return p.dial ?? this.ip(p.server);
+  }
+
   /** iperf3 from the path's client to its server, one stream for `seconds`: Gbit/s received. */
-  iperf(p: PathDef): number {
-    return parseIperf(this.exec(p.client, ['iperf3', '-c', this.ip(p.server), '-p', '5201', '-t', String(this.seconds), '-J']));
+  iperf(p: PathDef<string>): number {
+    return parseIperf(this.exec(p.client, ['iperf3', '-c', this.target(p), '-p', String(IPERF_PORT), '-t', String(this.seconds), '-J']));
   }
 
   /** wrk from the path's client to its server's nginx: `conns` connections, keep-alive or a new connection per request. */
-  wrk(p: PathDef, conns: number, keepAlive: boolean): WrkResult {
-    return parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', String(conns), '-d', `${this.seconds}s`, ...(keepAlive ? [] : ['-H', 'Connection: close']), `http://${this.ip(p.server)}:8080/`]));
+  wrk(p: PathDef<string>, conns: number, keepAlive: boolean): WrkResult {
+    return parseWrk(this.exec(p.client, ['wrk', '-t', '1', '-c', String(conns), '-d', `${this.seconds}s`, ...(keepAlive ? [] : ['-H', 'Connection: close']), `http://${this.target(p)}:${HTTP_PORT}/`]));
   }
 
-  pids(p: PathDef): number[] {
+  /** The PIDs of the agents that carry the path. */
+  pids(p: PathDef<string>): number[] {
     return p.proxies.map((n) => this.agentPid(n));
   }
 }

@@ -2,6 +2,7 @@
 // markdown tables show, their ratios to no mesh, and the goals issue 11 and issue 9 state.
 import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
+import { HAPROXY_PATH } from './haproxy.js';
 import { L7_PATHS, type L7PathName } from './l7-cluster.js';
 import { GOALS as L7_GOALS, type L7Row } from './l7-report.js';
 import { PATHS, type PathName } from './pods.js';
@@ -55,12 +56,15 @@ const MESH_MEASURES: Measure[] = [
   { key: 'rps', label: 'req/s', unit: '1/s', better: 'higher' },
   { key: 'cpu', label: 'proxy CPU per 1,000 req', unit: 's', better: 'lower' },
 ];
+/** mesh.ts's rows: nodemesh's paths, and the haproxy sidecars' unless haproxy was missing. */
+export type MeshRows = Record<PathName, MeshRow> & Partial<Record<typeof HAPROXY_PATH.name, MeshRow>>;
 /** mesh.ts's ratio table: throughput, 16-connection latency, conn/s, req/s. */
 const MESH_RATIO_KEYS = ['gbps', 'p50', 'p90', 'p99', 'cps', 'rps'];
-const MESH_VS: [PathName, PathName][] = [
+const MESH_VS: [keyof MeshRows, PathName][] = [
   ['ambient-same', 'direct-same'],
   ['ambient-cross', 'direct-cross'],
   ['sidecar', 'direct-cross'],
+  [HAPROXY_PATH.name, 'direct-cross'],
 ];
 const ISSUE_11 = 'issue 11';
 /** Issue 11's goals that are ratios to no mesh (the µs and CPU goals are not). */
@@ -78,9 +82,13 @@ const MESH_GOALS: Goal[] = [
   ]),
 ];
 
+/** The mesh section's heading (mesh.ts) and its JSON entry's title. */
+export const MESH_TITLE = 'The mesh data path: no mesh, ambient (same node, cross node), sidecar mode and haproxy sidecars';
+
 const pick = (v: Values, keys: string[]): Values => Object.fromEntries(keys.map((k) => [k, v[k] ?? null]));
 
-export function meshResults(R: Record<PathName, MeshRow>, run: RunMeta): SectionResults {
+/** The rows as a docs/benchmarks.json entry; a path without a row (haproxy skipped) is left out, with its ratio. */
+export function meshResults(R: MeshRows, run: RunMeta): SectionResults {
   const values = (r: MeshRow): Values => ({
     gbps: num(r.gbps),
     p50_4: num(r.l4.p50),
@@ -93,14 +101,17 @@ export function meshResults(R: Record<PathName, MeshRow>, run: RunMeta): Section
     rps: num(r.rps),
     cpu: num(r.cpu),
   });
-  const paths = PATHS.map((p) => ({ name: p.name, label: p.label, values: values(R[p.name]) }));
+  const paths = [...PATHS, HAPROXY_PATH].flatMap((p) => {
+    const r = R[p.name];
+    return r ? [{ name: p.name, label: p.label, values: values(r) }] : [];
+  });
   return {
     section: 'mesh',
-    title: 'The mesh data path: no mesh, ambient (same node, cross node) and sidecar mode',
+    title: MESH_TITLE,
     ...run,
     measures: MESH_MEASURES,
     paths,
-    ratios: ratiosOf(paths, MESH_VS, MESH_RATIO_KEYS),
+    ratios: ratiosOf(paths, MESH_VS.filter(([a]) => R[a]), MESH_RATIO_KEYS),
     goals: MESH_GOALS,
   };
 }

@@ -38,6 +38,11 @@ export class MeshTeardown {
     process.once('SIGTERM', this.#onSignal);
   }
 
+  /** Whether the teardown has begun (a signal, or finish()): a benchmark's loop stops at its next check. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
   async finish(): Promise<void> {
     process.off('SIGINT', this.#onSignal);
     process.off('SIGTERM', this.#onSignal);

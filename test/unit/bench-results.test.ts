@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CHART_LINK } from '../../src/bench/chart.js';
+import { HAPROXY_PATH } from '../../src/bench/haproxy.js';
 import { importMesh } from '../../src/bench/results-import.js';
 import { meshResults, type MeshRow, type RunMeta } from '../../src/bench/results-build.js';
 import { readResults, ResultsFileError, writeAtomic, writeResults, type SectionResults } from '../../src/bench/results.js';
@@ -105,6 +106,19 @@ describe('writeResults', () => {
     writeFileSync(file, JSON.stringify({ sections: {} }));
     expect(() => writeResults(file, mesh())).toThrow(expect.objectContaining({ field: 'v' }));
     expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({ sections: {} });
+  });
+
+  it('keeps the haproxy sidecars as a path with their ratio to no mesh cross node, and leaves both out when skipped', () => {
+    const file = join(tmp(), 'benchmarks.json');
+    const base = { 'direct-same': row(10, 1000, 60000), 'direct-cross': row(8, 1000, 50000), 'ambient-same': row(4, 1500, 30000), 'ambient-cross': row(1, 6000, 10000), sidecar: row(1, 5000, 9000) };
+    writeResults(file, meshResults({ ...base, 'haproxy-sidecar': row(2, 4000, 20000) }, run('2026-12-01')));
+    const r = readResults(file).sections.mesh!;
+    expect(r.paths.map((p) => p.name)).toEqual(['direct-same', 'direct-cross', 'ambient-same', 'ambient-cross', 'sidecar', 'haproxy-sidecar']);
+    expect(r.paths.at(-1)).toMatchObject({ label: HAPROXY_PATH.label, values: { gbps: 2, p99: 4000, rps: 20000 } });
+    expect(r.ratios.find((x) => x.path === 'haproxy-sidecar')).toMatchObject({ vs: 'direct-cross', values: { gbps: 0.25, p99: 4, rps: 0.4 } });
+    const skipped = meshResults(base, run('2026-12-01'));
+    expect(skipped.paths.map((p) => p.name)).not.toContain('haproxy-sidecar');
+    expect(skipped.ratios.map((x) => x.path)).toEqual(['ambient-same', 'ambient-cross', 'sidecar']);
   });
 
   it('stores a figure the run could not make as null, not NaN', () => {
