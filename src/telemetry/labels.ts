@@ -90,3 +90,48 @@ export function tcpLabels(i: ConnectionLabelInput): TcpLabels {
     connection_security_policy: i.securityPolicy ?? 'unknown',
   };
 }
+
+/** One peer's share of a cache key: every field tcpLabels reads, an absent one kept apart from ''. */
+function peerKey(p: PeerInfo): string {
+  return `${part(p.workload)}${part(p.namespace)}${part(p.principal)}${part(p.app)}${part(p.version)}${part(p.canonicalService)}${part(p.canonicalRevision)}${part(p.cluster)}`;
+}
+
+function part(v: string | undefined): string {
+  return v === undefined ? '-\u0000' : `+${v}\u0000`;
+}
+
+/**
+ * Label sets by what decides them, so the connections between the same two workloads share one
+ * frozen object: the metrics count by its identity (metrics.ts), with no label hashing per
+ * connection. Keyed by every input tcpLabels reads, so a workload whose labels change gets a new
+ * set at once; bounded (the oldest entry goes first), and a set evicted and made again is only
+ * a second object for the same series.
+ */
+export class TcpLabelCache {
+  readonly #max: number;
+  readonly #sets = new Map<string, TcpLabels>();
+
+  constructor(maxEntries = 4096) {
+    if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${maxEntries}`);
+    this.#max = maxEntries;
+  }
+
+  get size(): number {
+    return this.#sets.size;
+  }
+
+  get(i: ConnectionLabelInput): TcpLabels {
+    const key = `${i.reporter}\u0000${part(i.responseFlags)}${part(i.securityPolicy)}${part(i.destinationService)}${part(i.destinationServiceName)}${part(i.destinationServiceNamespace)}${peerKey(i.source)}${peerKey(i.destination)}`;
+    let l = this.#sets.get(key);
+    if (l === undefined) {
+      if (this.#sets.size >= this.#max) this.#sets.delete(this.#sets.keys().next().value!);
+      l = Object.freeze(tcpLabels(i));
+      this.#sets.set(key, l);
+    }
+    return l;
+  }
+
+  clear(): void {
+    this.#sets.clear();
+  }
+}

@@ -1,7 +1,8 @@
 // The agent's Prometheus registry: Istio's istio_tcp_* counters, reported as connections
 // open and close and, for long connections, every flush interval so bytes never lag long.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { TCP_LABELS, type TcpLabels } from './labels.js';
+import { BatchedCounter } from './batched-counter.js';
+import { TCP_LABELS, type TcpLabelName, type TcpLabels } from './labels.js';
 import { RequestMetrics, type RequestMetricsOptions } from './requests.js';
 
 /** The listener a contained connection failure happened on: 15001, 15006 (and the in-process hand-off), 15008. */
@@ -37,10 +38,11 @@ export interface OrigDstMetrics {
 
 export class MeshMetrics {
   readonly registry = new Registry();
-  readonly opened: Counter<string>;
-  readonly closed: Counter<string>;
-  readonly sent: Counter<string>;
-  readonly received: Counter<string>;
+  // Counted by label-set identity and added when read: pass TcpLabelCache's shared objects.
+  readonly opened: BatchedCounter<TcpLabelName>;
+  readonly closed: BatchedCounter<TcpLabelName>;
+  readonly sent: BatchedCounter<TcpLabelName>;
+  readonly received: BatchedCounter<TcpLabelName>;
   readonly enrolledPods: Gauge<string>;
   readonly activeConnections: Gauge<string>;
   readonly connectionErrors: Counter<'direction' | 'reason'>;
@@ -60,10 +62,10 @@ export class MeshMetrics {
   constructor(opts: { defaultMetrics?: boolean; requests?: RequestMetricsOptions } = {}) {
     const labelNames = [...TCP_LABELS];
     const registers = [this.registry];
-    this.opened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames, registers });
-    this.closed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', labelNames, registers });
-    this.sent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes sent by the client side of the connection toward the server (request direction)', labelNames, registers });
-    this.received = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received by the client side from the server (response direction)', labelNames, registers });
+    this.opened = new BatchedCounter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames, registers });
+    this.closed = new BatchedCounter({ name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', labelNames, registers });
+    this.sent = new BatchedCounter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes sent by the client side of the connection toward the server (request direction)', labelNames, registers });
+    this.received = new BatchedCounter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received by the client side from the server (response direction)', labelNames, registers });
     this.enrolledPods = new Gauge({ name: 'nodemesh_enrolled_pods', help: 'Pods captured by this node agent', registers });
     this.activeConnections = new Gauge({ name: 'nodemesh_active_connections', help: 'Connections open through the proxy', labelNames: ['direction'], registers });
     this.connectionErrors = new Counter({
@@ -86,17 +88,17 @@ export class MeshMetrics {
   }
 
   connectionOpened(l: TcpLabels): void {
-    this.opened.inc(l);
+    this.opened.add(l);
   }
 
   /** Adds byte deltas: `up` flowed client→server, `down` server→client. */
   bytes(l: TcpLabels, up: number, down: number): void {
-    if (up > 0) this.sent.inc(l, up);
-    if (down > 0) this.received.inc(l, down);
+    if (up > 0) this.sent.add(l, up);
+    if (down > 0) this.received.add(l, down);
   }
 
   connectionClosed(l: TcpLabels): void {
-    this.closed.inc(l);
+    this.closed.add(l);
   }
 
   /** Counts one connection the proxy gave up on. */
