@@ -17,6 +17,7 @@
 #include "lib/ipv6.h"
 #include "lib/orig_dst.h"
 #include "lib/pod_cfg.h"
+#include "lib/splice.h"
 #include "redirect.h"
 
 /* Set by the loader before load (native loadObject rodata); defaults are Istio's ports. */
@@ -401,6 +402,41 @@ int nm_observe_sockops(struct bpf_sock_ops *skops)
 	}
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	return 1;
+}
+
+/* Attaches to nm_splice (BPF_SK_SKB_STREAM_VERDICT with no parser, by the agent at load): runs for every skb that
+ * arrives on a spliced socket. Moves it out of the peer socket when that is safe (see
+ * lib/splice.h), else leaves it to the proxy, which reads it like any other byte. */
+SEC("sk_skb/stream_verdict")
+int nm_splice_verdict(struct __sk_buff *skb)
+{
+	__u64 self = bpf_get_socket_cookie(skb);
+	struct nm_splice_peer *p = bpf_map_lookup_elem(&nm_splice_peer, &self);
+	struct bpf_sock *peer;
+	__u64 *taken;
+	__u64 key;
+
+	if (!p)
+		return SK_PASS;
+	/* A FIN without payload comes as an empty skb. TCP has already taken the FIN (the proxy
+	 * reads the end of stream); redirected, the peer's send path takes 0 bytes sent for a
+	 * broken pipe and fails that socket with EPIPE. Nothing is lost by dropping it. */
+	if (skb->len == 0)
+		return SK_DROP;
+	taken = bpf_map_lookup_elem(&nm_splice_taken, &self);
+	if (!taken || *taken != p->passed)
+		goto pass;
+	key = p->peer;
+	/* Redirecting to a key with no socket would drop the bytes; pass them instead. */
+	peer = bpf_map_lookup_elem(&nm_splice, &key);
+	if (!peer)
+		goto pass;
+	bpf_sk_release(peer);
+	__sync_fetch_and_add(&p->spliced, skb->len);
+	return bpf_sk_redirect_hash(skb, &nm_splice, &key, 0);
+pass:
+	__sync_fetch_and_add(&p->passed, skb->len);
+	return SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -109,6 +109,19 @@ struct nm_sk_acct {
 	__u32 flags;
 };
 
+/* ---- the same-node kernel splice (bpf/lib/splice.h; src/redirect/splice.ts) ------------- */
+
+/* Sockets the splice may hold at once (two per spliced connection). */
+#define NM_SPLICE_MAX 32768
+
+/* nm_splice_peer value, keyed by a spliced socket's cookie: where its bytes go, and what the
+ * verdict counted. 24 bytes. */
+struct nm_splice_peer {
+	__u64 peer;    /* cookie of the socket this one's bytes are written out of */
+	__u64 passed;  /* bytes the verdict left to user space (SK_PASS), only ever incremented */
+	__u64 spliced; /* bytes the verdict moved to the peer in the kernel */
+};
+
 /* ---- kernel events (bpf/lib/events.h; decoded by src/redirect/event-layout.ts) ---------- */
 
 /* Compile-time size checks, in both the BPF C and the addon's C++. */
@@ -183,3 +196,5 @@ NM_STATIC_ASSERT(sizeof(struct nm_events_cfg) == 8, "struct nm_events_cfg is 8 b
  * thousand connections between two drains of the poller (it drains every 50 ms at most)
  * before anything is lost, while costing the node 1 MiB of locked memory. */
 #define NM_EVENTS_RING_BYTES (1U << 20)
+
+NM_STATIC_ASSERT(sizeof(struct nm_splice_peer) == 24, "struct nm_splice_peer is 24 bytes (SIZES.splicePeer)");

@@ -23,6 +23,7 @@
 #include "promise_worker.h"
 #include "ring_events.h"
 #include "sockets.h"
+#include "splice.h"
 #include "unique_fd.h"
 
 namespace nodemesh {
@@ -405,6 +406,85 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return Guard(env, [&] { return Napi::BigInt::New(env, Sockets::SocketCookie(fd)); });
 }
 
+// ---- the kernel splice (splice.cc) --------------------------------------------------------
+
+uint64_t CookieArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  bool lossless = false;
+  if (i >= info.Length() || !info[i].IsBigInt())
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a bigint");
+  uint64_t v = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throw Napi::RangeError::New(info.Env(), std::string(name) + " must fit in 64 bits");
+  return v;
+}
+
+SpliceMaps SpliceMapsArg(const Napi::CallbackInfo& info) {
+  return SpliceMaps{FdArg(info, 0, "sockhashFd"), FdArg(info, 1, "peerFd"), FdArg(info, 2, "takenFd")};
+}
+
+// spliceAttach(progFd, sockhashFd)
+Napi::Value SpliceAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int prog = FdArg(info, 0, "progFd");
+  int map = FdArg(info, 1, "sockhashFd");
+  return Guard(env, [&] {
+    Splice::Attach(prog, map);
+    return env.Undefined();
+  });
+}
+
+// splicePair(sockhashFd, peerFd, takenFd, fdA, fdB) -> [cookieA, cookieB]
+Napi::Value SplicePair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SpliceMaps maps = SpliceMapsArg(info);
+  int a = FdArg(info, 3, "fdA");
+  int b = FdArg(info, 4, "fdB");
+  return Guard(env, [&]() -> Napi::Value {
+    SplicedPair p = Splice::Pair(maps, a, b);
+    Napi::Array out = Napi::Array::New(env, 2);
+    out.Set(0u, Napi::BigInt::New(env, p.cookie_a));
+    out.Set(1u, Napi::BigInt::New(env, p.cookie_b));
+    return out;
+  });
+}
+
+// spliceRelease(sockhashFd, peerFd, takenFd, cookieA, cookieB)
+Napi::Value SpliceRelease(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SpliceMaps maps = SpliceMapsArg(info);
+  uint64_t a = CookieArg(info, 3, "cookieA");
+  uint64_t b = CookieArg(info, 4, "cookieB");
+  Splice::Release(maps, a, b);
+  return env.Undefined();
+}
+
+// spliceTaken(sockhashFd, peerFd, takenFd, cookie, total)
+Napi::Value SpliceTaken(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SpliceMaps maps = SpliceMapsArg(info);
+  uint64_t cookie = CookieArg(info, 3, "cookie");
+  auto total = static_cast<uint64_t>(IntegerArg(info, 4, "total", 0, INT64_MAX));
+  return Guard(env, [&] {
+    Splice::Taken(maps, cookie, total);
+    return env.Undefined();
+  });
+}
+
+// tcpStats(fd) -> [bytesReceived, bytesAcked, outq, lastDataRecvMs, lastDataSentMs]
+Napi::Value TcpStatsOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "fd");
+  return Guard(env, [&]() -> Napi::Value {
+    TcpStats s = Splice::Stats(fd);
+    Napi::Array out = Napi::Array::New(env, 5);
+    out.Set(0u, static_cast<double>(s.bytes_received));
+    out.Set(1u, static_cast<double>(s.bytes_acked));
+    out.Set(2u, s.outq);
+    out.Set(3u, s.last_data_recv_ms);
+    out.Set(4u, s.last_data_sent_ms);
+    return out;
+  });
+}
+
 // netnsCookieOfPath(netnsPath) -> Promise<bigint>: a throwaway socket made in that netns.
 Napi::Value NetnsCookieOfPath(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -483,6 +563,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("netnsCookieOfPath", Napi::Function::New(env, NetnsCookieOfPath, "netnsCookieOfPath"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
+  exports.Set("spliceAttach", Napi::Function::New(env, SpliceAttach, "spliceAttach"));
+  exports.Set("splicePair", Napi::Function::New(env, SplicePair, "splicePair"));
+  exports.Set("spliceRelease", Napi::Function::New(env, SpliceRelease, "spliceRelease"));
+  exports.Set("spliceTaken", Napi::Function::New(env, SpliceTaken, "spliceTaken"));
+  exports.Set("tcpStats", Napi::Function::New(env, TcpStatsOf, "tcpStats"));
   exports.Set("progTestRun", Napi::Function::New(env, ProgTestRunJs, "progTestRun"));
   // new RingEvents(mapFd, recordSize, maxBatch, maxDelayMs, maxQueuedBatches, onBatch)
   exports.Set("RingEvents", RingEventsWrap::Define(env));

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { NativeError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
-import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns } from '../redirect/index.js';
+import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns, type KernelSplice } from '../redirect/index.js';
 import { FlowLog, MeshMetrics, type AccessLogMode } from '../telemetry/index.js';
 import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.js';
 import { AgentCapture, captureOff, captureOffRoute, observePods } from './capture.js';
@@ -41,6 +41,8 @@ export interface AgentOptions {
   kubernetes?: PodWatchConnection;
   /** How a Service VIP picks an endpoint (default round-robin). */
   lb?: LbPolicy;
+  /** The same-node kernel splice (default true; src/proxy/splice.ts). */
+  splice?: boolean;
   /** Close open connections that a policy change denies (default true). */
   closeDeniedConnections?: boolean;
   /** How long a CNI ADD waits for the control plane to publish the new pod (default 10 s). */
@@ -169,6 +171,7 @@ export class Agent {
       ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
       ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),
       ...(this.#capture ? { tap: this.#capture.tap } : {}),
+      ...this.#splicer(redirect),
     });
     this.#proxy = proxy;
     this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
@@ -198,6 +201,15 @@ export class Agent {
     if (cp) void cp.reportPods().catch(() => {});
     this.#kube?.start();
     this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length, pending: this.#enroller.pending().length }, 'agent ready');
+  }
+
+  /** The kernel splice for the proxy, unless turned off or the kernel cannot (then said once). */
+  #splicer(redirect: Redirector): { splice?: KernelSplice } {
+    if (this.#o.splice === false) return {};
+    const s = redirect.splicer;
+    if (!(s instanceof Error)) return { splice: s };
+    this.#log.warn({ err: s }, 'the same-node kernel splice is unavailable on this kernel; same-node connections are relayed in the proxy');
+    return {};
   }
 
   /** True once there is policy to serve (at once in local mode); false when stop() came first. */

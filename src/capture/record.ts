@@ -108,7 +108,7 @@ export function fromFlow(id: string, node: string, f: FlowRecord, inbound?: Flow
     ...(policy ? { policy } : {}),
     ...(reason ? { reason } : {}),
     ...(f.hbone ? { hbone: { peer: f.hbone.peer, traceparent: f.hbone.traceparent } } : {}),
-    bytes: { sent: f.bytesSent, received: f.bytesReceived, from: 'proxy' },
+    bytes: { sent: f.bytesSent, received: f.bytesReceived, from: f.spliced ? 'kernel' : 'proxy' },
     responseFlags: f.responseFlags,
   };
 }

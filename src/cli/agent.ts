@@ -69,6 +69,11 @@ Options:
   --connect-timeout <ms> upstream connect timeout before the client is reset (default 5000)
   --idle-timeout <s>    close a relayed connection after this many seconds without a byte
                         either way (default 3600, as Envoy's tcp_proxy); 0 disables
+  --splice <on|off>     same-node kernel splice (default on): once a connection between two
+                        TCP sockets of the proxy is authorized, the kernel moves its bytes
+                        (sockmap stream verdict) and the proxy only watches its ends; off
+                        relays every byte in the proxy; the default comes from
+                        NODEMESH_SPLICE when it is set
   --no-install-cni      the agent itself never edits a CNI config; given to \`sim agent\`
                         (or \`nodemesh up\`'s agents), skips the install-cni step run before it
   --lb <policy>         how a Service VIP picks among ready endpoints: round-robin (default)
@@ -103,6 +108,7 @@ export const agentCommand: Command = {
       'pin-root': { type: 'string' },
       'observe-cgroup': { type: 'string' },
       capture: { type: 'string' },
+      splice: { type: 'string' },
       'access-log': { type: 'string' },
       node: { type: 'string' },
       admin: { type: 'string' },
@@ -149,6 +155,8 @@ export const agentCommand: Command = {
     if (!(Number.isFinite(drain) && drain >= 0)) throw usageError('--drain-seconds must be a number of seconds, 0 or more');
     const capture = values.capture ?? 'on';
     if (capture !== 'on' && capture !== 'off') throw usageError(`--capture must be on or off, got ${JSON.stringify(capture)}`);
+    const splice = values.splice ?? process.env.NODEMESH_SPLICE ?? 'on';
+    if (splice !== 'on' && splice !== 'off') throw usageError(`--splice (or NODEMESH_SPLICE) must be on or off, got ${JSON.stringify(splice)}`);
     const lb = values.lb ?? 'round-robin';
     if (lb !== 'round-robin' && lb !== 'least-conn') throw usageError(`--lb must be round-robin or least-conn, got ${JSON.stringify(lb)}`);
     const agent = new Agent({
@@ -157,6 +165,7 @@ export const agentCommand: Command = {
       ...(values['pin-root'] ? { pinRoot: values['pin-root'] } : {}),
       ...(values['observe-cgroup'] ? { observeCgroup: values['observe-cgroup'] } : {}),
       capture: capture === 'on',
+      splice: splice === 'on',
       accessLog: parseAccessLogMode(values['access-log'] ?? 'off'),
       ...(values.node ? { nodeName: values.node } : {}),
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),

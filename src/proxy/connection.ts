@@ -1,10 +1,12 @@
 // One proxied connection from accept to close: upstream connect, relay, telemetry for each
 // reporter that sees it, and a reset to the client whenever the upstream cannot be had.
 import type { Logger } from '../log.js';
-import { tcpLabels, type FlowLog, type HboneInfo, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
+import { TcpLabelCache, type FlowLog, type HboneInfo, type FlowRecord, type MeshMetrics, type PeerInfo, type Reporter, type TcpLabels } from '../telemetry/index.js';
 import { resetQuietly, type Boundary } from './boundary.js';
+import { Socket } from 'node:net';
 import { relay, tapRelay, type RelayEnd, type RelayOptions, type RelayProgress, type RelayResult } from './relay.js';
-import type { AuthorizeInput, LocalPod, PlaintextTap } from './types.js';
+import { spliceRelay, type SpliceRelayResult } from './splice.js';
+import type { AuthorizeInput, LocalPod, PlaintextSink, PlaintextTap, SocketSplicer } from './types.js';
 
 export interface Telemetry {
   metrics: MeshMetrics;
@@ -70,12 +72,18 @@ function isAborted(c: ActiveConnection): boolean {
   return c.records.some((r) => r.responseFlags !== '-');
 }
 
+/** The label sets of this node's connections, one shared object per pair of peers (and flags). */
+const labelSets = new TcpLabelCache();
+
 function labelsOf(v: ConnectionView, flags = '-'): TcpLabels {
-  return tcpLabels({
+  const s = v.service;
+  return labelSets.get({
     reporter: v.reporter,
     source: v.source,
     destination: v.destination,
-    ...(v.service ? { destinationService: v.service.hostname, destinationServiceName: v.service.name, destinationServiceNamespace: v.service.namespace } : {}),
+    destinationService: s?.hostname,
+    destinationServiceName: s?.name,
+    destinationServiceNamespace: s?.namespace,
     securityPolicy: v.securityPolicy,
     responseFlags: flags,
   });
@@ -88,6 +96,12 @@ export interface TrackerOptions {
   boundary?: Boundary;
   /** Plaintext capture of relayed connections (docs/capture.md). */
   tap?: PlaintextTap;
+  /**
+   * The same-node kernel splice: a connection between two TCP sockets of this proxy (same node,
+   * or plain TCP in and out) has its bytes moved by the kernel (splice.ts). Not for a connection
+   * a plaintext capture is tapping: its bytes must come up to user space.
+   */
+  splice?: SocketSplicer;
 }
 
 export class ConnectionTracker {
@@ -96,6 +110,7 @@ export class ConnectionTracker {
   readonly #relay: RelayOptions;
   readonly #boundary: Boundary | undefined;
   readonly #tap: PlaintextTap | undefined;
+  readonly #splice: SocketSplicer | undefined;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(t: Telemetry, flushMs = 5000, o: TrackerOptions = {}) {
@@ -103,6 +118,7 @@ export class ConnectionTracker {
     this.#relay = o.relay ?? {};
     this.#boundary = o.boundary;
     this.#tap = o.tap;
+    this.#splice = o.splice;
     this.#timer = setInterval(() => this.flush(), flushMs);
     this.#timer.unref();
   }
@@ -127,16 +143,11 @@ export class ConnectionTracker {
   }
 
   #start(v: ConnectionView): FlowRecord {
-    return this.#t.flows.start({
-      direction: v.direction,
-      pod: v.pod,
-      src: v.source,
-      dst: v.destination,
-      originalDst: v.originalDst,
-      upstream: v.upstreamLabel,
-      ...(v.policy ? { policy: v.policy } : {}),
-      ...(v.hbone ? { hbone: v.hbone } : {}),
-    });
+    const r: Parameters<FlowLog['start']>[0] = { direction: v.direction, pod: v.pod, src: v.source, dst: v.destination, originalDst: v.originalDst, upstream: v.upstreamLabel };
+    // Set, not spread: the same fields in the same order, without a throwaway object each.
+    if (v.policy) r.policy = v.policy;
+    if (v.hbone) r.hbone = v.hbone;
+    return this.#t.flows.start(r);
   }
 
   /** Refuses a connection that authorization denied: reset, recorded and counted as DENY. */
@@ -174,7 +185,8 @@ export class ConnectionTracker {
       conn = this.#track(client, [plan], plan);
       conn.upstream = upstream;
       conn.progress = r.progress;
-      this.#capture(plan, client, upstream, r.done);
+      const sink = this.#sinkFor(plan);
+      if (sink) tapRelay(client, upstream, sink, r.done);
       for (const l of conn.labels) this.#t.metrics.connectionOpened(l);
       this.#finish(conn, plan, t0, await r.done);
     } finally {
@@ -296,16 +308,27 @@ export class ConnectionTracker {
       this.#end(conn, plan, t0);
       return;
     }
-    const r = relay(client, upstream, this.#relay);
+    const sink = this.#sinkFor(plan);
+    const r = this.#relayOrSplice(client, upstream, sink, fields);
     conn.progress = r.progress;
-    this.#capture(plan, client, upstream, r.done);
-    this.#finish(conn, plan, t0, await r.done);
+    if (sink) tapRelay(client, upstream, sink, r.done);
+    const res = await r.done;
+    if ((res as SpliceRelayResult).spliced) for (const rec of conn.records) rec.spliced = true;
+    this.#finish(conn, plan, t0, res);
   }
 
-  /** Taps the relay when a plaintext capture wants this connection (asked once, at its start). */
-  #capture(v: ConnectionView, client: RelayEnd, upstream: RelayEnd, done: Promise<RelayResult>): void {
-    const sink = this.#tap?.open({ pod: v.pod, src: v.source, dst: v.destination, originalDst: v.originalDst });
-    if (sink) tapRelay(client, upstream, sink, done);
+  /** Spliced in the kernel when both ends are TCP sockets and nobody taps it; else relayed. */
+  #relayOrSplice(client: RelayEnd, upstream: RelayEnd, sink: PlaintextSink | undefined, fields: Record<string, string>): { done: Promise<RelayResult>; progress: RelayProgress } {
+    if (!sink && this.#splice && client instanceof Socket && upstream instanceof Socket) {
+      const log = this.#t.log;
+      return spliceRelay(client, upstream, this.#splice, { ...this.#relay, onFallback: (reason, err) => log.debug({ ...fields, err, reason }, 'connection relayed in user space instead of spliced') });
+    }
+    return relay(client, upstream, this.#relay);
+  }
+
+  /** The capture sink that wants this connection, if any (asked once, at its start). */
+  #sinkFor(v: ConnectionView): PlaintextSink | undefined {
+    return this.#tap?.open({ pod: v.pod, src: v.source, dst: v.destination, originalDst: v.originalDst });
   }
 
   /** Books the outcome of a finished relay: last byte counts, error flags, closed metrics. */

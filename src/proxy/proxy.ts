@@ -13,7 +13,7 @@ import { HttpLayer, type HttpLayerOptions } from './http-layer.js';
 import { handleInbound } from './inbound.js';
 import { handleOutbound } from './outbound.js';
 import type { RelayEnd, RelayOptions } from './relay.js';
-import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type PlaintextTap, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex } from './types.js';
+import { HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT, type Authorizer, type LocalPod, type MeshRouter, type OriginalDstResolver, type PlaintextTap, type SocketSplicer, type UpstreamConnector, type WorkloadCredentials, type WorkloadIndex } from './types.js';
 
 /** Opens a listening socket inside a namespace and returns its fd. */
 export type NetnsListen = (netnsPath: string, opts: { host: string; port: number; backlog?: number; reusePort?: boolean }) => Promise<number>;
@@ -55,6 +55,11 @@ export interface ProxyOptions {
   keepAliveMs?: number;
   /** Plaintext capture of relayed connections (docs/capture.md); absent, relays carry no tap. */
   tap?: PlaintextTap;
+  /**
+   * The same-node kernel splice (src/redirect/splice.ts): connections whose both ends are TCP
+   * sockets of this proxy have their bytes moved by the kernel; absent, every byte is relayed here.
+   */
+  splice?: SocketSplicer;
   /** The L7 path for HTTP ports (needs `router` to know them); absent, every port is L4. */
   http?: HttpLayerOptions;
 }
@@ -116,7 +121,7 @@ export class NodeProxy {
       ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
       ...(o.keepAliveMs !== undefined ? { keepAliveMs: o.keepAliveMs } : {}),
     };
-    this.tracker = new ConnectionTracker(o.telemetry, 5000, { relay, boundary: this.#boundary, ...(o.tap ? { tap: o.tap } : {}) });
+    this.tracker = new ConnectionTracker(o.telemetry, 5000, { relay, boundary: this.#boundary, ...(o.tap ? { tap: o.tap } : {}), ...(o.splice ? { splice: o.splice } : {}) });
     const timeoutMs = o.connectTimeoutMs ?? 5000;
     this.#hbone = o.hbone
       ? new HboneOutbound({ ...o.hbone, upstream: o.upstream, localPod: (ip) => this.#byIp.get(ip), hbonePort: HBONE_PORT, connectTimeoutMs: timeoutMs, log: o.telemetry.log })

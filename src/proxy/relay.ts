@@ -19,7 +19,7 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 3_600_000;
 export const DEFAULT_KEEPALIVE_MS = 180_000;
 
 /** Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer idle timeout re-arms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface RelayOptions {
   /**

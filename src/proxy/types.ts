@@ -59,6 +59,19 @@ export function peerOf(pod: LocalPod): PeerInfo {
 export { HBONE_PORT, INBOUND_PORT, MESH_PORTS, OUTBOUND_PORT } from '../net/index.js';
 
 /** The authorization question the proxy asks for every inbound connection. */
+/**
+ * The same-node kernel splice (src/redirect/splice.ts implements it): pairs two proxy sockets so
+ * the kernel moves their bytes, and tells what the kernel counted of each.
+ */
+export interface SocketSplicer {
+  /** Pairs two established TCP sockets; their cookies. Throws a Node-style system error. */
+  pair(fdA: number, fdB: number): [bigint, bigint];
+  /** User space has written `total` bytes the kernel passed it on this socket to the peer. */
+  taken(cookie: bigint, total: number): void;
+  release(cookieA: bigint, cookieB: bigint): void;
+  stats(fd: number): { bytesReceived: number; bytesAcked: number; outq: number; lastDataRecvMs: number };
+}
+
 export interface AuthorizeInput {
   /** SPIFFE identity of the source when known for certain (our own outbound socket, or a verified certificate). */
   srcPrincipal?: string;

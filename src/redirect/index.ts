@@ -5,4 +5,5 @@ export { Redirector } from './redirector.js';
 export { listenInNetns, netnsCookie, socketsInNetns } from './netns.js';
 export type { KernelEvent, KernelEventBatch } from './events.js';
 export { findCgroup2Root } from './mounts.js';
+export type { KernelSplice } from './splice.js';
 export type { OrigDstStats, PodRedirectSpec } from './types.js';

@@ -23,6 +23,7 @@ export const SIZES = {
   podOwner: 16,
   podConns: 16,
   stats: 64,
+  splicePeer: 24,
 } as const;
 
 /** NM_DEFAULT_ORIG_DST_POD_QUOTA: captured connections one pod may hold open at once. */

@@ -36,6 +36,9 @@ export const OBSERVE_LINKS: ReadonlyArray<{ name: PodLinkName; prog: string }> =
   { name: 'sockops', prog: 'nm_observe_sockops' },
 ];
 
+/** The stream verdict of the kernel splice, attached to nm_splice at load (splice.ts). */
+export const SPLICE_PROG = 'nm_splice_verdict';
+
 /** The pinned maps and the size of key and value each must have (bpf/redirect.h). */
 const MAPS = {
   podCfg: { name: 'nm_pod_cfg', keySize: 8, valueSize: SIZES.podCfg },
@@ -46,6 +49,10 @@ const MAPS = {
   podOwner: { name: 'nm_pod_owner', keySize: SIZES.podOwnerKey, valueSize: SIZES.podOwner },
   podConns: { name: 'nm_pod_conns', keySize: 8, valueSize: SIZES.podConns },
   stats: { name: 'nm_stats', keySize: 4, valueSize: SIZES.stats },
+  /** The kernel splice's maps (bpf/lib/splice.h); not pinned: they die with this process. */
+  splice: { name: 'nm_splice', keySize: 8, valueSize: 8 },
+  splicePeer: { name: 'nm_splice_peer', keySize: 8, valueSize: SIZES.splicePeer },
+  spliceTaken: { name: 'nm_splice_taken', keySize: 8, valueSize: 8 },
   /** BPF_MAP_TYPE_RINGBUF: no key, no value; records are struct nm_event (event-layout.ts). */
   events: { name: 'nm_events', keySize: 0, valueSize: 0 },
   eventsCfg: { name: 'nm_events_cfg', keySize: 4, valueSize: EVENTS_CFG_SIZE },
@@ -133,7 +140,7 @@ function checkObject(object: NativeBpfObject): { progs: Map<string, LoadedProgra
     }
     fds[role] = m.fd;
   }
-  for (const l of [...LINKS, ...OBSERVE_LINKS]) {
+  for (const l of [...LINKS, ...OBSERVE_LINKS, { prog: SPLICE_PROG }]) {
     if (!progs.has(l.prog)) {
       throw new NativeError('NM_ERR_BPF_OBJECT', `program ${l.prog} is missing from the BPF object; run \`make bpf\``);
     }

@@ -159,6 +159,15 @@ export interface NativeBinding {
   /** getsockopt(SO_COOKIE) */
   socketCookie(fd: number): bigint;
 
+  /** bpf_prog_attach(prog, nm_splice, BPF_SK_SKB_STREAM_VERDICT). */
+  spliceAttach(progFd: number, sockhashFd: number): void;
+  /** Pairs two established TCP sockets in nm_splice (native/src/splice.h); their cookies. */
+  splicePair(sockhashFd: number, peerFd: number, takenFd: number, fdA: number, fdB: number): [bigint, bigint];
+  spliceRelease(sockhashFd: number, peerFd: number, takenFd: number, cookieA: bigint, cookieB: bigint): void;
+  spliceTaken(sockhashFd: number, peerFd: number, takenFd: number, cookie: bigint, total: number): void;
+  /** TCP_INFO and SIOCOUTQ: [bytesReceived, bytesAcked, outq, lastDataRecvMs, lastDataSentMs]. */
+  tcpStats(fd: number): [number, number, number, number, number];
+
   /** BPF_PROG_RUN */
   progTestRun(progFd: number, input: NativeTestRunInput): Promise<NativeTestRunResult>;
 

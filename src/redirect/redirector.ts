@@ -10,6 +10,7 @@ import { destroyPinRoot, loadRedirect, type LoadedRedirect } from './loader.js';
 import type { NativeBinding } from './native.js';
 import { CgroupObservers } from './observe.js';
 import { lookupOriginalDst } from './original-dst.js';
+import { KernelSplice } from './splice.js';
 import { readOrigDstStats } from './stats.js';
 import type { InboundKind, OrigDstStats, PodAttachment, PodRedirectSpec, RedirectorOptions, SocketAddress } from './types.js';
 
@@ -39,6 +40,7 @@ export class Redirector {
   #listeners: ListenerRegistry;
   #events: KernelEventStream;
   #observers: CgroupObservers;
+  #splice: KernelSplice | Error;
   #closed = false;
 
   private constructor(loaded: LoadedRedirect) {
@@ -51,6 +53,19 @@ export class Redirector {
     this.#listeners = new ListenerRegistry(loaded.binding, loaded.maps);
     this.#events = new KernelEventStream(loaded.binding, loaded.maps);
     this.#observers = new CgroupObservers(loaded);
+    try {
+      this.#splice = KernelSplice.attach(loaded);
+    } catch (err) {
+      this.#splice = err as Error;
+    }
+  }
+
+  /**
+   * The same-node kernel splice (src/proxy/splice.ts), or why this kernel cannot do it (the
+   * proxy then relays those connections in user space, as before).
+   */
+  get splicer(): KernelSplice | Error {
+    return this.#splice;
   }
 
   /**

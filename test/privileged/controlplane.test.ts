@@ -117,6 +117,8 @@ describePrivileged('control plane to data path', () => {
     expect((await other).outcome).toBe('ok');
     const rec = (await mesh.flows()).filter((f) => f.error?.startsWith('closed:')).at(-1)!;
     expect(rec.policy).toEqual({ allowed: false, name: 'shop/deny-frontend' });
+    // Both pods are on this node: the kernel was moving the bytes, and revoking still reset it.
+    expect(rec.spliced).toBe(true);
     rmSync(join(dir, 'deny.yaml'));
     await waitPolicy('deny-frontend', false);
   });

@@ -215,6 +215,19 @@ describe('capture recorder', () => {
     expect(got[1]).toMatchObject({ verdict: 'allowed', direction: 'outbound', originalDst: '10.96.0.1:80', hbone: { peer: '10.2.0.5:15008' } });
   });
 
+  it("says the bytes of a connection the kernel spliced are the kernel's, and of a relayed one the proxy's", async () => {
+    const hub = new CaptureHub({ node: 'n1' });
+    const rec = new CaptureRecorder(hub, pods);
+    rec.flow(flow({ src: { ip: '10.1.0.3', port: 41020 }, dst: { ip: '10.2.0.5', port: 80 }, originalDst: '10.2.0.5:80', spliced: true }));
+    rec.flow(flow({ src: { ip: '10.1.0.3', port: 41021 }, dst: { ip: '10.2.0.5', port: 80 }, originalDst: '10.2.0.5:80' }));
+    await new Promise((r) => setImmediate(r));
+    rec.stop();
+    expect(hub.recent().map((r) => r.bytes)).toEqual([
+      { sent: 4, received: 40, from: 'kernel' },
+      { sent: 4, received: 40, from: 'proxy' },
+    ]);
+  });
+
   it('keeps no join state for a proxy record while no kernel event source is attached (nobody captures), and does once one is', () => {
     const hub = new CaptureHub({ node: 'n1' });
     const rec = new CaptureRecorder(hub, pods);

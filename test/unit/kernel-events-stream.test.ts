@@ -9,7 +9,7 @@ import type { MapFds } from '../../src/redirect/loader.js';
 import type { NativeBinding, NativeRingBatchCallback } from '../../src/redirect/native.js';
 import type { KernelEventBatch } from '../../src/redirect/events.js';
 
-const FDS: MapFds = { podCfg: 1, cookieDst: 2, origDst: 3, enrolled: 4, listeners: 5, podOwner: 6, podConns: 7, stats: 8, events: 9, eventsCfg: 10, eventsLost: 11 };
+const FDS: MapFds = { podCfg: 1, cookieDst: 2, origDst: 3, enrolled: 4, listeners: 5, podOwner: 6, podConns: 7, stats: 8, events: 9, eventsCfg: 10, eventsLost: 11, splice: 12, splicePeer: 13, spliceTaken: 14 };
 
 function fake(cfg = encodeEventsCfg(false, 0), lost = 0n) {
   const lostBuf = Buffer.alloc(8);

@@ -20,7 +20,7 @@ import type { MapFds } from '../../src/redirect/loader.js';
 import type { NativeBinding } from '../../src/redirect/native.js';
 import { PodOwners } from '../../src/redirect/owners.js';
 
-const FDS: MapFds = { podCfg: 1, cookieDst: 2, origDst: 3, enrolled: 4, listeners: 5, podOwner: 6, podConns: 7, stats: 8, events: 9, eventsCfg: 10, eventsLost: 11 };
+const FDS: MapFds = { podCfg: 1, cookieDst: 2, origDst: 3, enrolled: 4, listeners: 5, podOwner: 6, podConns: 7, stats: 8, events: 9, eventsCfg: 10, eventsLost: 11, splice: 12, splicePeer: 13, spliceTaken: 14 };
 
 /** The maps by fd, keyed by the key's hex; enough of the binding for PodOwners. */
 function fakeMaps() {
