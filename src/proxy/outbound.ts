@@ -10,13 +10,8 @@ import { podName, type ProxyContext } from './context.js';
 import { newTraceparent } from './hbone/index.js';
 import { deliver } from './inbound.js';
 import { serveOutbound } from './http-outbound.js';
+import { fdOf } from './splice.js';
 import { HBONE_PORT, isHttpProtocol, peerOf, type LocalPod, type RouteTarget } from './types.js';
-
-/** Node's private handle fd; present on Linux for TCP sockets. */
-function fdOf(sock: Socket): number {
-  const h = (sock as unknown as { _handle?: { fd?: number } })._handle;
-  return h?.fd ?? -1;
-}
 
 /**
  * Handles one connection accepted on the pod's 15001. Runs inside the accept boundary

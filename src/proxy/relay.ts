@@ -50,6 +50,43 @@ export interface RelayProgress {
   received(): number;
 }
 
+/** How a pair of ends finished: the first error on either side, and which side it was. */
+export type Fate = Pick<RelayResult, 'error' | 'failedSide'>;
+
+/**
+ * Ties the two ends' fates together: an error on one side resets the other (the peer must see
+ * that the connection broke, not a clean end of stream that could be mistaken for success), an
+ * abrupt close without an error (peer vanished) does too, and `onBothClosed` runs once both are
+ * closed. With allowHalfOpen, a socket whose both directions are finished is destroyed by the
+ * stream machinery (autoDestroy), which emits 'close'.
+ */
+export function joinFates(down: RelayEnd, up: RelayEnd, onBothClosed: (f: Fate) => void): void {
+  let error: (Error & { code?: string }) | undefined;
+  let failedSide: 'downstream' | 'upstream' | undefined;
+  let closed = 0;
+  const fail = (side: 'downstream' | 'upstream', other: RelayEnd) => (err: Error & { code?: string }) => {
+    if (!error) {
+      error = err;
+      failedSide = side;
+    }
+    if (!other.destroyed) other.resetAndDestroy();
+  };
+  down.on('error', fail('downstream', up));
+  up.on('error', fail('upstream', down));
+  const onClose = (): void => {
+    if (++closed < 2) return;
+    onBothClosed(error ? { error, failedSide: failedSide! } : {});
+  };
+  down.once('close', onClose);
+  up.once('close', onClose);
+  down.once('close', () => {
+    if (!up.destroyed && !down.readableEnded) up.resetAndDestroy();
+  });
+  up.once('close', () => {
+    if (!down.destroyed && !up.readableEnded) down.resetAndDestroy();
+  });
+}
+
 /**
  * Relays until both sockets are closed. Both sockets must have been created with
  * `allowHalfOpen: true`, so a FIN from one side only ends that direction.
@@ -68,39 +105,11 @@ export function relay(down: RelayEnd, up: RelayEnd, o: RelayOptions = {}): { don
     received: () => up.bytesRead,
   };
   const done = new Promise<RelayResult>((resolve) => {
-    let error: (Error & { code?: string }) | undefined;
-    let failedSide: 'downstream' | 'upstream' | undefined;
-    let closed = 0;
     let idleTimer: NodeJS.Timeout | undefined;
     let timedOut = false;
-
-    const fail = (side: 'downstream' | 'upstream', other: RelayEnd) => (err: Error & { code?: string }) => {
-      if (!error) {
-        error = err;
-        failedSide = side;
-      }
-      // A reset (or any error) on one side resets the other: the peer must see that the
-      // connection broke, not a clean end of stream that could be mistaken for success.
-      if (!other.destroyed) other.resetAndDestroy();
-    };
-    down.on('error', fail('downstream', up));
-    up.on('error', fail('upstream', down));
-
-    const onClose = (): void => {
-      if (++closed < 2) return;
+    joinFates(down, up, (f) => {
       clearTimeout(idleTimer);
-      resolve({ sent: down.bytesRead, received: up.bytesRead, ...(error ? { error, failedSide } : {}), ...(timedOut ? { idleTimeout: true as const } : {}) });
-    };
-    // With allowHalfOpen, a socket whose both directions are finished is destroyed by the
-    // stream machinery (autoDestroy), which emits 'close'.
-    down.once('close', onClose);
-    up.once('close', onClose);
-    // An abrupt close without an error event (peer vanished) still ends the other side.
-    down.once('close', () => {
-      if (!up.destroyed && !down.readableEnded) up.resetAndDestroy();
-    });
-    up.once('close', () => {
-      if (!down.destroyed && !up.readableEnded) down.resetAndDestroy();
+      resolve({ sent: down.bytesRead, received: up.bytesRead, ...f, ...(timedOut ? { idleTimeout: true as const } : {}) });
     });
 
     down.pipe(up);

@@ -6,7 +6,7 @@
 // a reset carried as a reset, keepalive, the idle timeout, and byte counts (from the kernel).
 // Whenever splicing cannot be done for a connection, it is relayed in user space (relay.ts).
 import type { Socket } from 'node:net';
-import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, MAX_TIMER_MS, relay, type RelayOptions, type RelayProgress, type RelayResult } from './relay.js';
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, MAX_TIMER_MS, joinFates, relay, type RelayOptions, type RelayProgress, type RelayResult } from './relay.js';
 import type { SocketSplicer } from './types.js';
 
 /** Node's private TCP handle: its fd, and the reading state Node itself keeps in step. */
@@ -198,25 +198,10 @@ function spliced(down: Socket, up: Socket, k: SocketSplicer, fds: readonly [numb
   };
 
   const done = new Promise<SpliceRelayResult>((resolve) => {
-    let error: (Error & { code?: string }) | undefined;
-    let failedSide: 'downstream' | 'upstream' | undefined;
-    let closed = 0;
     let idleTimer: NodeJS.Timeout | undefined;
     let timedOut = false;
     const timers = new Set<NodeJS.Timeout>();
-
-    const fail = (side: 'downstream' | 'upstream', other: Socket) => (err: Error & { code?: string }) => {
-      if (!error) {
-        error = err;
-        failedSide = side;
-      }
-      if (!other.destroyed) other.resetAndDestroy();
-    };
-    down.on('error', fail('downstream', up));
-    up.on('error', fail('upstream', down));
-
-    const onClose = (): void => {
-      if (++closed < 2) return;
+    joinFates(down, up, (f) => {
       clearTimeout(idleTimer);
       for (const t of timers) clearTimeout(t);
       try {
@@ -224,15 +209,7 @@ function spliced(down: Socket, up: Socket, k: SocketSplicer, fds: readonly [numb
       } catch {
         // The entries die with the sockets' process anyway; nothing to undo here.
       }
-      resolve({ sent: received[0]!, received: received[1]!, spliced: true, ...(error ? { error, failedSide } : {}), ...(timedOut ? { idleTimeout: true as const } : {}) });
-    };
-    down.once('close', onClose);
-    up.once('close', onClose);
-    down.once('close', () => {
-      if (!up.destroyed && !down.readableEnded) up.resetAndDestroy();
-    });
-    up.once('close', () => {
-      if (!down.destroyed && !up.readableEnded) down.resetAndDestroy();
+      resolve({ sent: received[0]!, received: received[1]!, spliced: true, ...f, ...(timedOut ? { idleTimeout: true as const } : {}) });
     });
 
     // Bytes the verdict left to user space (it passes while the pair is being set up, and until
