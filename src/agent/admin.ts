@@ -171,7 +171,7 @@ export interface AgentEndpoints {
   /** Why the agent is not ready; empty when it is. */
   notReady(): string[];
   configDump(): object;
-  flows(limit: number): object;
+  flows(limit: number): object | Promise<object>;
   metrics(): Promise<{ contentType: string; body: string }>;
   /** GET /debug/capture (docs/capture.md). */
   capture?: Route;
@@ -195,7 +195,7 @@ export async function serveAgentEndpoints(o: AgentEndpoints): Promise<HttpEndpoi
   const http = new HttpEndpoints(o.log, { 'x-nodemesh-agent-pid': String(process.pid) });
   await http.serve('admin', o.admin, {
     '/config_dump': () => ({ body: o.configDump() }),
-    '/debug/flows': (_req, url) => ({ body: o.flows(Number(url.searchParams.get('limit') ?? 1000)) }),
+    '/debug/flows': async (_req, url) => ({ body: await o.flows(Number(url.searchParams.get('limit') ?? 1000)) }),
     ...(o.capture ? { '/debug/capture': o.capture } : {}),
     '/debug/runtime': (_req, url) => runtimeRoute(url),
     '/healthz/ready': readiness,

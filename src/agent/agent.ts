@@ -19,6 +19,7 @@ import type { PodMeta, PodSource } from './podsource.js';
 import { LocalWorkloads } from './workloads.js';
 import { ControlPlaneSource } from './cp-source.js';
 import { requestTelemetry, type AgentRequestTelemetry } from './request-telemetry.js';
+import { ProxyGroup } from './proxy-workers.js';
 import { PodWatch, type PodWatchConnection } from './kube-pods.js';
 import type { ControlPlaneConnection } from '../xds/index.js';
 
@@ -43,6 +44,11 @@ export interface AgentOptions {
   lb?: LbPolicy;
   /** The same-node kernel splice (default true; src/proxy/splice.ts). */
   splice?: boolean;
+  /**
+   * Proxies to run, the main thread's included (default 1): N-1 worker threads each serve a
+   * share of every pod's connections (proxy-workers.ts, docs/architecture.md "Proxy workers").
+   */
+  workers?: number;
   /** Close open connections that a policy change denies (default true). */
   closeDeniedConnections?: boolean;
   /** How long a CNI ADD waits for the control plane to publish the new pod (default 10 s). */
@@ -71,6 +77,7 @@ export class Agent {
   readonly #log: Logger;
   #redirect?: Redirector;
   #proxy?: NodeProxy;
+  #group?: ProxyGroup;
   #enroller?: Enroller;
   #http?: HttpEndpoints;
   #cp?: ControlPlaneSource;
@@ -138,7 +145,7 @@ export class Agent {
       // (Policies, a workload's policy bindings, or a rejection changed; see onPolicyChange.)
       this.#cp.onPolicyChange(() => {
         if (this.#o.closeDeniedConnections === false) return;
-        const n = this.#proxy?.reevaluate() ?? 0;
+        const n = this.#group?.reevaluate() ?? 0;
         if (n) this.#log.info({ closed: n }, 'closed connections denied by the new policy');
       });
     }
@@ -174,7 +181,9 @@ export class Agent {
       ...this.#splicer(redirect),
     });
     this.#proxy = proxy;
-    this.#enroller = new Enroller({ redirect, proxy, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
+    const group = this.#startWorkers(proxy, redirect);
+    this.#group = group;
+    this.#enroller = new Enroller({ redirect, proxy: group, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
 
     // The endpoints first, so that whatever the agent waits for below shows in its readiness
     // and /config_dump.
@@ -191,7 +200,7 @@ export class Agent {
     if (this.#stopSignal.signal.aborted) return;
     this.#ready = true;
     const enroller = this.#enroller;
-    this.#node.watch({ enroller, proxy, redirect, draining: () => this.#stopping !== undefined, adopt: () => this.#adopt(),
+    this.#node.watch({ enroller, proxy: group, redirect, draining: () => this.#stopping !== undefined, adopt: () => this.#adopt(),
       onForgotten: (uids) => {
         for (const uid of uids) this.workloads.deleteUid(uid);
         this.metrics.enrolledPods.set(enroller.pods().length);
@@ -203,12 +212,41 @@ export class Agent {
     this.#log.info({ cniSocket: this.paths.cniSocket, pods: this.#enroller.pods().length, pending: this.#enroller.pending().length }, 'agent ready');
   }
 
+  /** The proxy workers beside the main thread's proxy (none unless `workers` > 1). */
+  #startWorkers(main: NodeProxy, redirect: Redirector): ProxyGroup {
+    const cp = this.#cp;
+    const count = this.#o.workers ?? 1;
+    const maps = redirect.workerMaps();
+    if (this.#o.splice === false || !('splice' in this.#splicer(redirect, false))) delete maps.splice;
+    const group = new ProxyGroup({
+      main,
+      count,
+      init: {
+        mode: cp ? 'control-plane' : 'local',
+        trustDomain: this.#o.trustDomain ?? 'cluster.local',
+        lb: this.#o.lb ?? 'round-robin',
+        maps,
+        ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
+        ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),
+        accessLog: this.#o.accessLog ?? 'off',
+        logLevel: this.#o.log.level,
+      },
+      log: this.#o.log,
+      flows: this.flows,
+      ...(cp ? { state: { state: cp.state, serving: () => cp.serving }, credentials: cp.secrets } : { localPods: this.workloads }),
+      ...(this.#capture ? { capture: { hub: this.#capture.hub, recorder: this.#capture.recorder } } : {}),
+    });
+    if (!cp && count > 1) this.workloads.onChange = () => group.localPodsChanged();
+    if (count > 1) this.#log.info({ proxies: count, workers: count - 1 }, 'proxy workers started: every pod\'s connections are spread over the main thread\'s proxy and the workers');
+    return group;
+  }
+
   /** The kernel splice for the proxy, unless turned off or the kernel cannot (then said once). */
-  #splicer(redirect: Redirector): { splice?: KernelSplice } {
+  #splicer(redirect: Redirector, say = true): { splice?: KernelSplice } {
     if (this.#o.splice === false) return {};
     const s = redirect.splicer;
     if (!(s instanceof Error)) return { splice: s };
-    this.#log.warn({ err: s }, 'the same-node kernel splice is unavailable on this kernel; same-node connections are relayed in the proxy');
+    if (say) this.#log.warn({ err: s }, 'the same-node kernel splice is unavailable on this kernel; same-node connections are relayed in the proxy');
     return {};
   }
 
@@ -307,7 +345,8 @@ export class Agent {
         holdsNode: this.#node.claim.holder() === process.pid,
         ...(this.#node.supersededBy !== undefined ? { supersededBy: this.#node.supersededBy } : {}),
         endpoints: this.#http?.status() ?? [],
-        openConnections: this.#proxy?.openConnections() ?? 0,
+        openConnections: this.#group?.openConnections() ?? 0,
+        proxies: this.#group?.count ?? 1,
       },
       /** Enrolled in the kernel (connections refused) but not served by this agent yet: retried. */
       pendingPods: this.#enroller?.pending() ?? [],
@@ -324,11 +363,12 @@ export class Agent {
         enrolledAt: p.enrolledAt,
       })) ?? [],
       listeners: this.#proxy?.listeners() ?? [],
+      ...(this.#group && this.#group.count > 1 ? { workerListeners: this.#group.workerListeners() } : {}),
       // The node-wide original-destination maps: how full, each pod's share, refusals, evictions.
       kernel: { origDst: readOrigDst(this.#redirect, this.#enroller, this.#log) ?? null },
-      hbonePool: this.#proxy?.hboneSessions() ?? [],
+      hbonePool: this.#group?.hboneSessions() ?? [],
       workloads: this.#cp ? [...this.#cp.state.workloads()] : this.workloads.all(),
-      connections: this.flows.open(),
+      connections: [...this.flows.open(), ...(this.#group?.workerOpenFlows() ?? [])],
     };
   }
 
@@ -340,8 +380,8 @@ export class Agent {
       readyAt: this.#o.ready ?? { host: '0.0.0.0', port: PORTS.ready },
       notReady: () => this.notReadyReasons(),
       configDump: () => this.configDump(),
-      flows: (limit) => this.flows.recent(limit),
-      metrics: () => this.metrics.render(),
+      flows: (limit) => (this.#group ? this.#group.recentFlows(limit) : this.flows.recent(limit)),
+      metrics: () => (this.#group ? this.#group.metrics(this.metrics) : this.metrics.render()),
       capture: this.#capture?.route ?? captureOffRoute,
     });
   }
@@ -370,7 +410,7 @@ export class Agent {
     this.#stopSignal.abort();
     await this.#kube?.stop();
     this.#enroller?.stop();
-    const proxy = this.#proxy;
+    const proxy = this.#group;
     const redirect = this.#redirect;
     await this.#node.handBack(() => (proxy && redirect ? proxy.inboundListeners().some((l) => redirect.isInboundListener(l.pod.ip, l.kind, l.fd)) : false));
     await this.#node.close();
@@ -382,6 +422,7 @@ export class Agent {
     });
     if (left) this.#log.warn({ closed: left, by: this.#endDrain.signal.aborted ? 'signal' : 'drain period over' }, 'drain over: closed the connections still open');
     else if (draining) this.#log.info('drained: every open connection ended');
+    await this.#group?.stop();
     await this.#cp?.stop();
     this.#capture?.stop();
     await this.#requests.close();

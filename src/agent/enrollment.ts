@@ -83,7 +83,7 @@ export class Enroller {
   readonly #pods = new Map<string, EnrolledPod>();
   readonly #pending = new Map<string, Pending>();
   readonly #redirect: RedirectBackend;
-  readonly #proxy: NodeProxy;
+  readonly #proxy: Pick<NodeProxy, 'addPod' | 'removePod'>;
   readonly #dir: string;
   readonly #cgroupRoot: string;
   readonly #log: Logger;
@@ -96,7 +96,7 @@ export class Enroller {
 
   constructor(o: {
     redirect: RedirectBackend;
-    proxy: NodeProxy;
+    proxy: Pick<NodeProxy, 'addPod' | 'removePod'>;
     podsDir: string;
     cgroupRoot: string;
     log: Logger;

@@ -5,3 +5,4 @@ export { ConfigDirPodSource } from './podsource.js';
 export { parseEndpoint } from './admin.js';
 export { installCni, uninstallCni, type InstallCniResult } from './install-cni.js';
 export { watchCni } from './install-cni-watch.js';
+export { defaultWorkers, ProxyGroup } from './proxy-workers.js';

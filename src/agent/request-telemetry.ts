@@ -9,7 +9,7 @@ export interface AgentRequestTelemetry extends RequestTelemetry {
   close(): Promise<void>;
 }
 
-export function requestTelemetry(metrics: MeshMetrics, mode: AccessLogMode = 'off', capture?: () => CaptureRecorder | undefined): AgentRequestTelemetry {
+export function requestTelemetry(metrics: MeshMetrics, mode: AccessLogMode = 'off', capture?: () => Pick<CaptureRecorder, 'request'> | undefined): AgentRequestTelemetry {
   const log = mode === 'off' ? undefined : new AccessLog({ mode });
   const requests = metrics.requests;
   return {

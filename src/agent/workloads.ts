@@ -16,6 +16,8 @@ export interface KnownPod {
 export class LocalWorkloads implements WorkloadIndex {
   readonly #byIp = new Map<string, KnownPod>();
   readonly #trustDomain: string;
+  /** Called after every change (the proxy workers mirror the list). */
+  onChange: (() => void) | undefined;
 
   constructor(trustDomain = 'cluster.local') {
     this.#trustDomain = trustDomain;
@@ -24,10 +26,12 @@ export class LocalWorkloads implements WorkloadIndex {
   set(p: KnownPod): void {
     for (const [ip, q] of this.#byIp) if (q.uid === p.uid && ip !== p.ip) this.#byIp.delete(ip);
     this.#byIp.set(p.ip, p);
+    this.onChange?.();
   }
 
   deleteUid(uid: string): void {
     for (const [ip, q] of this.#byIp) if (q.uid === uid) this.#byIp.delete(ip);
+    this.onChange?.();
   }
 
   all(): KnownPod[] {

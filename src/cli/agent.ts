@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { readTokenFile, type ControlPlaneConnection } from '../xds/index.js';
-import { Agent, ConfigDirPodSource, parseEndpoint } from '../agent/index.js';
+import { Agent, ConfigDirPodSource, defaultWorkers, parseEndpoint } from '../agent/index.js';
 import { DEFAULT_PIN_ROOT, stateDir } from '../net/index.js';
 import { log } from '../log.js';
 import { parse, usageError, type Command } from './command.js';
@@ -74,6 +74,11 @@ Options:
                         (sockmap stream verdict) and the proxy only watches its ends; off
                         relays every byte in the proxy; the default comes from
                         NODEMESH_SPLICE when it is set
+  --workers <n|auto>    proxies to run, the main thread's included (default auto: the CPUs
+                        this process may use, by its cgroup's cpu.max or the CPU count, at
+                        most 8); n-1 worker threads each hold their own sockets in every
+                        pod's SO_REUSEPORT groups and the kernel spreads connections over
+                        them; the default comes from NODEMESH_WORKERS when it is set
   --no-install-cni      the agent itself never edits a CNI config; given to \`sim agent\`
                         (or \`nodemesh up\`'s agents), skips the install-cni step run before it
   --lb <policy>         how a Service VIP picks among ready endpoints: round-robin (default)
@@ -109,6 +114,7 @@ export const agentCommand: Command = {
       'observe-cgroup': { type: 'string' },
       capture: { type: 'string' },
       splice: { type: 'string' },
+      workers: { type: 'string' },
       'access-log': { type: 'string' },
       node: { type: 'string' },
       admin: { type: 'string' },
@@ -157,6 +163,9 @@ export const agentCommand: Command = {
     if (capture !== 'on' && capture !== 'off') throw usageError(`--capture must be on or off, got ${JSON.stringify(capture)}`);
     const splice = values.splice ?? process.env.NODEMESH_SPLICE ?? 'on';
     if (splice !== 'on' && splice !== 'off') throw usageError(`--splice (or NODEMESH_SPLICE) must be on or off, got ${JSON.stringify(splice)}`);
+    const workersArg = values.workers ?? process.env.NODEMESH_WORKERS ?? 'auto';
+    const workers = workersArg === 'auto' ? defaultWorkers() : Number(workersArg);
+    if (!(Number.isInteger(workers) && workers >= 1 && workers <= 64)) throw usageError(`--workers (or NODEMESH_WORKERS) must be auto or a whole number from 1 to 64, got ${JSON.stringify(workersArg)}`);
     const lb = values.lb ?? 'round-robin';
     if (lb !== 'round-robin' && lb !== 'least-conn') throw usageError(`--lb must be round-robin or least-conn, got ${JSON.stringify(lb)}`);
     const agent = new Agent({
@@ -166,6 +175,7 @@ export const agentCommand: Command = {
       ...(values['observe-cgroup'] ? { observeCgroup: values['observe-cgroup'] } : {}),
       capture: capture === 'on',
       splice: splice === 'on',
+      workers,
       accessLog: parseAccessLogMode(values['access-log'] ?? 'off'),
       ...(values.node ? { nodeName: values.node } : {}),
       ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),

@@ -5,7 +5,7 @@ export { relay } from './relay.js';
 export { NetnsConnector, connectFd } from './upstream.js';
 export { Balancer, type LbPolicy } from './balancer.js';
 export type { AuthorizeInput, AuthorizeResult, LocalPod, MeshRouter, RouteTarget, SocketAddress, WorkloadIndex } from './types.js';
-export { DEFAULT_TUNING, HbonePool, HboneServer, NODE_DEFAULT_TUNING, type HboneCredentials, type HboneTuning } from './hbone/index.js';
+export { DEFAULT_TUNING, HbonePool, HboneServer, NODE_DEFAULT_TUNING, type HboneCredentials, type HboneSessionInfo, type HboneTuning } from './hbone/index.js';
 export { EndpointPicker } from './http/index.js';
 export type { HttpLayerOptions, RequestTelemetry } from './http-layer.js';
 export type { RequestAuthenticator } from './http-inbound.js';

@@ -7,7 +7,7 @@ import type { KernelEventBatch } from './events.js';
 import { KernelEventStream, type KernelEventStats } from './kernel-events.js';
 import { ListenerRegistry } from './listeners.js';
 import { destroyPinRoot, loadRedirect, type LoadedRedirect } from './loader.js';
-import type { NativeBinding } from './native.js';
+import { native, type NativeBinding } from './native.js';
 import { CgroupObservers } from './observe.js';
 import { lookupOriginalDst } from './original-dst.js';
 import { KernelSplice } from './splice.js';
@@ -24,6 +24,21 @@ export interface RedirectorTestHooks {
   kernelEvents: {
     setPaused(paused: boolean): void;
     stats(): KernelEventStats | null;
+  };
+}
+
+/** Map fds a proxy worker uses (Redirector.workerMaps, workerKernel). */
+export interface WorkerMaps {
+  origDst: number;
+  splice?: [number, number, number];
+}
+
+/** In a proxy worker thread: original-destination lookups and the splice over the main thread's maps. */
+export function workerKernel(m: WorkerMaps): { originalDst: { originalDst(fd: number): SocketAddress | null }; splice?: KernelSplice } {
+  const b = native();
+  return {
+    originalDst: { originalDst: (fd) => lookupOriginalDst(b, m.origDst, fd) },
+    ...(m.splice ? { splice: KernelSplice.fromMaps(b, m.splice) } : {}),
   };
 }
 
@@ -66,6 +81,16 @@ export class Redirector {
    */
   get splicer(): KernelSplice | Error {
     return this.#splice;
+  }
+
+  /**
+   * What a proxy worker thread needs of the loaded programs (src/agent/proxy-worker.ts): the
+   * map fds of original-destination lookups and of the splice. Fds belong to the process, so
+   * the worker uses them as they are; they stay valid while this Redirector is open.
+   */
+  workerMaps(): WorkerMaps {
+    this.#assertOpen();
+    return { origDst: this.#loaded.maps.origDst, ...(this.#splice instanceof Error ? {} : { splice: this.#splice.maps }) };
   }
 
   /**

@@ -38,6 +38,16 @@ export class KernelSplice {
     return new KernelSplice(loaded.binding, [loaded.maps.splice, loaded.maps.splicePeer, loaded.maps.spliceTaken]);
   }
 
+  /** The same splice from another thread of this process (a proxy worker): the maps' fds are the process's. */
+  static fromMaps(b: NativeBinding, maps: readonly [number, number, number]): KernelSplice {
+    return new KernelSplice(b, [maps[0], maps[1], maps[2]]);
+  }
+
+  /** nm_splice, nm_splice_peer and nm_splice_taken, for fromMaps in a proxy worker. */
+  get maps(): [number, number, number] {
+    return [...this.#maps];
+  }
+
   pair(fdA: number, fdB: number): [bigint, bigint] {
     return this.#b.splicePair(...this.#maps, fdA, fdB);
   }

@@ -49,6 +49,7 @@ export class FlowLog {
   readonly #ring: FlowRecord[] = [];
   #head = 0;
   #next = 1;
+  #step = 1;
   readonly #cap: number;
   readonly #log: Logger;
   readonly #listeners = new Set<(r: FlowRecord) => void>();
@@ -62,12 +63,32 @@ export class FlowLog {
     this.#cap = capacity;
   }
 
-  start(r: Omit<FlowRecord, 'id' | 'startedAt' | 'bytesSent' | 'bytesReceived' | 'open' | 'responseFlags'>): FlowRecord {
-    const rec: FlowRecord = { ...r, id: this.#next++, startedAt: this.#now(), bytesSent: 0, bytesReceived: 0, responseFlags: '-', open: true };
+  /**
+   * Ids from `first` in steps of `step`: with proxy workers, proxy k of n numbers its records
+   * k, k+n, k+2n… (k = 0 is the main thread's, which starts at n), so ids stay unique node-wide.
+   */
+  numberFrom(first: number, step: number): void {
+    this.#next = first;
+    this.#step = step;
+  }
+
+  /** A finished record another proxy (a worker) already logged: kept in the ring, told to the listeners. */
+  ingest(rec: FlowRecord): void {
+    this.#put(rec);
+    for (const l of this.#listeners) l(rec);
+  }
+
+  #put(rec: FlowRecord): void {
     // Overwrite the oldest in place: shifting a full array of 1,000 cost microseconds a connection.
     if (this.#ring.length < this.#cap) this.#ring.push(rec);
     else this.#ring[this.#head] = rec;
     this.#head = (this.#head + 1) % this.#cap;
+  }
+
+  start(r: Omit<FlowRecord, 'id' | 'startedAt' | 'bytesSent' | 'bytesReceived' | 'open' | 'responseFlags'>): FlowRecord {
+    const rec: FlowRecord = { ...r, id: this.#next, startedAt: this.#now(), bytesSent: 0, bytesReceived: 0, responseFlags: '-', open: true };
+    this.#next += this.#step;
+    this.#put(rec);
     return rec;
   }
 

@@ -132,6 +132,12 @@ export class MeshMetrics {
     m.recordFailures.inc(s.recordFailures);
   }
 
+  /** The series as JSON (for summing with proxy workers' registries), as of now. */
+  json(): ReturnType<Registry['getMetricsAsJSON']> {
+    this.#refreshOrigDst();
+    return this.registry.getMetricsAsJSON();
+  }
+
   async render(): Promise<{ contentType: string; body: string }> {
     this.#refreshOrigDst();
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };

@@ -86,10 +86,10 @@ export function writeConfig(docs: string): string {
  * Local mode (agent reads the config dir) by default; with `controlPlane`, the control plane
  * runs as its own process on its default ports and the agent takes everything from it.
  */
-export async function meshUp(configDir: string, opts: { controlPlane?: boolean } = {}): Promise<Mesh> {
+export async function meshUp(configDir: string, opts: { controlPlane?: boolean; agentArgs?: string[] } = {}): Promise<Mesh> {
   const sd = mkdtempSync(join(tmpdir(), 'nm-e2e-state-'));
   const pinRoot = `/sys/fs/bpf/nodemesh-e2e-${process.pid}`;
-  const agentArgs = ['--pin-root', pinRoot, '--connect-timeout', '3000'];
+  const agentArgs = ['--pin-root', pinRoot, '--connect-timeout', '3000', ...(opts.agentArgs ?? [])];
   const agent = (extra: string[] = []) => (opts.controlPlane ? startAgentWithControlPlane(sd, [...agentArgs, ...extra]) : startAgent(configDir, sd, [...agentArgs, ...extra]));
   const down = async (): Promise<void> => {
     await simDown({ stateDir: sd });

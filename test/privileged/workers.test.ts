@@ -1,0 +1,118 @@
+// Proxy workers end to end (src/agent/proxy-workers.ts, proxy-worker.ts): an agent started
+// with --workers 2 runs its main thread's proxy and one worker thread, each with its own
+// sockets in every pod's SO_REUSEPORT groups. The kernel spreads connections over both; each
+// proxy decides on the same state (a policy denies in both, and revokes open connections in
+// both); flows and metrics of both come out of the one admin endpoint. Flow ids tell the
+// proxies apart: proxy k of n numbers its records k, k+n, … (the main thread's from n).
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describePrivileged } from '../helpers/privileged.js';
+import { BACKEND, BATCH, DENY_FRONTEND, FRONTEND, FRONTEND_SERVICE_ACCOUNT, SHOP_NAMESPACE, yamlDocs } from '../helpers/shop.js';
+import { leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+
+const config = yamlDocs(SHOP_NAMESPACE, FRONTEND_SERVICE_ACCOUNT, BACKEND, FRONTEND, BATCH);
+/** Which proxy made a flow record: 0 the main thread's, 1 the worker. */
+const proxyOf = (id: number): number => id % 2;
+
+describePrivileged('proxy workers (--workers 2)', () => {
+  let mesh: Mesh;
+  let dir: string;
+  const dump = async () => (await mesh.dump()) as unknown as { agent: { proxies: number }; pods: { name: string }[]; workerListeners?: { worker: number; listeners: { pod: string }[] }[] };
+  const policies = async () => ((await mesh.dump()) as unknown as { policies: { name: string }[] }).policies.map((p) => p.name);
+  const waitPolicy = async (name: string, present: boolean) => {
+    const t0 = Date.now();
+    while ((await policies()).includes(name) !== present) {
+      if (Date.now() - t0 > 5000) throw new Error(`policy ${name} ${present ? 'never arrived' : 'never left'}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const whos = (from: string, n: number) => mesh.client(from, ['whos', mesh.ip('shop/backend'), '8080', String(n)], 120_000) as { counts: Record<string, number> };
+  /** The ids of every record so far: the proxies' id sequences advance at their own pace, so "newer" is "not seen before". */
+  const seen = async () => new Set((await mesh.flows()).map((f) => f.id));
+  const inboundFrom = async (workload: string, before: Set<number>) => (await mesh.flows()).filter((f) => f.direction === 'inbound' && f.src.workload === workload && !before.has(f.id));
+
+  beforeAll(async () => {
+    dir = writeConfig(config);
+    mesh = await meshUp(dir, { controlPlane: true, agentArgs: ['--workers', '2'] });
+  });
+
+  afterAll(async () => {
+    await mesh?.down();
+    rmSync(dir, { recursive: true, force: true });
+    expect(leftovers(...(mesh ? [mesh.pinRoot] : []))).toEqual([]);
+  });
+
+  it('runs two proxies, each listening for every pod', async () => {
+    const d = await dump();
+    expect(d.agent.proxies).toBe(2);
+    expect(d.workerListeners?.map((w) => w.worker)).toEqual([1]);
+    const pods = d.pods.map((p) => `shop/${p.name}`).sort();
+    expect(d.workerListeners![0]!.listeners.map((l) => l.pod).sort()).toEqual(pods);
+  });
+
+  it('spreads connections over both proxies, with flows and metrics of both on the one endpoint', async () => {
+    const before = await seen();
+    const r = whos('shop/frontend', 40);
+    expect(r.counts).toEqual({ ok: 40 });
+    // A worker's finished records reach the main thread within 100 ms.
+    await new Promise((res) => setTimeout(res, 300));
+    const recs = await inboundFrom('frontend', before);
+    expect(recs).toHaveLength(40);
+    const by = [0, 1].map((k) => recs.filter((f) => proxyOf(f.id) === k).length);
+    // Each proxy took a share (40 connections all hashed to one side: 2^-39).
+    expect(by[0]).toBeGreaterThan(0);
+    expect(by[1]).toBeGreaterThan(0);
+    for (const f of recs) expect(f.src.principal).toBe('cluster.local/ns/shop/sa/frontend');
+    const metrics = await (await fetch('http://127.0.0.1:15020/metrics')).text();
+    const opened = [...metrics.matchAll(/istio_tcp_connections_opened_total\{([^}]*)\} (\d+)/g)]
+      .filter(([, l]) => l!.includes('reporter="destination"') && l!.includes('source_workload="frontend"') && l!.includes('destination_workload="backend"'))
+      .reduce((n, m) => n + Number(m[2]), 0);
+    expect(opened).toBeGreaterThanOrEqual(40);
+  });
+
+  it('denies in both proxies once a policy arrives, and allows again in both when it goes', async () => {
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
+    try {
+      await waitPolicy('deny-frontend', true);
+      const before = await seen();
+      const denied = whos('shop/frontend', 30);
+      expect(denied.counts.ok ?? 0).toBe(0);
+      // batch is not named by the policy: the same proxies still serve it.
+      expect(whos('shop/batch', 10).counts).toEqual({ ok: 10 });
+      await new Promise((res) => setTimeout(res, 300));
+      const recs = (await inboundFrom('frontend', before)).filter((f) => f.responseFlags === 'DENY');
+      expect(recs).toHaveLength(30);
+      expect(new Set(recs.map((f) => proxyOf(f.id)))).toEqual(new Set([0, 1]));
+      for (const f of recs) expect(f.policy).toEqual({ allowed: false, name: 'shop/deny-frontend' });
+    } finally {
+      rmSync(join(dir, 'deny.yaml'), { force: true });
+    }
+    await waitPolicy('deny-frontend', false);
+    expect(whos('shop/frontend', 10).counts).toEqual({ ok: 10 });
+  });
+
+  it('revokes open connections in both proxies when a new policy denies them', async () => {
+    const before = await seen();
+    const longs = Array.from({ length: 8 }, () => mesh.clientAsync('shop/frontend', ['echoloop', mesh.ip('shop/backend'), '9090', '8']));
+    const t0 = Date.now();
+    let open: Awaited<ReturnType<typeof inboundFrom>> = [];
+    while (Date.now() - t0 < 15_000) {
+      open = (await inboundFrom('frontend', before)).filter((f) => f.open && f.dst.port === 9090);
+      if (open.length === 8) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(open).toHaveLength(8);
+    const sides = new Set(open.map((f) => proxyOf(f.id)));
+    writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
+    try {
+      const results = await Promise.all(longs);
+      for (const r of results) expect(r.outcome).toBe('reset');
+      // Revoked in whichever proxy held them (8 all on one side is 2^-7; then this says so).
+      expect(sides.size, `all 8 connections landed in proxy ${[...sides][0]}`).toBe(2);
+    } finally {
+      rmSync(join(dir, 'deny.yaml'), { force: true });
+    }
+    await waitPolicy('deny-frontend', false);
+  });
+});

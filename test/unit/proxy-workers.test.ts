@@ -1,0 +1,123 @@
+// ProxyGroup (src/agent/proxy-workers.ts), the main thread's side of the proxy workers, with
+// stand-in workers (test/fixtures/fake-proxy-worker.mjs: real worker threads speaking the real
+// protocol, without the sockets only root can open; test/privileged/workers.test.ts runs the
+// real ones end to end). Pods reach every worker, state follows them, their flows and metrics
+// join the main thread's, and a worker that dies is replaced and given every pod again.
+import { afterEach, describe, expect, it } from 'vitest';
+import { defaultWorkers, ProxyGroup } from '../../src/agent/proxy-workers.js';
+import type { NodeProxy, LocalPod } from '../../src/proxy/index.js';
+import { FlowLog, MeshMetrics } from '../../src/telemetry/index.js';
+import { ProxyState } from '../../src/state/index.js';
+import { createLogger } from '../../src/log.js';
+
+const log = createLogger(2, 'silent');
+const script = new URL('../fixtures/fake-proxy-worker.mjs', import.meta.url);
+
+/** The main thread's proxy, as far as ProxyGroup calls it. */
+function mainProxy(): NodeProxy & { added: string[] } {
+  const added: string[] = [];
+  return {
+    added,
+    addPod: async (p: LocalPod) => void added.push(p.uid),
+    removePod: async () => {},
+    reevaluate: () => 0,
+    stopAccepting: () => {},
+    openConnections: () => 1,
+    inboundListeners: () => [],
+    listeners: () => [],
+    hboneSessions: () => [],
+    drain: async () => 0,
+    close: async () => {},
+  } as unknown as NodeProxy & { added: string[] };
+}
+
+const pod = (n: number): LocalPod => ({ uid: `u${n}`, namespace: 'ns', name: `p${n}`, ip: `10.0.0.${n}`, netnsPath: `/run/netns/p${n}`, serviceAccount: 'default', labels: {}, trustDomain: 'cluster.local' });
+const until = async (f: () => boolean, ms = 5000): Promise<void> => {
+  const t0 = Date.now();
+  while (!f()) {
+    if (Date.now() - t0 > ms) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+let group: ProxyGroup | undefined;
+afterEach(async () => {
+  await group?.stop();
+  group = undefined;
+});
+
+function start(count: number, state?: ProxyState): { g: ProxyGroup; main: ReturnType<typeof mainProxy>; flows: FlowLog } {
+  const main = mainProxy();
+  const flows = new FlowLog(log);
+  const g = new ProxyGroup({ main, count, init: { mode: 'local', trustDomain: 'cluster.local', lb: 'round-robin', maps: { origDst: -1 }, accessLog: 'off', logLevel: 'silent' }, log, flows, script, ...(state ? { state: { state, serving: () => true } } : {}) });
+  group = g;
+  return { g, main, flows };
+}
+
+describe('proxy workers: the main thread\'s side', () => {
+  it('adds a pod to the main proxy and every worker, and counts every proxy\'s open connections', async () => {
+    const { g, main } = start(3);
+    expect(g.count).toBe(3);
+    await g.addPod(pod(1));
+    await g.addPod(pod(2));
+    expect(main.added).toEqual(['u1', 'u2']);
+    const pods = g.workerListeners().map((w) => w.listeners.map((l) => l.pod).filter((p) => p.startsWith('ns/')));
+    expect(pods).toEqual([['ns/p1', 'ns/p2'], ['ns/p1', 'ns/p2']]);
+    // 1 on the main thread, 2 in each worker.
+    expect(g.openConnections()).toBe(5);
+    await g.removePod('u1');
+    expect(g.openConnections()).toBe(3);
+  });
+
+  it('keeps flow ids unique across proxies and sums metrics by series', async () => {
+    const { g, flows } = start(3);
+    await g.addPod(pod(1));
+    await until(() => flows.recent().length === 2);
+    const ids = flows.recent().map((r) => r.id).sort();
+    expect(ids).toEqual([1, 2]);
+    // The main thread's own records start at 3 and step by 3: never one of the workers'.
+    const own = flows.start({ direction: 'outbound', pod: 'ns/p1', src: { ip: '1.1.1.1', port: 1 }, dst: { ip: '2.2.2.2', port: 2 }, originalDst: '2.2.2.2:2' });
+    expect(own.id).toBe(3);
+    expect(flows.start({ direction: 'outbound', pod: 'ns/p1', src: { ip: '1.1.1.1', port: 1 }, dst: { ip: '2.2.2.2', port: 2 }, originalDst: '2.2.2.2:2' }).id).toBe(6);
+    const m = new MeshMetrics({ defaultMetrics: false });
+    m.opened.add({ reporter: 'destination' } as never, 1);
+    const body = (await g.metrics(m)).body;
+    // 1 (main) + 2 + 2 (the workers).
+    expect(body).toMatch(/istio_tcp_connections_opened_total\{reporter="destination"\} 5/);
+  });
+
+  it('gives a worker the whole state when it starts and every change after', async () => {
+    const state = new ProxyState();
+    state.update((u) => u.insertAuthorization({ name: 'a', namespace: 'ns', scope: 'NAMESPACE', action: 'DENY', rules: [], dryRun: false }));
+    const { g } = start(2, state);
+    await g.addPod(pod(1));
+    const ops = () => g.workerListeners()[0]!.listeners.find((l) => l.pod.startsWith('state:'))?.pod;
+    expect(ops()).toBe('state:1');
+    state.update((u) => {
+      u.insertAuthorization({ name: 'b', namespace: 'ns', scope: 'NAMESPACE', action: 'DENY', rules: [], dryRun: false });
+      u.removeAuthorization('ns/a');
+    });
+    await g.addPod(pod(2)); // a call after the change: its status reports what came before
+    expect(ops()).toBe('state:3');
+  });
+
+  it('replaces a worker that dies, and gives the new one every pod', async () => {
+    const { g } = start(2);
+    await g.addPod(pod(1));
+    await g.addPod(pod(2));
+    const before = g.workerListeners()[0]!;
+    g.reevaluate(); // the stand-in exits with code 3 on it
+    await until(() => g.workerListeners()[0]!.listeners !== before.listeners && g.workerListeners()[0]!.listeners.filter((l) => l.pod.startsWith('ns/')).length === 2);
+    expect(g.workerListeners()[0]!.listeners.filter((l) => l.pod.startsWith('ns/')).map((l) => l.pod)).toEqual(['ns/p1', 'ns/p2']);
+    // The group still works after the replacement.
+    await g.addPod(pod(3));
+    expect(g.workerListeners()[0]!.listeners.filter((l) => l.pod.startsWith('ns/')).length).toBe(3);
+  });
+
+  it('defaults to the CPUs the cgroup allows, at most 8 and at least 1', () => {
+    expect(defaultWorkers(() => '150000 100000')).toBe(Math.min(2, defaultWorkers(() => 'max 100000')));
+    expect(defaultWorkers(() => '50000 100000')).toBe(1);
+    expect(defaultWorkers(() => { throw new Error('no cgroup'); })).toBeGreaterThanOrEqual(1);
+    expect(defaultWorkers(() => 'max 100000')).toBeLessThanOrEqual(8);
+  });
+});
