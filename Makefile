@@ -116,6 +116,7 @@ demo: build
 bench: build
 	@node dist/bench/hbone.js
 	@node dist/bench/mesh.js
+	@node dist/bench/workers.js
 	@node dist/bench/memory.js
 	@node dist/bench/l7.js
 	@node dist/bench/capture.js

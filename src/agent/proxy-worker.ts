@@ -25,7 +25,7 @@ function run(init: WorkerInit): void {
   const log = createLogger(2, init.logLevel).child({ worker: init.index });
   const metrics = new MeshMetrics({ defaultMetrics: false });
   const flows = new FlowLog(log);
-  flows.numberFrom(init.index, init.count);
+  flows.shareIds(init.flowIds, init.index);
 
   // ---- state: a mirror of the main thread's ----
   const view = init.mode === 'control-plane' ? new MeshView(init.lb, log.child({ component: 'mesh' })) : undefined;
@@ -72,8 +72,11 @@ function run(init: WorkerInit): void {
       };
     },
   };
-  const recorder = { request: (v: unknown, r: unknown, both: boolean) => send({ t: 'request', views: { v, both }, facts: r }) };
-  const requests = requestTelemetry(metrics, init.accessLog, () => (capturing ? recorder : undefined));
+  // Request records go to the main thread's recorder, which keeps them for `capture --since`
+  // as it keeps its own, in batches with the flow records.
+  let reqBatch: { view: unknown; facts: unknown; both: boolean }[] = [];
+  const recorder = { request: (view: unknown, facts: unknown, both: boolean) => void reqBatch.push({ view, facts, both }) };
+  const requests = requestTelemetry(metrics, init.accessLog, init.capture ? () => recorder : undefined);
 
   // ---- the proxy ----
   const kernel = workerKernel(init.maps);
@@ -94,9 +97,10 @@ function run(init: WorkerInit): void {
   // ---- flow records, forwarded in batches ----
   let batch: FlowRecord[] = [];
   const flushFlows = (): void => {
-    if (batch.length === 0) return;
-    send({ t: 'flows', records: batch });
+    if (batch.length) send({ t: 'flows', records: batch });
+    if (reqBatch.length) send({ t: 'requests', records: reqBatch });
     batch = [];
+    reqBatch = [];
   };
   flows.onFinish((r) => {
     batch.push(r);

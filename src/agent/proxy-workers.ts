@@ -51,7 +51,7 @@ export interface ProxyGroupOptions {
   main: NodeProxy;
   /** Proxies in all, the main thread's included (1: no workers). */
   count: number;
-  init: Omit<WorkerInit, 'index' | 'count'>;
+  init: Omit<WorkerInit, 'index' | 'count' | 'flowIds' | 'capture'>;
   log: Logger;
   flows: FlowLog;
   /** Control-plane mode: the state the workers mirror, and whether it is served. */
@@ -88,12 +88,14 @@ export class ProxyGroup implements ProxyDriver {
   #closing = false;
   #accepting = true;
   readonly #offs: (() => void)[] = [];
+  /** The node-wide flow id counter, shared with every worker. */
+  readonly #flowIds = new BigInt64Array(new SharedArrayBuffer(8));
 
   constructor(o: ProxyGroupOptions) {
     this.#o = o;
     this.#main = o.main;
     this.#log = o.log.child({ component: 'proxy-workers' });
-    if (o.count > 1) o.flows.numberFrom(o.count, o.count);
+    if (o.count > 1) o.flows.shareIds(this.#flowIds, 0);
     for (let i = 1; i < o.count; i++) this.#workers.push(this.#spawn(i));
     if (o.state) {
       const { state, serving } = o.state;
@@ -119,7 +121,7 @@ export class ProxyGroup implements ProxyDriver {
 
   #spawn(index: number): Handle {
     const o = this.#o;
-    const init: WorkerInit = { ...o.init, index, count: o.count };
+    const init: WorkerInit = { ...o.init, index, count: o.count, flowIds: this.#flowIds, capture: o.capture !== undefined };
     const worker = new Worker(o.script ?? new URL('./proxy-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
     let ready!: () => void;
     const h: Handle = { index, worker, ready: new Promise<void>((r) => (ready = r)), calls: new Map(), status: EMPTY_STATUS, taps: new Map(), exited: false };
@@ -202,11 +204,9 @@ export class ProxyGroup implements ProxyDriver {
         h.taps.get(m.cid)?.close();
         h.taps.delete(m.cid);
         return;
-      case 'request': {
-        const { v, both } = m.views as { v: Parameters<CaptureRecorder['request']>[0]; both: boolean };
-        this.#o.capture?.recorder.request(v, m.facts as Parameters<CaptureRecorder['request']>[1], both);
+      case 'requests':
+        for (const r of m.records) this.#o.capture?.recorder.request(r.view as Parameters<CaptureRecorder['request']>[0], r.facts as Parameters<CaptureRecorder['request']>[1], r.both);
         return;
-      }
     }
   }
 
@@ -308,7 +308,7 @@ export class ProxyGroup implements ProxyDriver {
     const ring = this.#o.flows.recent(limit);
     const finished = new Set(ring.map((r) => r.id));
     const all = [...ring, ...open.filter((r) => !finished.has(r.id))];
-    all.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id - b.id));
+    all.sort((a, b) => a.id - b.id);
     return all.slice(-limit);
   }
 

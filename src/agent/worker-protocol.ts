@@ -11,8 +11,12 @@ import type { StateOp } from './state-mirror.js';
 export interface WorkerInit {
   /** 1..N-1: the main thread's proxy is 0. */
   index: number;
-  /** How many proxies run (main thread included): flow ids are index + k·count. */
+  /** How many proxies run (main thread included). */
   count: number;
+  /** The node-wide flow id counter (FlowLog.shareIds). */
+  flowIds: BigInt64Array;
+  /** Capture is on in the agent: request records go to the main thread's recorder (its history). */
+  capture: boolean;
   mode: 'local' | 'control-plane';
   trustDomain: string;
   lb: LbPolicy;
@@ -64,4 +68,4 @@ export type FromWorker =
   | { t: 'tapData'; cid: number; dir: 'c2s' | 's2c'; chunk: Uint8Array }
   | { t: 'tapEnd'; cid: number; dir: 'c2s' | 's2c' }
   | { t: 'tapClose'; cid: number }
-  | { t: 'request'; views: unknown; facts: unknown };
+  | { t: 'requests'; records: { view: unknown; facts: unknown; both: boolean }[] };

@@ -102,6 +102,8 @@ class Bench extends BenchCluster {
 }
 
 const f = (x: number, n = 1): string => (Number.isFinite(x) ? x.toFixed(n) : '–');
+/** A latency difference in words: "add 12 µs", or "are 40 µs below" when the mesh path came out lower. */
+const added = (d: number): string => (!Number.isFinite(d) ? 'add –' : d >= 0 ? `add ${d.toFixed(0)} µs` : `are ${(-d).toFixed(0)} µs below`);
 const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
 
 async function main(): Promise<number> {
@@ -266,8 +268,9 @@ ${vs('ambient cross node / haproxy sidecar', 'ambient-cross', HAPROXY_PATH.name)
 ${vs('nodemesh sidecar / haproxy sidecar', 'sidecar', HAPROXY_PATH.name)}
 
 For reference, Istio reports that two ztunnels add about 170 µs at p90 and 200 µs at p99 at
-1,000 rps; here two nodemesh proxies (ambient cross node) add ${f(R['ambient-cross'].l16.p90 - R['direct-cross'].l16.p90, 0)} µs at p90 and
-${f(R['ambient-cross'].l16.p99 - R['direct-cross'].l16.p99, 0)} µs at p99 over the same path without a mesh${hx ? `, and two haproxy sidecars add ${f(hx.l16.p90 - R['direct-cross'].l16.p90, 0)} µs and ${f(hx.l16.p99 - R['direct-cross'].l16.p99, 0)} µs` : ''}.
+1,000 rps; here two nodemesh proxies (ambient cross node) ${added(R['ambient-cross'].l16.p90 - R['direct-cross'].l16.p90)} at p90 and
+${added(R['ambient-cross'].l16.p99 - R['direct-cross'].l16.p99)} at p99 over the same path without a mesh${hx ? `, and two haproxy sidecars ${added(hx.l16.p90 - R['direct-cross'].l16.p90)} and ${added(hx.l16.p99 - R['direct-cross'].l16.p99)}` : ''}. (A p99 below the no-mesh path's means that path's
+p99 had an outlier in the median run: the no-mesh tail on this shared machine is noisy.)
 
 **Tails: the proxies' stalls during the latency runs.** Each agent's \`GET /debug/runtime\`
 window, reset before the sockperf run and read after it: event-loop delay (how late a timer

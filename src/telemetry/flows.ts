@@ -41,6 +41,8 @@ export interface FlowRecord {
   protocol?: 'http';
   /** The kernel moved this connection's bytes (the same-node splice); the counts are the kernel's. */
   spliced?: true;
+  /** With proxy workers (--workers > 1): the proxy that served it, 0 the main thread's. */
+  proxy?: number;
   open: boolean;
 }
 
@@ -49,7 +51,8 @@ export class FlowLog {
   readonly #ring: FlowRecord[] = [];
   #head = 0;
   #next = 1;
-  #step = 1;
+  /** With proxy workers: the node-wide id counter every proxy shares, and this proxy's index. */
+  #shared: { ids: BigInt64Array; proxy: number } | undefined;
   readonly #cap: number;
   readonly #log: Logger;
   readonly #listeners = new Set<(r: FlowRecord) => void>();
@@ -64,12 +67,16 @@ export class FlowLog {
   }
 
   /**
-   * Ids from `first` in steps of `step`: with proxy workers, proxy k of n numbers its records
-   * k, k+n, k+2n… (k = 0 is the main thread's, which starts at n), so ids stay unique node-wide.
+   * With proxy workers: ids come from one counter in shared memory (`ids[0]`, the next id less
+   * one), so they stay unique and in start order node-wide, and records name their proxy.
    */
-  numberFrom(first: number, step: number): void {
-    this.#next = first;
-    this.#step = step;
+  shareIds(ids: BigInt64Array, proxy: number): void {
+    this.#shared = { ids, proxy };
+  }
+
+  #id(): number {
+    if (!this.#shared) return this.#next++;
+    return Number(Atomics.add(this.#shared.ids, 0, 1n)) + 1;
   }
 
   /** A finished record another proxy (a worker) already logged: kept in the ring, told to the listeners. */
@@ -86,8 +93,7 @@ export class FlowLog {
   }
 
   start(r: Omit<FlowRecord, 'id' | 'startedAt' | 'bytesSent' | 'bytesReceived' | 'open' | 'responseFlags'>): FlowRecord {
-    const rec: FlowRecord = { ...r, id: this.#next, startedAt: this.#now(), bytesSent: 0, bytesReceived: 0, responseFlags: '-', open: true };
-    this.#next += this.#step;
+    const rec: FlowRecord = { ...r, id: this.#id(), startedAt: this.#now(), bytesSent: 0, bytesReceived: 0, responseFlags: '-', open: true, ...(this.#shared ? { proxy: this.#shared.proxy } : {}) };
     this.#put(rec);
     return rec;
   }

@@ -2,8 +2,8 @@
 // with --workers 2 runs its main thread's proxy and one worker thread, each with its own
 // sockets in every pod's SO_REUSEPORT groups. The kernel spreads connections over both; each
 // proxy decides on the same state (a policy denies in both, and revokes open connections in
-// both); flows and metrics of both come out of the one admin endpoint. Flow ids tell the
-// proxies apart: proxy k of n numbers its records k, k+n, … (the main thread's from n).
+// both); flows and metrics of both come out of the one admin endpoint, with ids in start order
+// node-wide and `proxy` naming the proxy that served each (0 the main thread's, 1 the worker).
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -12,8 +12,6 @@ import { BACKEND, BATCH, DENY_FRONTEND, FRONTEND, FRONTEND_SERVICE_ACCOUNT, SHOP
 import { leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
 
 const config = yamlDocs(SHOP_NAMESPACE, FRONTEND_SERVICE_ACCOUNT, BACKEND, FRONTEND, BATCH);
-/** Which proxy made a flow record: 0 the main thread's, 1 the worker. */
-const proxyOf = (id: number): number => id % 2;
 
 describePrivileged('proxy workers (--workers 2)', () => {
   let mesh: Mesh;
@@ -59,7 +57,7 @@ describePrivileged('proxy workers (--workers 2)', () => {
     await new Promise((res) => setTimeout(res, 300));
     const recs = await inboundFrom('frontend', before);
     expect(recs).toHaveLength(40);
-    const by = [0, 1].map((k) => recs.filter((f) => proxyOf(f.id) === k).length);
+    const by = [0, 1].map((k) => recs.filter((f) => f.proxy === k).length);
     // Each proxy took a share (40 connections all hashed to one side: 2^-39).
     expect(by[0]).toBeGreaterThan(0);
     expect(by[1]).toBeGreaterThan(0);
@@ -83,7 +81,7 @@ describePrivileged('proxy workers (--workers 2)', () => {
       await new Promise((res) => setTimeout(res, 300));
       const recs = (await inboundFrom('frontend', before)).filter((f) => f.responseFlags === 'DENY');
       expect(recs).toHaveLength(30);
-      expect(new Set(recs.map((f) => proxyOf(f.id)))).toEqual(new Set([0, 1]));
+      expect(new Set(recs.map((f) => f.proxy))).toEqual(new Set([0, 1]));
       for (const f of recs) expect(f.policy).toEqual({ allowed: false, name: 'shop/deny-frontend' });
     } finally {
       rmSync(join(dir, 'deny.yaml'), { force: true });
@@ -103,7 +101,7 @@ describePrivileged('proxy workers (--workers 2)', () => {
       await new Promise((res) => setTimeout(res, 100));
     }
     expect(open).toHaveLength(8);
-    const sides = new Set(open.map((f) => proxyOf(f.id)));
+    const sides = new Set(open.map((f) => f.proxy));
     writeFileSync(join(dir, 'deny.yaml'), DENY_FRONTEND);
     try {
       const results = await Promise.all(longs);

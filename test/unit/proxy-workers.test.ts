@@ -69,16 +69,19 @@ describe('proxy workers: the main thread\'s side', () => {
     expect(g.openConnections()).toBe(3);
   });
 
-  it('keeps flow ids unique across proxies and sums metrics by series', async () => {
+  it('numbers flows from one node-wide counter, names their proxy, and sums metrics by series', async () => {
     const { g, flows } = start(3);
     await g.addPod(pod(1));
     await until(() => flows.recent().length === 2);
-    const ids = flows.recent().map((r) => r.id).sort();
-    expect(ids).toEqual([1, 2]);
-    // The main thread's own records start at 3 and step by 3: never one of the workers'.
+    const recs = flows.recent();
+    expect(recs.map((r) => r.id).sort()).toEqual([1, 2]);
+    expect(recs.map((r) => r.proxy).sort()).toEqual([1, 2]);
+    // The main thread's own record takes the next id of the same counter.
     const own = flows.start({ direction: 'outbound', pod: 'ns/p1', src: { ip: '1.1.1.1', port: 1 }, dst: { ip: '2.2.2.2', port: 2 }, originalDst: '2.2.2.2:2' });
-    expect(own.id).toBe(3);
-    expect(flows.start({ direction: 'outbound', pod: 'ns/p1', src: { ip: '1.1.1.1', port: 1 }, dst: { ip: '2.2.2.2', port: 2 }, originalDst: '2.2.2.2:2' }).id).toBe(6);
+    expect(own).toMatchObject({ id: 3, proxy: 0 });
+    await g.addPod(pod(2));
+    await until(() => flows.recent().length === 5);
+    expect(flows.recent().map((r) => r.id).sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
     const m = new MeshMetrics({ defaultMetrics: false });
     m.opened.add({ reporter: 'destination' } as never, 1);
     const body = (await g.metrics(m)).body;
