@@ -21,14 +21,28 @@ import type { FromWorker, Metrics, ToWorker, WorkerCall, WorkerInit, WorkerStatu
 import type { KnownPod } from './workloads.js';
 import type { ProxyState } from '../state/index.js';
 
-/** The proxies to run by default: the CPUs this process may use (its cgroup's cpu.max quota, else the CPU count), at most 8. */
-export function defaultWorkers(read: (f: string) => string = (f) => readFileSync(f, 'utf8')): number {
-  let n = availableParallelism();
+/**
+ * The proxies to run by default (`--workers auto`): the CPUs this process may use, at most 8.
+ * That is the CPU count, or less when a cgroup v2 `cpu.max` quota on the agent's own cgroup or
+ * any parent of it says so (a container's CPU limit: the agent mounts the host's cgroupfs, so
+ * its own cgroup is found through /proc/self/cgroup, not at the mount's root).
+ */
+export function defaultWorkers(read: (f: string) => string = (f) => readFileSync(f, 'utf8'), cpus = availableParallelism()): number {
+  let n = cpus;
+  let path = '/';
   try {
-    const [quota, period] = read('/sys/fs/cgroup/cpu.max').trim().split(/\s+/);
-    if (quota && quota !== 'max' && Number(period) > 0) n = Math.min(n, Math.max(1, Math.ceil(Number(quota) / Number(period))));
+    path = /^0::(.*)$/m.exec(read('/proc/self/cgroup'))?.[1] ?? '/';
   } catch {
-    /* no cgroup v2 limit readable: the CPU count */
+    /* no cgroup v2: the CPU count */
+  }
+  const parts = path.split('/').filter(Boolean);
+  for (let i = parts.length; i >= 0; i--) {
+    try {
+      const [quota, period] = read(`/sys/fs/cgroup/${parts.slice(0, i).map((p) => `${p}/`).join('')}cpu.max`).trim().split(/\s+/);
+      if (quota && quota !== 'max' && Number(period) > 0) n = Math.min(n, Math.max(1, Math.ceil(Number(quota) / Number(period))));
+    } catch {
+      /* no cpu.max at this level (the root has none) */
+    }
   }
   return Math.min(8, Math.max(1, n));
 }

@@ -117,10 +117,20 @@ describe('proxy workers: the main thread\'s side', () => {
     expect(g.workerListeners()[0]!.listeners.filter((l) => l.pod.startsWith('ns/')).length).toBe(3);
   });
 
-  it('defaults to the CPUs the cgroup allows, at most 8 and at least 1', () => {
-    expect(defaultWorkers(() => '150000 100000')).toBe(Math.min(2, defaultWorkers(() => 'max 100000')));
-    expect(defaultWorkers(() => '50000 100000')).toBe(1);
-    expect(defaultWorkers(() => { throw new Error('no cgroup'); })).toBeGreaterThanOrEqual(1);
-    expect(defaultWorkers(() => 'max 100000')).toBeLessThanOrEqual(8);
+  it('defaults to the CPUs its own cgroup (or a parent) allows, at most 8 and at least 1', () => {
+    const files = (m: Record<string, string>) => (f: string) => {
+      if (f in m) return m[f]!;
+      throw Object.assign(new Error(`ENOENT ${f}`), { code: 'ENOENT' });
+    };
+    const self = { '/proc/self/cgroup': '0::/kubepods.slice/pod1/agent\n' };
+    // A limit of 1.5 CPUs on the agent's own cgroup: 2 proxies of the 16 CPUs.
+    expect(defaultWorkers(files({ ...self, '/sys/fs/cgroup/kubepods.slice/pod1/agent/cpu.max': '150000 100000' }), 16)).toBe(2);
+    // The tighter of its own and a parent's; the mount's root (the host's) does not count.
+    expect(defaultWorkers(files({ ...self, '/sys/fs/cgroup/kubepods.slice/pod1/agent/cpu.max': 'max 100000', '/sys/fs/cgroup/kubepods.slice/pod1/cpu.max': '300000 100000' }), 16)).toBe(3);
+    expect(defaultWorkers(files({ ...self, '/sys/fs/cgroup/kubepods.slice/pod1/agent/cpu.max': '50000 100000' }), 16)).toBe(1);
+    // No limit anywhere: the CPU count, capped at 8.
+    expect(defaultWorkers(files(self), 16)).toBe(8);
+    expect(defaultWorkers(files(self), 2)).toBe(2);
+    expect(defaultWorkers(files({}), 4)).toBe(4);
   });
 });
