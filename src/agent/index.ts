@@ -5,4 +5,4 @@ export { ConfigDirPodSource } from './podsource.js';
 export { parseEndpoint } from './admin.js';
 export { installCni, uninstallCni, type InstallCniResult } from './install-cni.js';
 export { watchCni } from './install-cni-watch.js';
-export { defaultWorkers, ProxyGroup } from './proxy-workers.js';
+export { defaultWorkers } from './proxy-workers.js';

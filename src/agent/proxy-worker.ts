@@ -6,8 +6,7 @@
 // so /metrics, /debug/flows and capture see the node as one proxy.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createLogger } from '../log.js';
-import { NetnsConnector, NodeProxy, type HboneCredentials } from '../proxy/index.js';
-import type { PlaintextSink, WorkloadCredentials } from '../proxy/types.js';
+import { NetnsConnector, NodeProxy, type HboneCredentials, type PlaintextSink, type PlaintextTap, type WorkloadCredentials } from '../proxy/index.js';
 import { listenInNetns, socketsInNetns, workerKernel } from '../redirect/index.js';
 import { FlowLog, MeshMetrics, type FlowRecord } from '../telemetry/index.js';
 import { MeshView } from './mesh-view.js';
@@ -53,7 +52,7 @@ function run(init: WorkerInit): void {
   let nextTap = 1;
   const taps = new Map<number, boolean>();
   const tap = {
-    open(c: Parameters<NonNullable<import('../proxy/types.js').PlaintextTap>['open']>[0]): PlaintextSink | undefined {
+    open(c: Parameters<PlaintextTap['open']>[0]): PlaintextSink | undefined {
       if (!capturing) return undefined;
       const cid = nextTap++;
       taps.set(cid, true);
