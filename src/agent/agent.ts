@@ -183,6 +183,7 @@ export class Agent {
     this.#proxy = proxy;
     const group = this.#startWorkers(proxy, redirect);
     this.#group = group;
+    cp?.xds.once('ready', () => group.servingChanged());
     this.#enroller = new Enroller({ redirect, proxy: group, podsDir: this.paths.podsDir, cgroupRoot, log: this.#o.log, onRecovered: (p) => this.#served(p), onUnenrolled: () => this.#prune() });
 
     // The endpoints first, so that whatever the agent waits for below shows in its readiness

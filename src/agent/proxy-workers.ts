@@ -252,6 +252,11 @@ export class ProxyGroup implements ProxyDriver {
     });
   }
 
+  /** The state became served (the first xDS sync) without a change batch: workers learn it too. */
+  servingChanged(): void {
+    if (this.#o.state) this.#broadcast({ t: 'state', ops: [], serving: this.#o.state.serving() });
+  }
+
   /** Local mode: the pods by IP changed. */
   localPodsChanged(): void {
     if (this.#o.localPods) this.#broadcast({ t: 'local', pods: this.#o.localPods.all() });

@@ -16,7 +16,7 @@ import { BenchCluster, PATHS, writeBenchConfig, type PathDef, type PathName } fr
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { BpfStats } from './bpf-stats.js';
 import { recordCostNs } from './capture-cost.js';
-import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, isRoot } from './tools.js';
 
 const HELP = `Usage: node dist/bench/capture.js [--quick] [--runs N] [--seconds S]
 
@@ -125,10 +125,7 @@ async function main(): Promise<number> {
   const args = parseBenchArgs(HELP);
   if (!args) return 0;
   const { runs, seconds, quick } = args;
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
-    return 1;
-  }
+  if (!isRoot()) return 1;
   const sd = mkdtempSync(join(tmpdir(), 'nm-bench-capture-'));
   const dir = mkdtempSync(join(tmpdir(), 'nm-bench-capture-cfg-'));
   writeBenchConfig(dir);

@@ -13,7 +13,7 @@ import { l7Rows, l7Section } from './l7-report.js';
 import { currentRun, l7Results } from './results-build.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { RuntimeProbe } from './runtime-probe.js';
-import { BENCH_OPTIONS_HELP, parseBenchArgs } from './tools.js';
+import { BENCH_OPTIONS_HELP, parseBenchArgs, isRoot } from './tools.js';
 
 const HELP = `Usage: node dist/bench/l7.js [--quick] [--runs N] [--seconds S]
 
@@ -78,10 +78,7 @@ function sample(b: L7Cluster, probe: RuntimeProbe, p: L7Path, run: number, h2Bro
 
 async function main(): Promise<number> {
   if (!ARGS) return 0;
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
-    return 1;
-  }
+  if (!isRoot()) return 1;
   const sd = mkdtempSync(join(tmpdir(), 'nm-bench-l7-'));
   const dir = mkdtempSync(join(tmpdir(), 'nm-bench-l7-cfg-'));
   writeL7BenchConfig(dir);

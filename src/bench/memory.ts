@@ -9,7 +9,7 @@ import { agentPaths } from '../net/index.js';
 import { simUp } from '../sim/index.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { COUNTS, memoryConfig, NS, readMemory, report, type Reading } from './memory-report.js';
-import { BENCH_OPTIONS_HELP, parseBenchArgs } from './tools.js';
+import { BENCH_OPTIONS_HELP, parseBenchArgs, isRoot } from './tools.js';
 
 const HELP = `Usage: node dist/bench/memory.js [--quick] [--runs N] [--seconds S]
 
@@ -67,10 +67,7 @@ async function runOnce(run: number, runs: number, settleMs: number): Promise<Map
 
 async function main(): Promise<number> {
   if (!ARGS) return 0;
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
-    return 1;
-  }
+  if (!isRoot()) return 1;
   const t0 = Date.now();
   progress(`memory benchmark: agent idle and with ${COUNTS.slice(1).join(', ')} pods × ${ARGS.runs} runs, readings after ${ARGS.seconds} s`);
   const runs: Map<number, Reading>[] = [];

@@ -23,7 +23,7 @@ import { BenchCluster, NODES, PATHS, SOCKPERF_BASE, writeBenchConfig, type PathD
 import { currentRun, MESH_TITLE, meshResults, type MeshRow } from './results-build.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
 import { RuntimeProbe, type PathRuntime } from './runtime-probe.js';
-import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseSockperf, rssMb, type SockperfResult } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseSockperf, rssMb, type SockperfResult, isRoot } from './tools.js';
 
 const HELP = `Usage: node dist/bench/mesh.js [--quick] [--runs N] [--seconds S]
 
@@ -108,10 +108,7 @@ const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.is
 
 async function main(): Promise<number> {
   if (!ARGS) return 0;
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
-    return 1;
-  }
+  if (!isRoot()) return 1;
   const sd = mkdtempSync(join(tmpdir(), 'nm-bench-mesh-'));
   const dir = mkdtempSync(join(tmpdir(), 'nm-bench-mesh-cfg-'));
   writeBenchConfig(dir);

@@ -10,6 +10,13 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** False (after saying why on stderr) unless this process runs as root, as the mesh benchmarks need. */
+export function isRoot(): boolean {
+  if (process.getuid?.() === 0) return true;
+  process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
+  return false;
+}
+
 /** Resident set size of a process, MB. */
 export function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

@@ -14,7 +14,7 @@ import { PORTS } from '../net/index.js';
 import { nsenter } from '../sim/index.js';
 import { BenchCluster, IPERF_PORT, PATHS, writeBenchConfig, type PathDef } from './pods.js';
 import { MeshTeardown, runMain, writeBenchSection } from './run.js';
-import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, rssMb } from './tools.js';
+import { BENCH_OPTIONS_HELP, cpuSeconds, median, parseBenchArgs, parseIperf, rssMb, isRoot } from './tools.js';
 
 const HELP = `Usage: node dist/bench/workers.js [--quick] [--runs N] [--seconds S]
 
@@ -143,10 +143,7 @@ async function measure(workers: number, runs: number, seconds: number): Promise<
 
 async function main(): Promise<number> {
   if (!ARGS) return 0;
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('bench: needs root (network namespaces, eBPF); run `make bench` as root\n');
-    return 1;
-  }
+  if (!isRoot()) return 1;
   const t0 = Date.now();
   progress(`workers benchmark: ${SETTINGS.length} settings × ${ARGS.runs} runs × ${MEASURED.length} paths, ${ARGS.seconds} s per measurement`);
   const res = new Map<number, Awaited<ReturnType<typeof measure>>>();

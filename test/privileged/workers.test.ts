@@ -4,12 +4,15 @@
 // proxy decides on the same state (a policy denies in both, and revokes open connections in
 // both); flows and metrics of both come out of the one admin endpoint, with ids in start order
 // node-wide and `proxy` naming the proxy that served each (0 the main thread's, 1 the worker).
-import { rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '../helpers/privileged.js';
 import { BACKEND, BATCH, DENY_FRONTEND, FRONTEND, FRONTEND_SERVICE_ACCOUNT, SHOP_NAMESPACE, yamlDocs } from '../helpers/shop.js';
-import { leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+import { cli, leftovers, meshUp, writeConfig, type Mesh } from '../helpers/mesh.js';
+import { follow, hasTshark } from '../helpers/tshark.js';
 
 const config = yamlDocs(SHOP_NAMESPACE, FRONTEND_SERVICE_ACCOUNT, BACKEND, FRONTEND, BATCH);
 
@@ -113,4 +116,48 @@ describePrivileged('proxy workers (--workers 2)', () => {
     }
     await waitPolicy('deny-frontend', false);
   });
+
+  it('captures the plaintext of connections in both proxies, byte for byte (pcap)', async () => {
+    expect(hasTshark, 'tshark is installed (make apt-deps)').toBe(true);
+    const tmp = mkdtempSync(join(tmpdir(), 'nm-workers-cap-'));
+    try {
+      const file = join(tmp, 'bulk.pcap');
+      const child = spawn(cli, ['capture', '--pcap', file, '--to', 'shop/backend', '--port', '9090', '--state-dir', mesh.sd], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d));
+      child.stderr!.on('data', (d: Buffer) => (err += d));
+      const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      try {
+        const t0 = Date.now();
+        while (!err.includes('capturing on node')) {
+          if (child.exitCode !== null || Date.now() - t0 > 10_000) throw new Error(`capture did not start: ${err}${out}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const before = await seen();
+        const sizes = sizes8();
+        const results = await Promise.all(sizes.map((n) => mesh.clientAsync('shop/batch', ['bulk', mesh.ip('shop/backend'), '9090', String(n)])));
+        for (const r of results) expect(r.client_sha).toBe(r.expect_down_sha);
+        const t1 = Date.now();
+        while ((out.match(/allowed/g) ?? []).length < sizes.length && Date.now() - t1 < 10_000) await new Promise((r) => setTimeout(r, 50));
+        const recs = (await inboundFrom('batch', before)).filter((f) => f.dst.port === 9090);
+        expect(recs).toHaveLength(sizes.length);
+        expect(new Set(recs.map((f) => f.proxy)), 'the 8 connections all landed in one proxy (2^-7)').toEqual(new Set([0, 1]));
+      } finally {
+        child.kill('SIGINT');
+      }
+      expect(await exit).toBe(0);
+      const streams = sizes8().map((_, i) => follow(file, i));
+      for (const n of sizes8()) {
+        const st = streams.find((x) => x.c2s.length === `BULK ${n}\n`.length + n);
+        expect(st, `a captured stream of ${n} bytes up`).toBeDefined();
+        expect(st!.c2s.subarray(0, `BULK ${n}\n`.length).toString()).toBe(`BULK ${n}\n`);
+        expect(st!.s2c.length - st!.s2c.indexOf(0x0a) - 1).toBe(n);
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });
+
+const sizes8 = (): number[] => [100_001, 100_002, 100_003, 100_004, 100_005, 100_006, 100_007, 100_008];
