@@ -348,6 +348,7 @@ export class Agent {
         endpoints: this.#http?.status() ?? [],
         openConnections: this.#group?.openConnections() ?? 0,
         proxies: this.#group?.count ?? 1,
+        workerRestarts: this.#group?.restarts ?? 0,
       },
       /** Enrolled in the kernel (connections refused) but not served by this agent yet: retried. */
       pendingPods: this.#enroller?.pending() ?? [],

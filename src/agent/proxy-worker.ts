@@ -93,6 +93,15 @@ function run(init: WorkerInit): void {
     ...(kernel.splice ? { splice: kernel.splice } : {}),
   });
 
+  // A bug that escapes the connection boundary ends this worker, never the agent: its
+  // connections are reset (not closed with a FIN that would look like a clean end), and the
+  // main thread starts another worker in its place.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'proxy worker: uncaught error; resetting its connections and exiting (the main thread starts another)');
+    setTimeout(() => process.exit(1), 1000).unref();
+    void proxy.close('closed: its proxy worker failed').finally(() => process.exit(1));
+  });
+
   // ---- flow records, forwarded in batches ----
   let batch: FlowRecord[] = [];
   const flushFlows = (): void => {

@@ -85,6 +85,7 @@ interface Handle {
   /** Taps of this worker's connections the main thread's hub took. */
   taps: Map<number, ReturnType<CaptureHub['openTap']>>;
   exited: boolean;
+  startedAt: number;
 }
 
 const EMPTY_STATUS: WorkerStatus = { open: 0, listeners: [], hbone: [], openFlows: [] };
@@ -99,6 +100,9 @@ export class ProxyGroup implements ProxyDriver {
   readonly #pods = new Map<string, LocalPod>();
   #closing = false;
   #accepting = true;
+  #restarts = 0;
+  /** Deaths in a row of workers that ran less than a minute: the replacement waits 1 s, doubling to 30 s. */
+  #quickDeaths = 0;
   readonly #offs: (() => void)[] = [];
   /** The node-wide flow id counter, shared with every worker. */
   readonly #flowIds = new BigInt64Array(new SharedArrayBuffer(8));
@@ -126,6 +130,11 @@ export class ProxyGroup implements ProxyDriver {
     return 1 + this.#workers.length;
   }
 
+  /** Workers that died and were replaced since the start (also in /config_dump). */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
   /** Waits until every worker has started (and has its state). */
   async started(): Promise<void> {
     await Promise.all(this.#workers.map((w) => w.ready));
@@ -136,7 +145,7 @@ export class ProxyGroup implements ProxyDriver {
     const init: WorkerInit = { ...o.init, index, count: o.count, flowIds: this.#flowIds, capture: o.capture !== undefined };
     const worker = new Worker(o.script ?? new URL('./proxy-worker.js', import.meta.url), { workerData: init, stdout: false, stderr: false });
     let ready!: () => void;
-    const h: Handle = { index, worker, ready: new Promise<void>((r) => (ready = r)), calls: new Map(), status: EMPTY_STATUS, taps: new Map(), exited: false };
+    const h: Handle = { index, worker, ready: new Promise<void>((r) => (ready = r)), calls: new Map(), status: EMPTY_STATUS, taps: new Map(), exited: false, startedAt: performance.now() };
     worker.on('message', (m: FromWorker) => this.#onMessage(h, m, ready));
     worker.on('error', (err) => this.#log.error({ err, worker: index }, 'proxy worker failed; its connections are reset, the other proxies keep theirs'));
     worker.on('exit', (code) => this.#onExit(h, code));
@@ -154,15 +163,18 @@ export class ProxyGroup implements ProxyDriver {
     for (const t of h.taps.values()) t?.close();
     h.taps.clear();
     if (this.#closing) return;
+    this.#restarts++;
+    this.#quickDeaths = performance.now() - h.startedAt < 60_000 ? this.#quickDeaths + 1 : 1;
+    const delayMs = Math.min(30_000, 1000 * 2 ** (this.#quickDeaths - 1));
     // A worker that died is replaced: its sockets closed with it (the kernel took them out of
     // the pods' groups), so the other proxies took its share until the new one is serving.
-    this.#log.error({ worker: h.index, code }, 'proxy worker exited; starting another in its place');
+    this.#log.error({ worker: h.index, code, restartInMs: delayMs }, 'proxy worker exited; starting another in its place');
     const t = setTimeout(() => {
       if (this.#closing) return;
       const next = this.#spawn(h.index);
       this.#workers = this.#workers.map((w) => (w === h ? next : w));
       void this.#catchUp(next);
-    }, 1000);
+    }, delayMs);
     t.unref();
   }
 

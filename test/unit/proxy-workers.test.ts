@@ -134,3 +134,39 @@ describe('proxy workers: the main thread\'s side', () => {
     expect(defaultWorkers(files({}), 4)).toBe(4);
   });
 });
+
+describe('proxy workers: the real worker script (dist/agent/proxy-worker.js, built by make test)', () => {
+  const real = new URL('../../dist/agent/proxy-worker.js', import.meta.url);
+
+  it('starts, answers, refuses a pod it cannot listen for without dying, and is replaced after an uncaught error', async () => {
+    let pods: unknown = [];
+    const main = mainProxy();
+    const flows = new FlowLog(log);
+    const g = new ProxyGroup({ main, count: 2, init: { mode: 'local', trustDomain: 'cluster.local', lb: 'round-robin', maps: { origDst: -1 }, accessLog: 'off', logLevel: 'silent' }, log, flows, script: real, localPods: { all: () => pods as never } });
+    group = g;
+    await g.started();
+    // No such netns: the worker's listen fails, it says so, and it keeps running.
+    await g.addPod({ ...pod(1), netnsPath: '/nonexistent/netns' });
+    expect(main.added).toEqual(['u1']);
+    const status = async () => {
+      await g.addPod(pod(9)).catch(() => {}); // any call: its answer comes after a fresh status
+      return g.workerListeners()[0]!.listeners;
+    };
+    expect(await status()).toEqual([]);
+    const m = new MeshMetrics({ defaultMetrics: false });
+    expect((await g.metrics(m)).body).toContain('nodemesh_active_connections');
+    // A message its handler cannot take (a bug's stand-in) is an uncaught error in the worker:
+    // it exits, and the group starts another that answers again.
+    expect(g.restarts).toBe(0);
+    pods = null;
+    g.localPodsChanged();
+    await until(() => g.restarts === 1, 5000);
+    pods = [];
+    // The new one starts after a second and answers.
+    await new Promise((r) => setTimeout(r, 1200));
+    await g.started();
+    expect((await g.metrics(m)).body).toContain('nodemesh_active_connections');
+    await g.addPod(pod(2));
+    expect(g.restarts).toBe(1);
+  });
+});
