@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { NativeError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { NetnsConnector, NodeProxy, type LbPolicy } from '../proxy/index.js';
+import { NetnsConnector, newCursors, NodeProxy, type LbPolicy } from '../proxy/index.js';
 import { Redirector, findCgroup2Root, listenInNetns, socketsInNetns, type KernelSplice } from '../redirect/index.js';
 import { FlowLog, MeshMetrics, type AccessLogMode } from '../telemetry/index.js';
 import { serveAgentEndpoints, type Endpoint, type HttpEndpoints } from './admin.js';
@@ -92,6 +92,8 @@ export class Agent {
   /** Pods of a previous agent adopted: only from then on does a pod status report tell the truth. */
   #adopted = false;
   readonly #startedAt = new Date().toISOString();
+  /** Round-robin cursors every proxy (main thread and workers) shares. */
+  readonly #lbCursors = newCursors();
 
   constructor(o: AgentOptions) {
     this.#o = o;
@@ -133,7 +135,7 @@ export class Agent {
     mkdirSync(this.paths.dir, { recursive: true });
     if (this.#o.capture !== false) this.#capture = new AgentCapture({ node: this.node, tokenFile: this.paths.adminToken, registry: this.metrics.registry, flows: this.flows, workloads: () => this.#cp ?? this.workloads, log: this.#o.log });
     if (this.#o.controlPlane) {
-      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin', this.paths.dir);
+      this.#cp = new ControlPlaneSource(this.#o.controlPlane, this.#o.log, this.#o.lb ?? 'round-robin', this.paths.dir, this.#lbCursors);
       // ---- last good state (docs/security.md "Fail closed") ----
       // The xDS snapshot and workload certificates a previous run saved, loaded before the
       // first xDS request (it resumes from their versions) and before any listener opens.
@@ -226,6 +228,7 @@ export class Agent {
         mode: cp ? 'control-plane' : 'local',
         trustDomain: this.#o.trustDomain ?? 'cluster.local',
         lb: this.#o.lb ?? 'round-robin',
+        lbCursors: this.#lbCursors,
         maps,
         ...(this.#o.connectTimeoutMs ? { connectTimeoutMs: this.#o.connectTimeoutMs } : {}),
         ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),

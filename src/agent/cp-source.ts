@@ -39,8 +39,8 @@ export class ControlPlaneSource extends MeshView {
   #restored = false;
 
   /** With `stateDir` (the agent's directory), the last good xDS state and certificates persist there. */
-  constructor(conn: ControlPlaneConnection, log: Logger, lb: LbPolicy = 'round-robin', stateDir?: string) {
-    super(lb, log.child({ component: 'cp-source' }));
+  constructor(conn: ControlPlaneConnection, log: Logger, lb: LbPolicy = 'round-robin', stateDir?: string, cursors?: Uint32Array) {
+    super(lb, log.child({ component: 'cp-source' }), cursors);
     this.#log = log.child({ component: 'cp-source' });
     this.#node = conn.nodeName;
     this.xds = new XdsClient({ ...conn, state: this.state, logger: log });

@@ -63,9 +63,10 @@ export class MeshView implements WorkloadIndex, MeshRouter {
   readonly #origin = new NodeOrigin();
   #serving = false;
 
-  constructor(lb: LbPolicy, log: Logger) {
+  /** `cursors` (newCursors): round-robin shared with the node's other proxies (the workers). */
+  constructor(lb: LbPolicy, log: Logger, cursors?: Uint32Array) {
     this.log = log;
-    this.balancer = new Balancer(lb);
+    this.balancer = new Balancer(lb, cursors);
     // A service that left the state takes its round-robin cursor along.
     this.state.on('change', (c) => c.services.removed.forEach((k) => this.balancer.forget(k)));
   }

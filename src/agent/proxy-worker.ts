@@ -27,7 +27,7 @@ function run(init: WorkerInit): void {
   flows.shareIds(init.flowIds, init.index);
 
   // ---- state: a mirror of the main thread's ----
-  const view = init.mode === 'control-plane' ? new MeshView(init.lb, log.child({ component: 'mesh' })) : undefined;
+  const view = init.mode === 'control-plane' ? new MeshView(init.lb, log.child({ component: 'mesh' }), init.lbCursors) : undefined;
   const local = new LocalWorkloads(init.trustDomain);
 
   // ---- certificates, from the main thread's SecretManager ----

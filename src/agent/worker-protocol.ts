@@ -13,6 +13,8 @@ export interface WorkerInit {
   index: number;
   /** How many proxies run (main thread included). */
   count: number;
+  /** Round-robin cursors shared by every proxy's balancer (newCursors). */
+  lbCursors: Uint32Array;
   /** The node-wide flow id counter (FlowLog.shareIds). */
   flowIds: BigInt64Array;
   /** Capture is on in the agent: request records go to the main thread's recorder (its history). */

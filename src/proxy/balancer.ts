@@ -3,19 +3,42 @@
 
 export type LbPolicy = 'round-robin' | 'least-conn';
 
+/** Slots of a shared cursor table (newCursors): services share a slot only when their names hash alike. */
+export const CURSOR_SLOTS = 1024;
+
+/**
+ * Round-robin cursors in shared memory, for the balancers of every proxy of a node (the proxy
+ * workers): each pick advances its service's slot atomically, so the node as a whole goes round
+ * the endpoints, not each proxy on its own.
+ */
+export function newCursors(): Uint32Array {
+  return new Uint32Array(new SharedArrayBuffer(4 * CURSOR_SLOTS));
+}
+
+/** FNV-1a of a service key, to a slot. */
+function slotOf(key: string, slots: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % slots;
+}
+
 export class Balancer {
   readonly policy: LbPolicy;
   readonly #cursor = new Map<string, number>();
   readonly #active = new Map<string, number>();
+  readonly #shared: Uint32Array | undefined;
 
-  constructor(policy: LbPolicy = 'round-robin') {
+  /** `shared` (newCursors): the cursors every proxy of the node shares; absent, this balancer's own. */
+  constructor(policy: LbPolicy = 'round-robin', shared?: Uint32Array) {
     this.policy = policy;
+    this.#shared = shared;
   }
 
   /** Chooses among `endpoints` (keys) of `service`; returns the index and a release function. */
   pick(service: string, endpoints: readonly string[]): { index: number; release: () => void } | undefined {
     if (endpoints.length === 0) return undefined;
-    const start = this.#cursor.get(service) ?? 0;
+    const shared = this.#shared;
+    const start = shared ? Atomics.add(shared, slotOf(service, shared.length), 1) : (this.#cursor.get(service) ?? 0);
     let index = start % endpoints.length;
     if (this.policy === 'least-conn') {
       let best = Infinity;

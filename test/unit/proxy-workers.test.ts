@@ -5,7 +5,7 @@
 // join the main thread's, and a worker that dies is replaced and given every pod again.
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultWorkers, ProxyGroup } from '../../src/agent/proxy-workers.js';
-import type { NodeProxy, LocalPod } from '../../src/proxy/index.js';
+import { newCursors, type NodeProxy, type LocalPod } from '../../src/proxy/index.js';
 import { FlowLog, MeshMetrics } from '../../src/telemetry/index.js';
 import { ProxyState } from '../../src/state/index.js';
 import { createLogger } from '../../src/log.js';
@@ -49,7 +49,7 @@ afterEach(async () => {
 function start(count: number, state?: ProxyState): { g: ProxyGroup; main: ReturnType<typeof mainProxy>; flows: FlowLog } {
   const main = mainProxy();
   const flows = new FlowLog(log);
-  const g = new ProxyGroup({ main, count, init: { mode: 'local', trustDomain: 'cluster.local', lb: 'round-robin', maps: { origDst: -1 }, accessLog: 'off', logLevel: 'silent' }, log, flows, script, ...(state ? { state: { state, serving: () => true } } : {}) });
+  const g = new ProxyGroup({ main, count, init: { mode: 'local', trustDomain: 'cluster.local', lb: 'round-robin', lbCursors: newCursors(), maps: { origDst: -1 }, accessLog: 'off', logLevel: 'silent' }, log, flows, script, ...(state ? { state: { state, serving: () => true } } : {}) });
   group = g;
   return { g, main, flows };
 }
@@ -142,7 +142,7 @@ describe('proxy workers: the real worker script (dist/agent/proxy-worker.js, bui
     let pods: unknown = [];
     const main = mainProxy();
     const flows = new FlowLog(log);
-    const g = new ProxyGroup({ main, count: 2, init: { mode: 'local', trustDomain: 'cluster.local', lb: 'round-robin', maps: { origDst: -1 }, accessLog: 'off', logLevel: 'silent' }, log, flows, script: real, localPods: { all: () => pods as never } });
+    const g = new ProxyGroup({ main, count: 2, init: { mode: 'local', trustDomain: 'cluster.local', lb: 'round-robin', lbCursors: newCursors(), maps: { origDst: -1 }, accessLog: 'off', logLevel: 'silent' }, log, flows, script: real, localPods: { all: () => pods as never } });
     group = g;
     await g.started();
     // No such netns: the worker's listen fails, it says so, and it keeps running.
